@@ -1,0 +1,395 @@
+//! The YAML configuration. Unknown keys are errors, and every error names the
+//! key and the line (serde_yaml reports both when validation happens during
+//! deserialization, which is why the checks live in `TryFrom` impls).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::gateway::uidl::UidlTemplate;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listeners: Listeners,
+    pub upstream: Upstream,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    #[serde(default)]
+    pub uidl_format: UidlTemplate,
+    #[serde(default)]
+    pub session: Session,
+    #[serde(default)]
+    pub shutdown: Shutdown,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listeners(pub Vec<Listener>);
+
+impl<'de> Deserialize<'de> for Listeners {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Listeners;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of listeners")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Listeners, A::Error> {
+                let mut v: Vec<Listener> = Vec::new();
+                while let Some(l) = seq.next_element::<Listener>()? {
+                    if v.iter().any(|o| o.address == l.address) {
+                        return Err(serde::de::Error::custom(format!(
+                            "address {} is listed twice",
+                            l.address
+                        )));
+                    }
+                    v.push(l);
+                }
+                if v.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "at least one listener is required",
+                    ));
+                }
+                Ok(Listeners(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `ip:port`; port 0 picks a free port (the log line tells which).
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub tls: ListenerTls,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `host:port` of the IMAP server; the host is resolved at each connect.
+    pub address: HostPort,
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub connect_timeout: Duration,
+    /// Bound on every upstream read and write.
+    #[serde(
+        default = "default_command_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort(pub String);
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parsed::deserialize(d)
+    }
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} needs a port, as in \"imap.example.org:143\""))?;
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(HostPort(s.to_string())),
+            _ => Err(format!("{s:?} has an invalid port")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Session {
+    /// RFC 1939's autologout timer: at least 10 minutes.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub idle_timeout: Duration,
+    /// Longest command line accepted, CRLF included. RFC 2449 allows 255
+    /// octets for commands; SASL responses (OAuth tokens) need more.
+    pub max_line_length: usize,
+    /// Concurrent POP3 connections per popgate process.
+    pub max_connections: usize,
+    /// Set `\Seen` at QUIT on messages retrieved with RETR, as Dovecot's POP3.
+    pub mark_seen: bool,
+    /// Allow one session per user at a time (RFC 1939's exclusive lock);
+    /// a second login gets `-ERR [IN-USE]`.
+    pub exclusive: bool,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            idle_timeout: Duration::from_secs(600),
+            max_line_length: 8192,
+            max_connections: 1000,
+            mark_seen: true,
+            exclusive: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// How long running sessions may go on after SIGTERM; then they are
+    /// closed and their deletions dropped. Below Kubernetes' 30 s grace.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `popgate=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates; the error names the key and the line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.session.idle_timeout < Duration::from_secs(1) {
+            return Err("session.idle_timeout: must be at least 1s".into());
+        }
+        if !(255..=1 << 20).contains(&self.session.max_line_length) {
+            return Err("session.max_line_length: must be between 255 and 1048576".into());
+        }
+        if self.session.max_connections == 0 {
+            return Err("session.max_connections: must be at least 1".into());
+        }
+        if self.mailbox.is_empty() {
+            return Err("mailbox: must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Values written as strings and parsed with `FromStr`. The parsing happens
+/// inside the YAML deserializer, so an error carries the key and the line.
+pub mod parsed {
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::fmt::Display;
+    use std::marker::PhantomData;
+    use std::str::FromStr;
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr,
+        T::Err: Display,
+    {
+        struct V<T>(PhantomData<T>);
+        impl<T: FromStr> Visitor<'_> for V<T>
+        where
+            T::Err: Display,
+        {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<T, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// Durations as `"500ms"`, `"30s"`, `"10m"`, `"1h"`, or a number of seconds.
+pub mod duration {
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"30s\" or \"10m\"")
+            }
+            fn visit_u64<E: Error>(self, n: u64) -> Result<Duration, E> {
+                Ok(Duration::from_secs(n))
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<Duration, E> {
+                parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: use e.g. \"30s\", \"10m\""))?;
+        let ms = match unit.trim() {
+            "ms" => 1,
+            "s" | "" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+        };
+        n.checked_mul(ms)
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("duration {s:?} is too large"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"127.0.0.1:143\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.mailbox, "INBOX");
+        assert_eq!(c.uidl_format.to_string(), "%08Xu%08Xv");
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(600));
+        assert!(c.session.mark_seen);
+        assert!(c.shutdown.drain_timeout < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = Config::parse(&format!("{MINIMAL}mailbx: INBOX\n")).unwrap_err();
+        assert!(e.contains("mailbx") && e.contains("line 5"), "{e}");
+
+        let e = Config::parse(&MINIMAL.replace("1110", "x")).unwrap_err();
+        assert!(
+            e.contains("listeners[0].address") && e.contains("line 2"),
+            "{e}"
+        );
+
+        let e = Config::parse(&format!("{MINIMAL}uidl_format: \"%u%m\"\n")).unwrap_err();
+        assert!(
+            e.contains("uidl_format") && e.contains("%m") && e.contains("line 5"),
+            "{e}"
+        );
+
+        let e = Config::parse(&format!("{MINIMAL}session:\n  idle_timeout: 10y\n")).unwrap_err();
+        assert!(
+            e.contains("session.idle_timeout") && e.contains("line 6"),
+            "{e}"
+        );
+
+        let e = Config::parse("listeners: []\nupstream:\n  address: \"h:143\"\n").unwrap_err();
+        assert!(e.contains("listeners") && e.contains("line 1"), "{e}");
+
+        let e = Config::parse(&MINIMAL.replace("127.0.0.1:143", "imap.example.org")).unwrap_err();
+        assert!(
+            e.contains("upstream.address") && e.contains("needs a port"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration::parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration::parse("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(duration::parse("7"), Ok(Duration::from_secs(7)));
+        assert!(duration::parse("1d").is_err());
+        assert!(duration::parse("").is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! The maildrop as one POP3 session sees it: the snapshot taken at login,
+//! numbered 1..n, and the session's marks. Answers STAT, LIST, UIDL, DELE and
+//! RSET without touching the upstream; no I/O.
+
+use std::fmt::Write;
+
+use bytes::{BufMut, BytesMut};
+
+use super::uidl::UidlTemplate;
+use crate::imap::client::Listing;
+use crate::pop3::response;
+
+const DELETED: u8 = 1;
+const RETRIEVED: u8 = 2;
+/// Expunged upstream by someone else during this session.
+const GONE: u8 = 4;
+
+#[derive(Debug, Clone, Copy)]
+struct Message {
+    uid: u32,
+    marks: u8,
+    size: u64,
+}
+
+#[derive(Debug)]
+pub struct Maildrop {
+    uid_validity: u32,
+    messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("No such message")]
+    NoSuchMessage,
+    #[error("Message is deleted")]
+    Deleted,
+    #[error("Message was removed from the mailbox by another client")]
+    Gone,
+}
+
+impl Maildrop {
+    /// Builds the snapshot; messages already flagged `\Deleted` upstream are
+    /// hidden, as if another client had removed them.
+    pub fn new(uid_validity: u32, listing: &[Listing]) -> Maildrop {
+        let messages = listing
+            .iter()
+            .filter(|l| !l.deleted)
+            .map(|l| Message {
+                uid: l.uid,
+                marks: 0,
+                size: l.size,
+            })
+            .collect();
+        Maildrop {
+            uid_validity,
+            messages,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Message)> {
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.marks & DELETED == 0)
+            .map(|(i, m)| (i + 1, m))
+    }
+
+    /// A message that RETR, TOP, LIST n or UIDL n may use.
+    fn get(&self, n: u32) -> Result<&Message, MessageError> {
+        let m = (n as usize)
+            .checked_sub(1)
+            .and_then(|i| self.messages.get(i))
+            .ok_or(MessageError::NoSuchMessage)?;
+        if m.marks & DELETED != 0 {
+            return Err(MessageError::Deleted);
+        }
+        Ok(m)
+    }
+
+    /// UID and size of a message to fetch; gone messages are refused.
+    pub fn fetchable(&self, n: u32) -> Result<(u32, u64), MessageError> {
+        let m = self.get(n)?;
+        if m.marks & GONE != 0 {
+            return Err(MessageError::Gone);
+        }
+        Ok((m.uid, m.size))
+    }
+
+    pub fn stat(&self, out: &mut BytesMut) {
+        let (count, octets) = self
+            .live()
+            .fold((0usize, 0u64), |(c, o), (_, m)| (c + 1, o + m.size));
+        response::ok(out, &format!("{count} {octets}"));
+    }
+
+    pub fn list(&self, n: Option<u32>, out: &mut BytesMut) -> Result<(), MessageError> {
+        let count = self.live().count();
+        self.answer(n, &format!("{count} messages:"), out, |m, line| {
+            let _ = write!(line, "{}", m.size);
+        })
+    }
+
+    pub fn uidl(
+        &self,
+        template: &UidlTemplate,
+        n: Option<u32>,
+        out: &mut BytesMut,
+    ) -> Result<(), MessageError> {
+        self.answer(n, "", out, |m, line| {
+            template.render(m.uid, self.uid_validity, line)
+        })
+    }
+
+    /// LIST and UIDL: one message as "+OK n value", or all as a multi-line
+    /// answer under `header` (Dovecot's wording, which clients may show).
+    fn answer(
+        &self,
+        n: Option<u32>,
+        header: &str,
+        out: &mut BytesMut,
+        value: impl Fn(&Message, &mut String),
+    ) -> Result<(), MessageError> {
+        let mut line = String::with_capacity(32);
+        match n {
+            Some(n) => {
+                let m = self.get(n)?;
+                let _ = write!(line, "{n} ");
+                value(m, &mut line);
+                response::ok(out, &line);
+            }
+            None => {
+                response::ok(out, header);
+                for (i, m) in self.live() {
+                    line.clear();
+                    let _ = write!(line, "{i} ");
+                    value(m, &mut line);
+                    out.put_slice(line.as_bytes());
+                    out.put_slice(b"\r\n");
+                }
+                response::end_multiline(out);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn delete(&mut self, n: u32) -> Result<(), MessageError> {
+        self.get(n)?;
+        self.messages[n as usize - 1].marks |= DELETED;
+        Ok(())
+    }
+
+    pub fn mark_retrieved(&mut self, n: u32) {
+        if let Some(m) = self.messages.get_mut(n as usize - 1) {
+            m.marks |= RETRIEVED;
+        }
+    }
+
+    pub fn mark_gone(&mut self, n: u32) {
+        if let Some(m) = self.messages.get_mut(n as usize - 1) {
+            m.marks |= GONE;
+        }
+    }
+
+    /// RSET: unmarks every message marked deleted.
+    pub fn reset(&mut self) {
+        for m in &mut self.messages {
+            m.marks &= !DELETED;
+        }
+    }
+
+    pub fn deleted_uids(&self) -> Vec<u32> {
+        self.uids_where(|m| m.marks & DELETED != 0)
+    }
+
+    /// Retrieved and not deleted: these get `\Seen` at QUIT.
+    pub fn retrieved_uids(&self) -> Vec<u32> {
+        self.uids_where(|m| m.marks & (RETRIEVED | DELETED) == RETRIEVED)
+    }
+
+    fn uids_where(&self, keep: impl Fn(&Message) -> bool) -> Vec<u32> {
+        self.messages
+            .iter()
+            .filter(|m| keep(m))
+            .map(|m| m.uid)
+            .collect()
+    }
+}
+
+/// IMAP sequence sets for sorted UIDs (`1:4,7,9:12`), each at most about
+/// `max_len` bytes so no command line grows past server limits.
+pub fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
+    let mut sets = Vec::new();
+    let mut cur = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            end += 1;
+            i += 1;
+        }
+        i += 1;
+        if cur.len() >= max_len {
+            sets.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(',');
+        }
+        let _ = if start == end {
+            write!(cur, "{start}")
+        } else {
+            write!(cur, "{start}:{end}")
+        };
+    }
+    if !cur.is_empty() {
+        sets.push(cur);
+    }
+    sets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn drop3() -> Maildrop {
+        let l = |uid, size, deleted| Listing { uid, size, deleted };
+        Maildrop::new(
+            77,
+            &[
+                l(3, 100, false),
+                l(5, 50, true),
+                l(9, 20, false),
+                l(10, 1, false),
+            ],
+        )
+    }
+
+    fn text(f: impl FnOnce(&mut BytesMut)) -> String {
+        let mut out = BytesMut::new();
+        f(&mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn hides_deleted_and_numbers_from_one() {
+        let d = drop3();
+        assert_eq!(text(|o| d.stat(o)), "+OK 3 121\r\n");
+        assert_eq!(
+            text(|o| d.list(None, o).unwrap()),
+            "+OK 3 messages:\r\n1 100\r\n2 20\r\n3 1\r\n.\r\n"
+        );
+        assert_eq!(text(|o| d.list(Some(2), o).unwrap()), "+OK 2 20\r\n");
+        let t = UidlTemplate::default();
+        assert_eq!(
+            text(|o| d.uidl(&t, Some(3), o).unwrap()),
+            "+OK 3 0000000a0000004d\r\n"
+        );
+    }
+
+    #[test]
+    fn dele_and_rset_only_mark() {
+        let mut d = drop3();
+        d.delete(2).unwrap();
+        assert_eq!(d.delete(2), Err(MessageError::Deleted));
+        assert_eq!(d.fetchable(2), Err(MessageError::Deleted));
+        assert_eq!(d.fetchable(4), Err(MessageError::NoSuchMessage));
+        assert_eq!(d.fetchable(0), Err(MessageError::NoSuchMessage));
+        assert_eq!(text(|o| d.stat(o)), "+OK 2 101\r\n");
+        assert_eq!(
+            text(|o| d.list(None, o).unwrap()),
+            "+OK 2 messages:\r\n1 100\r\n3 1\r\n.\r\n"
+        );
+        assert_eq!(d.deleted_uids(), vec![9]);
+        d.reset();
+        assert!(d.deleted_uids().is_empty());
+        assert_eq!(text(|o| d.stat(o)), "+OK 3 121\r\n");
+    }
+
+    #[test]
+    fn retrieved_but_deleted_are_not_marked_seen() {
+        let mut d = drop3();
+        d.mark_retrieved(1);
+        d.mark_retrieved(2);
+        d.delete(2).unwrap();
+        assert_eq!(d.retrieved_uids(), vec![3]);
+        d.mark_gone(3);
+        assert_eq!(d.fetchable(3), Err(MessageError::Gone));
+    }
+
+    #[test]
+    fn sets_compress_runs() {
+        assert_eq!(uid_sets(&[1, 2, 3, 5, 7, 8], 100), vec!["1:3,5,7:8"]);
+        assert_eq!(uid_sets(&[1, 3, 5], 2), vec!["1,3", "5"]);
+        assert!(uid_sets(&[], 10).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn sets_cover_exactly_the_uids(mut uids in proptest::collection::btree_set(1u32..500, 0..200), max in 1usize..50) {
+            let list: Vec<u32> = std::mem::take(&mut uids).into_iter().collect();
+            let mut back = Vec::new();
+            for set in uid_sets(&list, max) {
+                for part in set.split(',') {
+                    match part.split_once(':') {
+                        Some((a, b)) => back.extend(a.parse::<u32>().unwrap()..=b.parse().unwrap()),
+                        None => back.push(part.parse().unwrap()),
+                    }
+                }
+            }
+            prop_assert_eq!(back, list);
+        }
+    }
+}

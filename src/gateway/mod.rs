@@ -1,0 +1,55 @@
+//! The translation between a POP3 session and an IMAP connection.
+
+pub mod login;
+pub mod maildrop;
+pub mod session;
+pub mod uidl;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashSet;
+
+use crate::config::Config;
+
+/// What every session of one server instance shares.
+pub struct Context {
+    pub config: Config,
+    /// Users with a session open, when sessions are exclusive.
+    locked_users: DashSet<String>,
+    next_session: AtomicU64,
+}
+
+impl Context {
+    pub fn new(config: Config) -> Context {
+        Context {
+            config,
+            locked_users: DashSet::new(),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes the user's maildrop lock, or `None` if another session holds it.
+    pub fn lock_user(self: &std::sync::Arc<Self>, user: &str) -> Option<UserLock> {
+        let key = user.to_lowercase();
+        self.locked_users.insert(key.clone()).then(|| UserLock {
+            ctx: self.clone(),
+            key,
+        })
+    }
+}
+
+/// Held for the life of a session when sessions are exclusive.
+pub struct UserLock {
+    ctx: std::sync::Arc<Context>,
+    key: String,
+}
+
+impl Drop for UserLock {
+    fn drop(&mut self) {
+        self.ctx.locked_users.remove(&self.key);
+    }
+}

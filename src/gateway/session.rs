@@ -1,0 +1,507 @@
+//! One POP3 session (RFC 1939 section 3): AUTHORIZATION, TRANSACTION, and
+//! UPDATE at QUIT, driving the upstream IMAP connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::login::{self, Opened, Refusal};
+use super::maildrop::{uid_sets, Maildrop};
+use super::Context;
+use crate::imap::client::BodyEvent;
+use crate::imap::ClientError;
+use crate::net::conn::{ClientConn, ConnError};
+use crate::pop3::command::{self, Command, CommandError};
+use crate::pop3::response::{self, RespCode};
+use crate::pop3::sasl::{self, Exchange, Step};
+use crate::pop3::{DotStuffer, Line, Secret, TopLimiter};
+
+/// Parse errors tolerated before the connection is closed; protects against
+/// clients that are not speaking POP3 at all.
+const MAX_BAD_COMMANDS: u32 = 20;
+/// UID set length per STORE/EXPUNGE command line.
+const MAX_SET_LEN: usize = 4000;
+
+const CAPABILITIES: &str = "CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nUSER\r\nSASL PLAIN LOGIN\r\n";
+
+enum State {
+    Authorization { user: Option<String> },
+    Transaction(Box<Opened>),
+}
+
+/// Why the command loop stopped.
+enum End {
+    Quit,
+    Client(ConnError),
+    Upstream(ClientError),
+    TooManyErrors,
+    Shutdown,
+}
+
+/// A failure that ends the session.
+enum Fault {
+    Client(ConnError),
+    Upstream(ClientError),
+}
+
+impl From<ConnError> for Fault {
+    fn from(e: ConnError) -> Self {
+        Fault::Client(e)
+    }
+}
+
+impl From<ClientError> for Fault {
+    fn from(e: ClientError) -> Self {
+        Fault::Upstream(e)
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    retrieved: u64,
+    bytes: u64,
+    deleted: usize,
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    conn: ClientConn<TcpStream>,
+    state: State,
+    user: Option<String>,
+    bad_commands: u32,
+    counts: Counts,
+}
+
+/// Serves one client until it quits, drops, idles out or `force_close` fires.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut force_close: watch::Receiver<bool>,
+) {
+    let id = ctx.session_id();
+    let span = info_span!("session", id, client = %peer);
+    async move {
+        let started = Instant::now();
+        info!("session opened");
+        let cfg = &ctx.config.session;
+        let conn = ClientConn::new(stream, cfg.max_line_length, cfg.idle_timeout);
+        let mut s = Session {
+            ctx: ctx.clone(),
+            conn,
+            state: State::Authorization { user: None },
+            user: None,
+            bad_commands: 0,
+            counts: Counts::default(),
+        };
+        response::ok(&mut s.conn.out, "POP3 gateway ready.");
+        let end = tokio::select! {
+            end = s.run() => end,
+            _ = force_close.wait_for(|f| *f) => End::Shutdown,
+        };
+        let outcome = match end {
+            End::Quit => s.quit().await,
+            End::Client(ConnError::Timeout) => {
+                response::err(&mut s.conn.out, None, "Autologout; idle for too long.");
+                "idle timeout"
+            }
+            End::Client(_) => "client disconnected",
+            End::Upstream(e) => {
+                warn!(error = %e, "upstream connection failed");
+                "upstream failure"
+            }
+            End::TooManyErrors => {
+                response::err(&mut s.conn.out, None, "Too many bad commands, closing.");
+                "too many bad commands"
+            }
+            End::Shutdown => "shutdown",
+        };
+        let Counts {
+            retrieved,
+            bytes,
+            deleted,
+        } = s.counts;
+        info!(
+            user = s.user.as_deref().unwrap_or("-"),
+            retrieved,
+            deleted,
+            bytes,
+            duration_ms = started.elapsed().as_millis() as u64,
+            outcome,
+            "session closed"
+        );
+        // Dropping the state without QUIT leaves the mailbox untouched.
+        if let State::Transaction(opened) = s.state {
+            tokio::spawn(opened.imap.logout().in_current_span());
+        }
+        s.conn.close().await;
+    }
+    .instrument(span)
+    .await
+}
+
+impl Session {
+    async fn run(&mut self) -> End {
+        loop {
+            let line = match self.conn.next_line().await {
+                Ok(Line::Complete(line)) => line,
+                Ok(Line::TooLong) => {
+                    response::err(&mut self.conn.out, None, "Line too long.");
+                    if self.bad_command() {
+                        return End::TooManyErrors;
+                    }
+                    continue;
+                }
+                Err(e) => return End::Client(e),
+            };
+            let cmd = match command::parse(&line) {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    let text = match e {
+                        CommandError::Unknown => "Unknown command.".to_string(),
+                        e => format!("{e}."),
+                    };
+                    response::err(&mut self.conn.out, None, &text);
+                    if self.bad_command() {
+                        return End::TooManyErrors;
+                    }
+                    continue;
+                }
+            };
+            debug!(command = cmd.name(), "command");
+            match self.dispatch(cmd).await {
+                Ok(true) => {}
+                Ok(false) => return End::Quit,
+                Err(Fault::Client(e)) => return End::Client(e),
+                Err(Fault::Upstream(e)) => return End::Upstream(e),
+            }
+        }
+    }
+
+    fn bad_command(&mut self) -> bool {
+        self.bad_commands += 1;
+        self.bad_commands >= MAX_BAD_COMMANDS
+    }
+
+    fn ok(&mut self, text: &str) {
+        response::ok(&mut self.conn.out, text);
+    }
+
+    fn err(&mut self, code: Option<RespCode>, text: &str) {
+        response::err(&mut self.conn.out, code, text);
+    }
+
+    /// Runs one command; `Ok(false)` means QUIT was received.
+    async fn dispatch(&mut self, cmd: Command) -> Result<bool, Fault> {
+        match cmd {
+            Command::Quit => return Ok(false),
+            Command::Capa => {
+                self.ok("Capability list follows");
+                self.conn.out.extend_from_slice(CAPABILITIES.as_bytes());
+                self.conn.out.extend_from_slice(
+                    format!("IMPLEMENTATION popgate-{}\r\n", env!("CARGO_PKG_VERSION")).as_bytes(),
+                );
+                response::end_multiline(&mut self.conn.out);
+            }
+            Command::Noop => self.ok(""),
+            _ => match &mut self.state {
+                State::Authorization { .. } => self.authorization(cmd).await?,
+                State::Transaction(_) => self.transaction(cmd).await?,
+            },
+        }
+        Ok(true)
+    }
+
+    async fn authorization(&mut self, cmd: Command) -> Result<(), Fault> {
+        let State::Authorization { user } = &mut self.state else {
+            unreachable!()
+        };
+        match cmd {
+            Command::User(name) => {
+                *user = Some(name);
+                self.ok("");
+            }
+            Command::Pass(password) => match user.take() {
+                Some(name) => self.login("USER", String::new(), name, password).await,
+                None => self.err(None, "No user name given; send USER first."),
+            },
+            Command::Auth {
+                mechanism: None, ..
+            } => {
+                self.ok("");
+                for m in sasl::MECHANISMS {
+                    self.conn.out.extend_from_slice(m.as_bytes());
+                    self.conn.out.extend_from_slice(b"\r\n");
+                }
+                response::end_multiline(&mut self.conn.out);
+            }
+            Command::Auth {
+                mechanism: Some(mech),
+                initial,
+            } => {
+                *user = None;
+                self.authenticate(&mech, initial.as_deref()).await?;
+            }
+            _ => self.err(None, "Not logged in."),
+        }
+        Ok(())
+    }
+
+    /// Runs a SASL exchange (RFC 5034), then the upstream login.
+    async fn authenticate(&mut self, mech: &str, initial: Option<&str>) -> Result<(), Fault> {
+        let (mut exchange, mut step) = match Exchange::start(mech, initial) {
+            Ok(started) => started,
+            Err(e) => {
+                self.err(None, &format!("{e}."));
+                return Ok(());
+            }
+        };
+        loop {
+            match step {
+                Step::Done(c) => {
+                    let mech = if mech == "PLAIN" { "PLAIN" } else { "LOGIN" };
+                    self.login(mech, c.authzid, c.user, c.password).await;
+                    return Ok(());
+                }
+                Step::Challenge(challenge) => {
+                    response::continuation(&mut self.conn.out, challenge);
+                    let line = match self.conn.next_line().await? {
+                        Line::Complete(line) => Secret(line.to_vec()),
+                        Line::TooLong => {
+                            self.err(None, "Authentication data too long.");
+                            return Ok(());
+                        }
+                    };
+                    step = match exchange.step(line.expose()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let code = (e != sasl::SaslError::Cancelled).then_some(RespCode::Auth);
+                            self.err(code, &format!("{e}."));
+                            return Ok(());
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    async fn login(&mut self, mechanism: &str, authzid: String, user: String, password: Secret) {
+        let started = Instant::now();
+        match login::open(&self.ctx, &authzid, &user, &password).await {
+            Ok(opened) => {
+                info!(
+                    user = %user,
+                    mechanism,
+                    messages = opened.maildrop.len(),
+                    login_ms = started.elapsed().as_millis() as u64,
+                    "logged in"
+                );
+                self.user = Some(user);
+                self.state = State::Transaction(Box::new(opened));
+                self.ok("Logged in.");
+            }
+            Err(Refusal { code, text }) => {
+                info!(user = %user, mechanism, code = code.as_str(), "login refused");
+                self.err(Some(code), text);
+            }
+        }
+    }
+
+    async fn transaction(&mut self, cmd: Command) -> Result<(), Fault> {
+        let State::Transaction(opened) = &mut self.state else {
+            unreachable!()
+        };
+        let template = &self.ctx.config.uidl_format;
+        let out = &mut self.conn.out;
+        let result = match cmd {
+            Command::Stat => {
+                opened.maildrop.stat(out);
+                Ok(())
+            }
+            Command::List(n) => opened.maildrop.list(n, out),
+            Command::Uidl(n) => opened.maildrop.uidl(template, n, out),
+            Command::Dele(n) => opened
+                .maildrop
+                .delete(n)
+                .map(|()| response::ok(out, "Marked to be deleted.")),
+            Command::Rset => {
+                opened.maildrop.reset();
+                response::ok(out, "");
+                Ok(())
+            }
+            Command::Retr(n) => return self.send_message(n, None).await,
+            Command::Top(n, lines) => return self.send_message(n, Some(lines)).await,
+            _ => {
+                response::err(out, None, "Already logged in.");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.err(None, &format!("{e}."));
+        }
+        Ok(())
+    }
+
+    /// RETR (`top` is None) or TOP: streams the message from the upstream
+    /// literal through the dot-stuffer into the client socket.
+    async fn send_message(&mut self, n: u32, top: Option<u64>) -> Result<(), Fault> {
+        let State::Transaction(opened) = &mut self.state else {
+            unreachable!()
+        };
+        let (uid, size) = match opened.maildrop.fetchable(n) {
+            Ok(found) => found,
+            Err(e) => {
+                response::err(&mut self.conn.out, None, &format!("{e}."));
+                return Ok(());
+            }
+        };
+        // TOP n 0 needs no body at all.
+        let section = if top == Some(0) {
+            "BODY.PEEK[HEADER]"
+        } else {
+            "BODY.PEEK[]"
+        };
+        let tag = opened.imap.fetch_body(uid, section).await?;
+        let mut stuffer = DotStuffer::default();
+        let mut limiter = top.map(TopLimiter::new);
+        let mut begun = false;
+        loop {
+            let event = match opened.imap.body_event(&tag).await {
+                Ok(event) => event,
+                Err(e) if e.is_refusal() && !begun => {
+                    warn!(uid, error = %e, "upstream refused the body");
+                    response::err(&mut self.conn.out, None, "Message cannot be read now.");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match event {
+                BodyEvent::Begin(_) => {
+                    begun = true;
+                    match top {
+                        None => response::ok(&mut self.conn.out, &format!("{size} octets")),
+                        Some(_) => response::ok(&mut self.conn.out, ""),
+                    }
+                }
+                BodyEvent::Chunk(data) => {
+                    let data = match &mut limiter {
+                        Some(l) => &data[..l.take(&data)],
+                        None => &data[..],
+                    };
+                    self.counts.bytes += data.len() as u64;
+                    stuffer.feed(data, &mut self.conn.out);
+                    self.conn.flush_if_full().await?;
+                }
+                BodyEvent::End => break,
+            }
+        }
+        if !begun {
+            opened.maildrop.mark_gone(n);
+            response::err(
+                &mut self.conn.out,
+                None,
+                "Message was removed from the mailbox by another client.",
+            );
+            return Ok(());
+        }
+        stuffer.finish(&mut self.conn.out);
+        if top.is_none() {
+            opened.maildrop.mark_retrieved(n);
+            self.counts.retrieved += 1;
+        }
+        Ok(())
+    }
+
+    /// QUIT: in AUTHORIZATION just goodbye; in TRANSACTION the UPDATE state
+    /// (RFC 1939 section 6). Not cancelled by shutdown once begun.
+    async fn quit(&mut self) -> &'static str {
+        let State::Transaction(opened) =
+            std::mem::replace(&mut self.state, State::Authorization { user: None })
+        else {
+            self.ok("Logging out.");
+            return "quit";
+        };
+        let Opened {
+            mut imap,
+            maildrop,
+            lock,
+        } = *opened;
+        let mark_seen = self.ctx.config.session.mark_seen;
+        let result = update(&mut imap, &maildrop, mark_seen).await;
+        drop(lock);
+        let outcome = match result {
+            Ok(deleted) => {
+                self.counts.deleted = deleted;
+                if deleted > 0 {
+                    self.ok("Logging out, messages deleted.");
+                } else {
+                    self.ok("Logging out.");
+                }
+                "quit"
+            }
+            Err(e) => {
+                warn!(error = %e, "could not remove deleted messages at QUIT");
+                self.err(
+                    Some(RespCode::SysTemp),
+                    "Some deleted messages were not removed; try again later.",
+                );
+                "quit failed"
+            }
+        };
+        // The client need not wait for the upstream goodbye.
+        let _ = self.conn.flush().await;
+        imap.logout().await;
+        outcome
+    }
+}
+
+/// Applies the session's marks upstream: `\Seen` on retrieved messages,
+/// then removal of exactly the deleted UIDs. Returns how many were removed.
+async fn update(
+    imap: &mut login::Upstream,
+    maildrop: &Maildrop,
+    mark_seen: bool,
+) -> Result<usize, ClientError> {
+    if mark_seen {
+        for set in uid_sets(&maildrop.retrieved_uids(), MAX_SET_LEN) {
+            // Not worth failing QUIT over: the mail itself is unaffected.
+            if let Err(e) = imap.add_flag(&set, "\\Seen").await {
+                if !e.is_refusal() {
+                    return Err(e);
+                }
+                warn!(error = %e, "could not set \\Seen");
+            }
+        }
+    }
+    let deleted = maildrop.deleted_uids();
+    if deleted.is_empty() {
+        return Ok(0);
+    }
+    let sets = uid_sets(&deleted, MAX_SET_LEN);
+    for set in &sets {
+        imap.add_flag(set, "\\Deleted").await?;
+    }
+    if imap.has_capability("UIDPLUS") {
+        for set in &sets {
+            imap.uid_expunge(set).await?;
+        }
+    } else {
+        // A bare EXPUNGE would also remove what other clients flagged. Only
+        // expunge when every flagged message is one of ours; otherwise leave
+        // ours flagged, which hides them from POP3 until the server's own
+        // expunge runs.
+        let flagged = imap.search_deleted().await?;
+        if flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {
+            imap.expunge().await?;
+        } else {
+            warn!(
+                "upstream lacks UIDPLUS and other messages carry \\Deleted; leaving ours flagged"
+            );
+        }
+    }
+    Ok(deleted.len())
+}

@@ -1,0 +1,616 @@
+//! The upstream IMAP connection: sends commands, reads responses, and streams
+//! message bodies chunk by chunk.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::framer::{Frame, FrameError, Framer};
+use super::parse::{self, Response, Untagged};
+use super::quote::{self, ImapString};
+use crate::pop3::Secret;
+
+pub use super::parse::Status;
+
+/// Longest response line we accept; snapshot lines are far shorter.
+const MAX_LINE: usize = 64 * 1024;
+/// Largest response we assemble in memory (bodies are streamed instead).
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("upstream I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("upstream closed the connection")]
+    Closed,
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+    /// A tagged NO or BAD; `code` is the response code if there was one.
+    #[error("upstream refused {command}: {text}")]
+    Refused {
+        command: &'static str,
+        status: Status,
+        code: Option<String>,
+        text: String,
+    },
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> Self {
+        ClientError::Protocol(e.to_string())
+    }
+}
+
+impl From<parse::ParseError> for ClientError {
+    fn from(_: parse::ParseError) -> Self {
+        ClientError::Protocol("malformed response".into())
+    }
+}
+
+impl ClientError {
+    /// The IMAP response code of a refusal, upper-cased (e.g. "UNAVAILABLE").
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// True when the server answered at all (as opposed to a broken link).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Refused { .. })
+    }
+}
+
+/// What SELECT told us.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Selected {
+    pub uid_validity: u32,
+    pub exists: u32,
+}
+
+/// One message of the login snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing {
+    pub uid: u32,
+    pub size: u64,
+    pub deleted: bool,
+}
+
+/// Events of a streamed body fetch, in order: `Begin`, `Chunk`s, `End`.
+/// A fetch that finds no message (expunged meanwhile) goes straight to `End`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyEvent {
+    Begin(u64),
+    Chunk(Bytes),
+    End,
+}
+
+enum Item {
+    Response(BytesMut),
+    BodyStart(u64),
+    BodyChunk(Bytes),
+}
+
+pub struct Client<S> {
+    stream: S,
+    rbuf: BytesMut,
+    framer: Framer,
+    /// The response being assembled across literals.
+    partial: BytesMut,
+    streaming_body: bool,
+    body_seen: bool,
+    next_tag: u32,
+    caps: Vec<String>,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Reads the greeting. `timeout` bounds every later read and write.
+    pub async fn start(stream: S, timeout: Duration) -> Result<Self, ClientError> {
+        let mut c = Client {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            framer: Framer::new(MAX_LINE),
+            partial: BytesMut::new(),
+            streaming_body: false,
+            body_seen: false,
+            next_tag: 1,
+            caps: Vec::new(),
+            timeout,
+        };
+        let greeting = c.read_response().await?;
+        match parse::response(&greeting)? {
+            Response::Untagged(Untagged::Status(Status::Ok, text)) => {
+                if let Some(caps) = text.capabilities() {
+                    c.caps = caps;
+                }
+            }
+            Response::Untagged(Untagged::Status(Status::Bye, text)) => {
+                return Err(ClientError::Refused {
+                    command: "greeting",
+                    status: Status::Bye,
+                    code: text
+                        .code
+                        .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase()),
+                    text: text.text_lossy(),
+                })
+            }
+            _ => return Err(ClientError::Protocol("unexpected greeting".into())),
+        }
+        if c.caps.is_empty() {
+            let tag = c.send(&[b"CAPABILITY"]).await?;
+            c.complete(&tag, "CAPABILITY", |_| {}).await?;
+        }
+        Ok(c)
+    }
+
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
+    }
+
+    /// Logs in as `user` (or as `authcid` acting for `authzid` when the latter
+    /// is not empty). Prefers AUTHENTICATE PLAIN, which carries any bytes;
+    /// falls back to LOGIN with quoted strings or literals.
+    pub async fn login(
+        &mut self,
+        authzid: &str,
+        user: &str,
+        password: &Secret,
+    ) -> Result<(), ClientError> {
+        let tag;
+        if self.has_capability("AUTH=PLAIN") {
+            let mut raw =
+                Vec::with_capacity(authzid.len() + user.len() + password.expose().len() + 2);
+            raw.extend_from_slice(authzid.as_bytes());
+            raw.push(0);
+            raw.extend_from_slice(user.as_bytes());
+            raw.push(0);
+            raw.extend_from_slice(password.expose());
+            let payload = Secret(B64.encode(&raw).into_bytes());
+            drop(Secret(raw));
+            if self.has_capability("SASL-IR") {
+                tag = self
+                    .send(&[b"AUTHENTICATE PLAIN ", payload.expose()])
+                    .await?;
+            } else {
+                tag = self.send(&[b"AUTHENTICATE PLAIN"]).await?;
+                self.wait_continuation(&tag, "AUTHENTICATE").await?;
+                self.write_raw(&[payload.expose(), b"\r\n"]).await?;
+            }
+        } else if !authzid.is_empty() && authzid != user {
+            return Err(ClientError::Protocol(
+                "upstream offers no AUTHENTICATE PLAIN for a proxy login".into(),
+            ));
+        } else if self.has_capability("LOGINDISABLED") {
+            return Err(ClientError::Protocol(
+                "upstream refuses LOGIN (LOGINDISABLED)".into(),
+            ));
+        } else {
+            tag = self.tag();
+            let mut line = Vec::from(format!("{tag} LOGIN ").as_bytes());
+            // Both arguments are secrets in a sense (the name is personal
+            // data); neither is ever logged.
+            self.put_string(&mut line, &tag, user.as_bytes()).await?;
+            line.push(b' ');
+            self.put_string(&mut line, &tag, password.expose()).await?;
+            line.extend_from_slice(b"\r\n");
+            let line = Secret(line);
+            self.write_raw(&[line.expose()]).await?;
+        }
+        match self.complete(&tag, "login", |_| {}).await? {
+            Some(c) => self.caps = c,
+            None => {
+                let tag = self.send(&[b"CAPABILITY"]).await?;
+                self.complete(&tag, "CAPABILITY", |_| {}).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends an IMAP string to a command being built. Literals that need a
+    /// continuation flush the line so far and wait for the server's "+".
+    async fn put_string(
+        &mut self,
+        line: &mut Vec<u8>,
+        tag: &str,
+        value: &[u8],
+    ) -> Result<(), ClientError> {
+        match quote::encode(value) {
+            ImapString::Quoted(q) => line.extend_from_slice(&q),
+            ImapString::Literal(bytes) => {
+                if self.has_capability("LITERAL+") {
+                    line.extend_from_slice(format!("{{{}+}}\r\n", bytes.len()).as_bytes());
+                } else {
+                    line.extend_from_slice(format!("{{{}}}\r\n", bytes.len()).as_bytes());
+                    let head = Secret(std::mem::take(line));
+                    self.write_raw(&[head.expose()]).await?;
+                    self.wait_continuation(tag, "LOGIN").await?;
+                }
+                line.extend_from_slice(&bytes);
+                drop(Secret(bytes));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn select(&mut self, mailbox: &str) -> Result<Selected, ClientError> {
+        let tag = self.tag();
+        let mut line = format!("{tag} SELECT ").into_bytes();
+        self.put_string(&mut line, &tag, mailbox.as_bytes()).await?;
+        line.extend_from_slice(b"\r\n");
+        self.write_raw(&[&line]).await?;
+        let mut sel = Selected::default();
+        self.complete(&tag, "SELECT", |u| match u {
+            Untagged::Exists(n) => sel.exists = *n,
+            Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
+                sel.uid_validity = t
+                    .code_args
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+            }
+            _ => {}
+        })
+        .await?;
+        if sel.uid_validity == 0 {
+            return Err(ClientError::Protocol("SELECT gave no UIDVALIDITY".into()));
+        }
+        Ok(sel)
+    }
+
+    /// The login snapshot: UID, size and \Deleted of every message, in
+    /// mailbox order.
+    pub async fn list_messages(&mut self, expected: u32) -> Result<Vec<Listing>, ClientError> {
+        let mut out = Vec::with_capacity(expected as usize);
+        let tag = self
+            .send(&[b"UID FETCH 1:* (UID RFC822.SIZE FLAGS)"])
+            .await?;
+        let mut bad = false;
+        self.complete(&tag, "UID FETCH", |u| {
+            if let Untagged::Fetch(f) = u {
+                match (f.uid, f.size) {
+                    (Some(uid), Some(size)) => out.push(Listing {
+                        uid,
+                        size,
+                        deleted: f.deleted,
+                    }),
+                    // A flag change pushed by the server carries no size.
+                    (_, None) => {}
+                    (None, Some(_)) => bad = true,
+                }
+            }
+        })
+        .await?;
+        if bad {
+            return Err(ClientError::Protocol("FETCH without UID".into()));
+        }
+        // Servers answer in sequence order, which is UID order; a duplicate
+        // would mean an unsolicited FETCH slipped in, so keep the first.
+        out.sort_by_key(|l| l.uid);
+        out.dedup_by_key(|l| l.uid);
+        Ok(out)
+    }
+
+    /// Starts fetching a body section (e.g. `BODY.PEEK[]`) of one UID. Read
+    /// its events with [`Client::body_event`] until `End`.
+    pub async fn fetch_body(&mut self, uid: u32, section: &str) -> Result<String, ClientError> {
+        self.body_seen = false;
+        self.send(&[format!("UID FETCH {uid} ({section})").as_bytes()])
+            .await
+    }
+
+    pub async fn body_event(&mut self, tag: &str) -> Result<BodyEvent, ClientError> {
+        loop {
+            match self.read_item(true).await? {
+                Item::BodyStart(len) if !self.body_seen => {
+                    self.body_seen = true;
+                    return Ok(BodyEvent::Begin(len));
+                }
+                Item::BodyStart(_) => self.skip_body().await?,
+                Item::BodyChunk(data) => return Ok(BodyEvent::Chunk(data)),
+                Item::Response(raw) => {
+                    if self.is_done(&raw, tag, "UID FETCH")? {
+                        return Ok(BodyEvent::End);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drains a body literal nobody asked for.
+    async fn skip_body(&mut self) -> Result<(), ClientError> {
+        while self.streaming_body {
+            if let Item::Response(_) = self.read_item(true).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `UID STORE set +FLAGS.SILENT (flag)`.
+    pub async fn add_flag(&mut self, uids: &str, flag: &str) -> Result<(), ClientError> {
+        let tag = self
+            .send(&[format!("UID STORE {uids} +FLAGS.SILENT ({flag})").as_bytes()])
+            .await?;
+        self.complete(&tag, "UID STORE", |_| {}).await.map(drop)
+    }
+
+    pub async fn uid_expunge(&mut self, uids: &str) -> Result<(), ClientError> {
+        let tag = self
+            .send(&[format!("UID EXPUNGE {uids}").as_bytes()])
+            .await?;
+        self.complete(&tag, "UID EXPUNGE", |_| {}).await.map(drop)
+    }
+
+    /// UIDs of all messages currently flagged \Deleted.
+    pub async fn search_deleted(&mut self) -> Result<Vec<u32>, ClientError> {
+        let tag = self.send(&[b"UID SEARCH DELETED"]).await?;
+        let mut uids = Vec::new();
+        // SEARCH results are not modelled by the parser; read them here.
+        loop {
+            let raw = self.read_response().await?;
+            if let Some(rest) = raw.strip_prefix(b"* SEARCH") {
+                uids.extend(
+                    rest.split(|&b| b == b' ')
+                        .filter_map(|w| std::str::from_utf8(w).ok()?.parse::<u32>().ok()),
+                );
+            } else if self.is_done(&raw, &tag, "UID SEARCH")? {
+                return Ok(uids);
+            }
+        }
+    }
+
+    pub async fn expunge(&mut self) -> Result<(), ClientError> {
+        let tag = self.send(&[b"EXPUNGE"]).await?;
+        self.complete(&tag, "EXPUNGE", |_| {}).await.map(drop)
+    }
+
+    /// Says goodbye without waiting long for the answer.
+    pub async fn logout(mut self) {
+        if self.send(&[b"LOGOUT"]).await.is_ok() {
+            self.timeout = self.timeout.min(Duration::from_secs(2));
+            while let Ok(raw) = self.read_response().await {
+                if !raw.starts_with(b"* ") {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn tag(&mut self) -> String {
+        let tag = format!("A{}", self.next_tag);
+        self.next_tag += 1;
+        tag
+    }
+
+    async fn send(&mut self, parts: &[&[u8]]) -> Result<String, ClientError> {
+        let tag = self.tag();
+        let mut line = Vec::with_capacity(tag.len() + 64);
+        line.extend_from_slice(tag.as_bytes());
+        line.push(b' ');
+        for p in parts {
+            line.extend_from_slice(p);
+        }
+        line.extend_from_slice(b"\r\n");
+        let line = Secret(line);
+        self.write_raw(&[line.expose()]).await?;
+        Ok(tag)
+    }
+
+    async fn write_raw(&mut self, parts: &[&[u8]]) -> Result<(), ClientError> {
+        let fut = async {
+            for p in parts {
+                self.stream.write_all(p).await?;
+            }
+            self.stream.flush().await
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout)?
+            .map_err(ClientError::Io)
+    }
+
+    async fn wait_continuation(
+        &mut self,
+        tag: &str,
+        command: &'static str,
+    ) -> Result<(), ClientError> {
+        loop {
+            let raw = self.read_response().await?;
+            match parse::response(&raw)? {
+                Response::Continuation => return Ok(()),
+                Response::Untagged(Untagged::Status(Status::Bye, _)) => {
+                    return Err(ClientError::Closed)
+                }
+                Response::Untagged(_) => {}
+                Response::Tagged { .. } => {
+                    self.is_done(&raw, tag, command)?;
+                    return Err(ClientError::Protocol(format!(
+                        "{command} ended without continuation"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads responses until the tagged completion of `tag`, handing every
+    /// untagged one to `on_untagged`. Returns the capabilities if the
+    /// completion carried them.
+    async fn complete(
+        &mut self,
+        tag: &str,
+        command: &'static str,
+        mut on_untagged: impl FnMut(&Untagged<'_>),
+    ) -> Result<Option<Vec<String>>, ClientError> {
+        loop {
+            let raw = self.read_response().await?;
+            match parse::response(&raw)? {
+                Response::Untagged(Untagged::Status(Status::Bye, _)) => {
+                    return Err(ClientError::Closed)
+                }
+                Response::Untagged(Untagged::Capability(caps)) => self.caps = caps,
+                Response::Untagged(u) => on_untagged(&u),
+                Response::Continuation => {
+                    return Err(ClientError::Protocol(format!(
+                        "unexpected continuation during {command}"
+                    )))
+                }
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    text,
+                } if t == tag.as_bytes() => {
+                    return match status {
+                        Status::Ok => Ok(text.capabilities()),
+                        _ => Err(refused(command, status, &text)),
+                    };
+                }
+                Response::Tagged { .. } => {}
+            }
+        }
+    }
+
+    /// True if `raw` is the tagged completion of `tag` with OK; an error if
+    /// it is its NO/BAD or a BYE; false for anything else.
+    fn is_done(
+        &mut self,
+        raw: &[u8],
+        tag: &str,
+        command: &'static str,
+    ) -> Result<bool, ClientError> {
+        match parse::response(raw)? {
+            Response::Tagged {
+                tag: t,
+                status,
+                text,
+            } if t == tag.as_bytes() => match status {
+                Status::Ok => Ok(true),
+                _ => Err(refused(command, status, &text)),
+            },
+            Response::Untagged(Untagged::Status(Status::Bye, _)) => Err(ClientError::Closed),
+            _ => Ok(false),
+        }
+    }
+
+    async fn read_response(&mut self) -> Result<BytesMut, ClientError> {
+        match self.read_item(false).await? {
+            Item::Response(raw) => Ok(raw),
+            _ => unreachable!("bodies are only streamed on request"),
+        }
+    }
+
+    /// The next whole response, or with `stream_bodies` the pieces of a
+    /// `BODY[...]` literal as they arrive (the response around it follows
+    /// with `NIL` in the literal's place).
+    async fn read_item(&mut self, stream_bodies: bool) -> Result<Item, ClientError> {
+        loop {
+            let frame = match self.framer.next(&mut self.rbuf)? {
+                Some(f) => f,
+                None => {
+                    self.fill().await?;
+                    continue;
+                }
+            };
+            match frame {
+                Frame::Line {
+                    text,
+                    literal,
+                    continued,
+                } => {
+                    if !continued {
+                        self.partial.clear();
+                    }
+                    self.partial.extend_from_slice(&text);
+                    let Some(len) = literal else {
+                        return Ok(Item::Response(std::mem::take(&mut self.partial)));
+                    };
+                    if stream_bodies && is_body_literal(&self.partial) {
+                        let open =
+                            memchr::memrchr(b'{', &self.partial).unwrap_or(self.partial.len());
+                        self.partial.truncate(open);
+                        self.partial.extend_from_slice(b"NIL");
+                        self.streaming_body = len > 0;
+                        return Ok(Item::BodyStart(len));
+                    }
+                    if self.partial.len() as u64 + len > MAX_RESPONSE as u64 {
+                        return Err(ClientError::Protocol("response too large".into()));
+                    }
+                    self.partial.extend_from_slice(b"\r\n");
+                }
+                Frame::Literal { data, remaining } => {
+                    if self.streaming_body {
+                        self.streaming_body = remaining > 0;
+                        return Ok(Item::BodyChunk(data));
+                    }
+                    self.partial.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ClientError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(64 * 1024);
+        }
+        let n = tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(())
+    }
+}
+
+fn refused(command: &'static str, status: Status, text: &parse::StatusText<'_>) -> ClientError {
+    ClientError::Refused {
+        command,
+        status,
+        code: text
+            .code
+            .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase()),
+        text: text.text_lossy(),
+    }
+}
+
+/// Does this response prefix end in a `BODY[...]` (or `BODY[...]<n>`) value
+/// announced as a literal?
+fn is_body_literal(partial: &[u8]) -> bool {
+    if !partial.starts_with(b"* ") {
+        return false;
+    }
+    let Some(open) = memchr::memrchr(b'{', partial) else {
+        return false;
+    };
+    let before = partial[..open]
+        .strip_suffix(b" ")
+        .unwrap_or(&partial[..open]);
+    let Some(start) = memchr::memmem::rfind(before, b"BODY[") else {
+        return false;
+    };
+    let value = &before[start..];
+    let close = memchr::memrchr(b']', value).unwrap_or(0);
+    close > 0 && (close == value.len() - 1 || value[close + 1..].starts_with(b"<"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_literal_detection() {
+        assert!(is_body_literal(b"* 1 FETCH (UID 3 BODY[] {10}"));
+        assert!(is_body_literal(b"* 1 FETCH (UID 3 BODY[TEXT]<0> {10}"));
+        assert!(is_body_literal(
+            b"* 1 FETCH (BODY[HEADER.FIELDS (A B)] {10}"
+        ));
+        assert!(!is_body_literal(b"* 1 FETCH (UID 3 RFC822.HEADER {10}"));
+        assert!(!is_body_literal(b"A1 OK {10}"));
+    }
+}

@@ -1,0 +1,107 @@
+//! The `popgate` command: parse arguments, load the config, start logging,
+//! serve until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use popgate::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "\
+popgate: a POP3 gateway in front of IMAP-only mail servers
+
+Usage:
+  popgate --config FILE           run the gateway
+  popgate --config FILE --check   validate FILE and exit (0 if valid; otherwise
+                                  the error names the key and the line)
+  popgate --help | --version
+
+On SIGTERM or SIGINT popgate stops accepting, lets running sessions finish
+within shutdown.drain_timeout, then closes the rest without applying their
+deletions. See examples/popgate.yaml for every setting.";
+
+fn main() -> ExitCode {
+    let mut config_path: Option<PathBuf> = None;
+    let mut check = false;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--config" | "-c") => match args.next() {
+                Some(p) => config_path = Some(p.into()),
+                None => return usage_error("--config needs a file"),
+            },
+            Some("--check") => check = true,
+            Some("--help" | "-h") => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Some("--version" | "-V") => {
+                println!("popgate {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            _ => return usage_error(&format!("unknown argument {arg:?}")),
+        }
+    }
+    let Some(path) = config_path else {
+        return usage_error("--config FILE is required");
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("popgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        println!("popgate: {}: configuration is valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("popgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listeners = popgate::bind(&config).await?;
+        popgate::run(config, listeners, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("popgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("popgate: {msg}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{which} received, shutting down");
+}

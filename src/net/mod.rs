@@ -1,0 +1,4 @@
+//! Sockets: the accept loops, the buffered POP3 connection, shutdown.
+
+pub mod conn;
+pub mod listener;

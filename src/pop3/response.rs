@@ -1,0 +1,75 @@
+//! Status lines with RFC 2449 / RFC 3206 response codes.
+
+use bytes::{BufMut, BytesMut};
+
+/// Extended response codes (RFC 2449 section 8, RFC 3206).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespCode {
+    /// Credentials were refused.
+    Auth,
+    /// A temporary problem: try again later (the upstream is unreachable).
+    SysTemp,
+    /// A permanent problem that the user cannot fix by retrying.
+    SysPerm,
+    /// The maildrop is locked by another session.
+    InUse,
+    /// Logins are arriving too fast.
+    LoginDelay,
+}
+
+impl RespCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RespCode::Auth => "AUTH",
+            RespCode::SysTemp => "SYS/TEMP",
+            RespCode::SysPerm => "SYS/PERM",
+            RespCode::InUse => "IN-USE",
+            RespCode::LoginDelay => "LOGIN-DELAY",
+        }
+    }
+}
+
+pub fn ok(out: &mut BytesMut, text: &str) {
+    out.put_slice(b"+OK");
+    if !text.is_empty() {
+        out.put_u8(b' ');
+        out.put_slice(text.as_bytes());
+    }
+    out.put_slice(b"\r\n");
+}
+
+pub fn err(out: &mut BytesMut, code: Option<RespCode>, text: &str) {
+    out.put_slice(b"-ERR ");
+    if let Some(code) = code {
+        out.put_u8(b'[');
+        out.put_slice(code.as_str().as_bytes());
+        out.put_slice(b"] ");
+    }
+    out.put_slice(text.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// A SASL challenge line (RFC 5034): "+ " and base64 text.
+pub fn continuation(out: &mut BytesMut, base64: &str) {
+    out.put_slice(b"+ ");
+    out.put_slice(base64.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// The terminating line of a multi-line answer.
+pub fn end_multiline(out: &mut BytesMut) {
+    out.put_slice(b".\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_codes() {
+        let mut out = BytesMut::new();
+        err(&mut out, Some(RespCode::SysTemp), "Try later");
+        ok(&mut out, "");
+        assert_eq!(&out[..], b"-ERR [SYS/TEMP] Try later\r\n+OK\r\n");
+    }
+}
