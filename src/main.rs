@@ -1,6 +1,7 @@
 //! The `popgate` command: parse arguments, load the config, start logging,
 //! serve until SIGTERM or SIGINT.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,0 +1,83 @@
+//! Every configuration file shipped with popgate parses, and the command
+//! line's `--check` reports bad files by key and line.
+
+use std::path::Path;
+use std::process::Command;
+
+fn shipped_configs() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for dir in ["examples", "deploy"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".yaml") && name.contains("popgate") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_shipped_config_parses() {
+    let files = shipped_configs();
+    assert!(!files.is_empty(), "no example configs found");
+    for f in files {
+        if let Err(e) = popgate::Config::load(&f) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn example_documents_the_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = popgate::Config::load(&root.join("examples/popgate.yaml")).unwrap();
+    let minimal = popgate::Config::parse(
+        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"127.0.0.1:143\"\n",
+    )
+    .unwrap();
+    assert_eq!(format!("{:?}", example), format!("{:?}", minimal));
+}
+
+fn check(yaml: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("popgate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("c{}.yaml", yaml.len()));
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_accepts_good_and_names_key_and_line_of_bad() {
+    let good = "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap:143\"\n";
+    let (ok, text) = check(good);
+    assert!(ok, "{text}");
+
+    let (ok, text) = check(&format!("{good}uidl_format: \"%u%f\"\n"));
+    assert!(!ok);
+    assert!(text.contains("uidl_format") && text.contains("line 5"), "{text}");
+
+    let (ok, text) = check(&good.replace("address: \"imap:143\"", "address: \"imap:143\"\n  tls: sometimes"));
+    assert!(!ok);
+    assert!(text.contains("upstream.tls") && text.contains("line 5"), "{text}");
+}
+
+#[test]
+fn help_explains_run_and_check() {
+    let out = Command::new(env!("CARGO_BIN_EXE_popgate")).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("--config FILE") && text.contains("--check"), "{text}");
+}

@@ -1,0 +1,248 @@
+"""Real POP3 clients (fetchmail, getmail6, mpop, curl, Python's poplib)
+download a mailbox in keep and in delete mode.
+
+Each case runs against Dovecot's own POP3 first, as the reference that
+proves the client drivers in clients.py, and then through popgate in front
+of Dovecot's IMAP. Every downloaded message must equal
+``clients.normalise(client, BODY[])`` for the IMAP BODY[] of that message.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+import clients
+from clients import CLIENTS, ClientError, download, normalise
+
+HOST = "127.0.0.1"
+
+# Spaces, both quote kinds, backslashes, braces, '#', '%', '$' and UTF-8.
+PASSWORD = 'p w "q" \\ {x} #%$\'s \u00e4\u20ac'
+
+LONG_LINE = b"L" * 3000  # longer than poplib's default 2048-byte limit
+
+MESSAGES = [
+    # LF-stored; dot lines, a "From " line, headers some clients like to drop.
+    b"Return-Path: <bounce@example.org>\n"
+    b"Delivered-To: alice@example.org\n"
+    b"From: Alice <alice@example.org>\n"
+    b"To: bob@example.org\n"
+    b"Subject: dots\n"
+    b"Message-ID: <m1@clients.test>\n"
+    b"Status: RO\n"
+    b"\n"
+    b"line one\n"
+    b".\n"
+    b"..two dots\n"
+    b".leading dot\n"
+    b". dot space\n"
+    b"From the start of a line\n"
+    b">From quoted\n"
+    b"end\n",
+    # CRLF-stored; 8-bit bytes in a header and in the body (not UTF-8).
+    b"From: =?utf-8?q?J=C3=B6rg?= <j@example.org>\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: 8bit \xc3\xa4\xc3\xb6\r\n"
+    b"Message-ID: <m2@clients.test>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=latin-1\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"caf\xe9 \xff\xfe raw\r\n"
+    b"\r\n"
+    b"\r\n"
+    b"two blank lines above\r\n",
+    # No final newline.
+    b"From: c@example.org\n"
+    b"To: alice@example.org\n"
+    b"Subject: no final newline\n"
+    b"Message-ID: <m3@clients.test>\n"
+    b"\n"
+    b"first\n"
+    b"last line without newline",
+    # MIME, folded and long headers, "Name:value", a 3000-byte line.
+    b"From: d@example.org\n"
+    b"To: alice@example.org\n"
+    b"Subject: a very long subject line that goes on and on and on well beyond"
+    b" seventy-eight characters for sure\n"
+    b"X-Folded: part one\n"
+    b"\tpart two\n"
+    b"  part three\n"
+    b"X-Tight:value\n"
+    b"Message-ID: <m4@clients.test>\n"
+    b"MIME-Version: 1.0\n"
+    b"Content-Type: multipart/mixed; boundary=\"BOUND\"\n"
+    b"\n"
+    b"preamble\n"
+    b"--BOUND\n"
+    b"Content-Type: text/plain\n"
+    b"\n"
+    b".\n"
+    b"body part\n"
+    + LONG_LINE + b"\n"
+    b"--BOUND--\n"
+    b"epilogue\n",
+    # Body starts with a dot line and ends with a lone "." without newline.
+    b"From: e@example.org\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: ends in a dot\r\n"
+    b"Message-ID: <m5@clients.test>\r\n"
+    b"\r\n"
+    b".first\r\n"
+    b"middle\r\n"
+    b".",
+]
+
+LATE_MESSAGE = (b"From: late@example.org\n"
+                b"Subject: arrives after the first download\n"
+                b"Message-ID: <m6@clients.test>\n"
+                b"\n"
+                b"late\n")
+
+
+SERVERS = ["dovecot-pop3", "popgate"]
+
+
+@pytest.fixture
+def pop3_port(request, dovecot, gateway):
+    return dovecot.pop3_port if request.param == "dovecot-pop3" else gateway.port
+
+
+def new_user(dovecot, name: str) -> str:
+    dovecot.add_user(name, PASSWORD)
+    for raw in MESSAGES:
+        dovecot.deliver(name, raw)
+    return name
+
+
+def _message_id(raw: bytes) -> bytes | None:
+    m = re.search(rb"^Message-ID:\s*(<[^>\r\n]*>)", raw, re.I | re.M)
+    return m.group(1) if m else None
+
+
+def _assert_downloaded(client: str, got: list[bytes], bodies: list[bytes]) -> None:
+    """got must be exactly normalise(client, body) for each body, in order."""
+    assert [_message_id(g) for g in got] == [_message_id(b) for b in bodies], (
+        f"{client} downloaded other messages or in another order")
+    for raw, body in zip(got, bodies):
+        want = normalise(client, body)
+        if raw != want:
+            i = next((k for k, (a, b) in enumerate(zip(raw, want)) if a != b),
+                     min(len(raw), len(want)))
+            pytest.fail(
+                f"{client}: {_message_id(body)!r} differs at byte {i} "
+                f"(got {len(raw)} bytes, want {len(want)}):\n"
+                f"  got  ...{raw[max(0, i - 40):i + 40]!r}\n"
+                f"  want ...{want[max(0, i - 40):i + 40]!r}")
+
+
+def _in_uid_order(bodies: dict[int, bytes]) -> list[bytes]:
+    return [bodies[uid] for uid in sorted(bodies)]
+
+
+
+@pytest.mark.parametrize("pop3_port", SERVERS, indirect=True)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_keep_mode(dovecot, pop3_port, client, tmp_path):
+    user = new_user(dovecot, f"{client}-keep-{pop3_port}")
+    before = dovecot.bodies(user)
+    assert len(before) == len(MESSAGES)
+
+    got = download(client, HOST, pop3_port, user, PASSWORD, keep=True, workdir=tmp_path, timeout=30)
+    _assert_downloaded(client, got, _in_uid_order(before))
+
+    # The client's own UIDL state: a second run downloads nothing ...
+    assert download(client, HOST, pop3_port, user, PASSWORD, keep=True, workdir=tmp_path, timeout=30) == []
+    # ... and the mailbox is untouched.
+    assert dovecot.bodies(user) == before
+
+    # A message arriving later is the only one fetched next time.
+    dovecot.deliver(user, LATE_MESSAGE)
+    after = dovecot.bodies(user)
+    new = [after[uid] for uid in sorted(set(after) - set(before))]
+    assert len(new) == 1
+    got = download(client, HOST, pop3_port, user, PASSWORD, keep=True, workdir=tmp_path, timeout=30)
+    _assert_downloaded(client, got, new)
+    assert dovecot.bodies(user) == after
+
+
+@pytest.mark.parametrize("pop3_port", SERVERS, indirect=True)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_delete_mode(dovecot, pop3_port, client, tmp_path):
+    user = new_user(dovecot, f"{client}-delete-{pop3_port}")
+    before = dovecot.bodies(user)
+    got = download(client, HOST, pop3_port, user, PASSWORD, keep=False, workdir=tmp_path, timeout=30)
+    _assert_downloaded(client, got, _in_uid_order(before))
+    assert dovecot.bodies(user) == {}, "messages left after delete mode"
+    assert download(client, HOST, pop3_port, user, PASSWORD, keep=False, workdir=tmp_path, timeout=30) == []
+
+
+@pytest.mark.parametrize("pop3_port", SERVERS, indirect=True)
+def test_wrong_password_raises(dovecot, pop3_port, tmp_path):
+    user = new_user(dovecot, f"wrongpw-{pop3_port}")
+
+    def run(client):
+        with pytest.raises(ClientError):
+            download(client, HOST, pop3_port, user, "not the password", keep=True, workdir=tmp_path / client, timeout=20)
+
+    with concurrent.futures.ThreadPoolExecutor(len(CLIENTS)) as pool:
+        for f in [pool.submit(run, c) for c in CLIENTS]:
+            f.result()
+    assert len(dovecot.bodies(user)) == len(MESSAGES)
+
+
+def test_silent_server_times_out(tmp_path):
+    """A server that accepts and never greets: every client gives up."""
+    srv = socket.socket()
+    srv.bind((HOST, 0))
+    srv.listen(64)
+    port = srv.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+
+    def run(client):
+        start = time.monotonic()
+        with pytest.raises(ClientError):
+            download(client, HOST, port, "nobody", "x", keep=True,
+                     workdir=tmp_path / client, timeout=2)
+        return time.monotonic() - start
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(CLIENTS)) as pool:
+            for f in [pool.submit(run, c) for c in CLIENTS]:
+                assert f.result() < 15
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        srv.close()
+
+
+def test_normalise():
+    body = b"A: b\r\n\r\nx\r\n.\r\nlast"
+    wire = b"A: b\r\n\r\nx\r\n.\r\nlast\r\n"
+    for client in ("fetchmail", "mpop", "curl", "poplib"):
+        assert normalise(client, body) == wire
+    assert clients.wire_form(b"a\nb") == b"a\r\nb\r\n"
+    got = normalise("getmail", b"Subject: s\r\nReturn-Path: <r@x>\r\n\r\nbody")
+    assert got == b"Return-Path: <r@x>\nSubject: s\n\nbody\n"
+    with pytest.raises(ValueError):
+        normalise("thunderbird", body)
