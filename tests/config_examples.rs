@@ -55,7 +55,8 @@ fn check(yaml: &str) -> (bool, String) {
         .arg("--check")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -67,17 +68,32 @@ fn check_accepts_good_and_names_key_and_line_of_bad() {
 
     let (ok, text) = check(&format!("{good}uidl_format: \"%u%f\"\n"));
     assert!(!ok);
-    assert!(text.contains("uidl_format") && text.contains("line 5"), "{text}");
+    assert!(
+        text.contains("uidl_format") && text.contains("line 5"),
+        "{text}"
+    );
 
-    let (ok, text) = check(&good.replace("address: \"imap:143\"", "address: \"imap:143\"\n  tls: sometimes"));
+    let (ok, text) = check(&good.replace(
+        "address: \"imap:143\"",
+        "address: \"imap:143\"\n  tls: sometimes",
+    ));
     assert!(!ok);
-    assert!(text.contains("upstream.tls") && text.contains("line 5"), "{text}");
+    assert!(
+        text.contains("upstream.tls") && text.contains("line 5"),
+        "{text}"
+    );
 }
 
 #[test]
 fn help_explains_run_and_check() {
-    let out = Command::new(env!("CARGO_BIN_EXE_popgate")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(text.contains("--config FILE") && text.contains("--check"), "{text}");
+    assert!(
+        text.contains("--config FILE") && text.contains("--check"),
+        "{text}"
+    );
 }

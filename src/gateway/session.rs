@@ -20,8 +20,8 @@ use crate::pop3::response::{self, RespCode};
 use crate::pop3::sasl::{self, Exchange, Step};
 use crate::pop3::{DotStuffer, Line, Secret, TopLimiter};
 
-/// Parse errors tolerated before the connection is closed; protects against
-/// clients that are not speaking POP3 at all.
+/// Consecutive unparsable lines tolerated before the connection is closed:
+/// something that sends that many is not a POP3 client.
 const MAX_BAD_COMMANDS: u32 = 20;
 /// UID set length per STORE/EXPUNGE command line.
 const MAX_SET_LEN: usize = 4000;
@@ -172,6 +172,7 @@ impl Session {
                     continue;
                 }
             };
+            self.bad_commands = 0;
             debug!(command = cmd.name(), "command");
             match self.dispatch(cmd).await {
                 Ok(true) => {}

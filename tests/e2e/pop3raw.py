@@ -48,7 +48,9 @@ class Pop3Raw:
         status = self.line()
         words = command.split()
         verb = words[0].upper() if words else ""
-        multi = verb in MULTILINE and not (verb in ("LIST", "UIDL") and len(words) > 1)
+        multi = (verb in MULTILINE and not (verb in ("LIST", "UIDL") and len(words) > 1)) or (
+            verb == "AUTH" and len(words) == 1
+        )
         if status.startswith(b"+OK") and multi:
             return status + self.multiline()
         return status
