@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (Dovecot, the POP3
+# clients, pytest), checks formatting and lints, runs the unit and property
+# tests, then the end-to-end tests that drive the real popgate binary with
+# real POP3 clients against a real Dovecot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo build --release --locked
+cargo test --locked
+
+export POPGATE_BIN="$PWD/target/release/popgate"
+python3 -m pytest tests/e2e -q -p no:cacheprovider "$@"
