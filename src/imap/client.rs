@@ -602,6 +602,151 @@ fn is_body_literal(partial: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+
+    /// A scripted server: for each step, the command line it expects (a
+    /// prefix) and what it answers.
+    async fn serve(
+        stream: DuplexStream,
+        greeting: &'static [u8],
+        script: Vec<(&'static str, &'static [u8])>,
+    ) {
+        let mut s = BufReader::new(stream);
+        s.write_all(greeting).await.unwrap();
+        for (expect, answer) in script {
+            let mut line = String::new();
+            s.read_line(&mut line).await.unwrap();
+            assert!(
+                line.starts_with(expect),
+                "expected {expect:?}, got {line:?}"
+            );
+            s.write_all(answer).await.unwrap();
+        }
+    }
+
+    fn pair(greeting: &'static [u8], script: Vec<(&'static str, &'static [u8])>) -> DuplexStream {
+        // A tiny pipe so every response arrives in many small pieces.
+        let (ours, theirs) = tokio::io::duplex(7);
+        tokio::spawn(serve(theirs, greeting, script));
+        ours
+    }
+
+    const GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n";
+
+    #[tokio::test]
+    async fn session_tolerates_unsolicited_responses_everywhere() {
+        let stream = pair(
+            GREETING,
+            vec![
+                ("A1 AUTHENTICATE PLAIN AHUAcCB3", b"* 9 EXISTS\r\nA1 OK [CAPABILITY IMAP4rev1 UIDPLUS] in\r\n"),
+                (
+                    "A2 SELECT \"INBOX\"",
+                    b"* FLAGS (\\Seen)\r\n* 2 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n* 1 FETCH (FLAGS (\\Seen))\r\nA2 OK [READ-WRITE] done\r\n",
+                ),
+                (
+                    "A3 UID FETCH 1:* (UID RFC822.SIZE FLAGS)",
+                    b"* 1 FETCH (UID 5 RFC822.SIZE 10 FLAGS ())\r\n* 3 EXISTS\r\n* 2 FETCH (FLAGS (\\Deleted) UID 7 RFC822.SIZE 3)\r\nA3 OK done\r\n",
+                ),
+                (
+                    "A4 UID FETCH 5 (BODY.PEEK[])",
+                    b"* 3 EXPUNGE\r\n* 2 FETCH (FLAGS (\\Seen))\r\n* 1 FETCH (BODY[] {12}\r\n01)\r\n{3}\r\n89 UID 5)\r\n* 4 EXISTS\r\nA4 OK done\r\n",
+                ),
+                ("A5 UID FETCH 6 (BODY.PEEK[])", b"A5 OK nothing\r\n"),
+                ("A6 UID STORE 5 +FLAGS.SILENT (\\Deleted)", b"A6 NO [SERVERBUG] nope\r\n"),
+            ],
+        );
+        let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+        c.login("", "u", &Secret(b"p w".to_vec())).await.unwrap();
+        assert!(
+            c.has_capability("UIDPLUS"),
+            "capabilities from the login completion"
+        );
+        let sel = c.select("INBOX").await.unwrap();
+        assert_eq!(
+            sel,
+            Selected {
+                uid_validity: 42,
+                exists: 2
+            }
+        );
+        let list = c.list_messages(2).await.unwrap();
+        assert_eq!(
+            list,
+            vec![
+                Listing {
+                    uid: 5,
+                    size: 10,
+                    deleted: false
+                },
+                Listing {
+                    uid: 7,
+                    size: 3,
+                    deleted: true
+                }
+            ]
+        );
+
+        let tag = c.fetch_body(5, "BODY.PEEK[]").await.unwrap();
+        let mut body = Vec::new();
+        let mut began = None;
+        loop {
+            match c.body_event(&tag).await.unwrap() {
+                BodyEvent::Begin(n) => began = Some(n),
+                BodyEvent::Chunk(b) => body.extend_from_slice(&b),
+                BodyEvent::End => break,
+            }
+        }
+        assert_eq!(began, Some(12));
+        assert_eq!(body, b"01)\r\n{3}\r\n89");
+
+        let tag = c.fetch_body(6, "BODY.PEEK[]").await.unwrap();
+        assert_eq!(
+            c.body_event(&tag).await.unwrap(),
+            BodyEvent::End,
+            "expunged: no body"
+        );
+
+        let e = c.add_flag("5", "\\Deleted").await.unwrap_err();
+        assert!(e.is_refusal() && e.code() == Some("SERVERBUG"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn login_falls_back_to_login_with_literals() {
+        let stream = pair(
+            b"* OK [CAPABILITY IMAP4rev1] ready\r\n",
+            vec![
+                ("A1 LOGIN \"a\\\"b\" {3}", b"+ go\r\n"),
+                ("äx", b"A1 OK in\r\n"),
+                (
+                    "A2 CAPABILITY",
+                    b"* CAPABILITY IMAP4rev1 LITERAL+\r\nA2 OK\r\n",
+                ),
+            ],
+        );
+        let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+        c.login("", "a\"b", &Secret("äx".as_bytes().to_vec()))
+            .await
+            .unwrap();
+        assert!(c.has_capability("LITERAL+"));
+    }
+
+    #[tokio::test]
+    async fn bye_and_eof_are_errors() {
+        let stream = pair(b"* BYE [UNAVAILABLE] go away\r\n", vec![]);
+        let e = Client::start(stream, Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.is_refusal() && e.code() == Some("UNAVAILABLE"), "{e}");
+
+        let stream = pair(
+            GREETING,
+            vec![("A1 AUTHENTICATE", b"* BYE shutting down\r\n")],
+        );
+        let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+        let e = c.login("", "u", &Secret(b"p".to_vec())).await.unwrap_err();
+        assert!(matches!(e, ClientError::Closed), "{e}");
+    }
 
     #[test]
     fn body_literal_detection() {
