@@ -23,6 +23,9 @@ pub struct Config {
     pub session: Session,
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// The HTTP sidecar; absent means none.
+    #[serde(default)]
+    pub metrics: Option<MetricsHttp>,
     #[serde(default)]
     pub log: Log,
 }
@@ -69,8 +72,19 @@ impl<'de> Deserialize<'de> for Listeners {
 pub struct Listener {
     /// `ip:port`; port 0 picks a free port (the log line tells which).
     pub address: SocketAddr,
+    /// The `listener` label in metrics; `pop3-<port>` by default.
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub tls: ListenerTls,
+}
+
+impl Listener {
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("pop3-{}", self.address.port()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -98,6 +112,26 @@ pub struct Upstream {
         deserialize_with = "duration::deserialize"
     )]
     pub timeout: Duration,
+    /// How often the background check connects to decide readiness.
+    #[serde(
+        default = "default_health_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub health_check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsHttp {
+    /// `ip:port` of the sidecar serving /metrics, /healthz and /readyz.
+    pub address: SocketAddr,
+    #[serde(
+        default = "default_header_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub header_read_timeout: Duration,
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -213,6 +247,15 @@ fn default_connect_timeout() -> Duration {
 fn default_command_timeout() -> Duration {
     Duration::from_secs(60)
 }
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_http_connections() -> usize {
+    64
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -253,6 +296,22 @@ impl Config {
         }
         if self.session.max_connections == 0 {
             return Err("session.max_connections: must be at least 1".into());
+        }
+        if self.upstream.health_check_interval < Duration::from_millis(100) {
+            return Err("upstream.health_check_interval: must be at least 100ms".into());
+        }
+        if let Some(m) = &self.metrics {
+            if self
+                .listeners
+                .0
+                .iter()
+                .any(|l| l.address == m.address && m.address.port() != 0)
+            {
+                return Err("metrics.address: already used by a POP3 listener".into());
+            }
+            if m.max_connections == 0 {
+                return Err("metrics.max_connections: must be at least 1".into());
+            }
         }
         if self.mailbox.is_empty() {
             return Err("mailbox: must not be empty".into());

@@ -1,16 +1,20 @@
 //! popgate: a POP3 gateway in front of IMAP-only mail backends.
 //!
 //! `pop3` and `imap` hold the two protocols without I/O, `gateway` the
-//! translation between them, `net` the sockets. [`run`] serves a set of
-//! already bound listeners until the shutdown future completes.
+//! translation between them, `net` the sockets, `metrics` and `http` what
+//! operators see. [`run`] serves already bound listeners until the shutdown
+//! future completes.
 
 pub mod config;
 pub mod gateway;
+pub mod http;
 pub mod imap;
+pub mod metrics;
 pub mod net;
 pub mod pop3;
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,47 +23,93 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 pub use config::Config;
+use gateway::session::Origin;
 
-/// Binds every configured listener.
-pub async fn bind(config: &Config) -> std::io::Result<Vec<TcpListener>> {
-    let mut out = Vec::new();
-    for l in &config.listeners.0 {
-        let listener = TcpListener::bind(l.address).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.address))
-        })?;
-        out.push(listener);
-    }
-    Ok(out)
+/// The sockets popgate serves: POP3 listeners in config order, and the
+/// HTTP sidecar's if one is configured.
+pub struct Listeners {
+    pub pop3: Vec<TcpListener>,
+    pub http: Option<TcpListener>,
 }
 
-/// Serves POP3 on `listeners` until `shutdown` completes, then stops
-/// accepting, lets sessions finish within the drain time, and closes the rest
-/// without applying their deletions.
+/// Binds every configured socket.
+pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+    async fn one(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    }
+    let mut pop3 = Vec::new();
+    for l in &config.listeners.0 {
+        pop3.push(one(l.address).await?);
+    }
+    let http = match &config.metrics {
+        Some(m) => Some(one(m.address).await?),
+        None => None,
+    };
+    Ok(Listeners { pop3, http })
+}
+
+/// Serves until `shutdown` completes, then stops accepting, lets sessions
+/// finish within the drain time, and closes the rest without applying their
+/// deletions.
 pub async fn run(
     config: Config,
-    listeners: Vec<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let drain = config.shutdown.drain_timeout;
     let max = config.session.max_connections;
     let limit = Arc::new(Semaphore::new(max));
-    let ctx = Arc::new(gateway::Context::new(config));
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics.connection_limit.set(max as i64);
+    let ctx = Arc::new(gateway::Context::new(config, metrics.clone()));
+    let health = Arc::new(http::Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
 
+    let mut background = vec![tokio::spawn(gateway::upstream::health_loop(
+        ctx.clone(),
+        health.clone(),
+    ))];
+    if let (Some(listener), Some(settings)) = (listeners.http, &ctx.config.metrics) {
+        info!(
+            "metrics and health checks on http://{}",
+            listener.local_addr()?
+        );
+        let settings = http::Settings {
+            header_read_timeout: settings.header_read_timeout,
+            max_connections: settings.max_connections,
+        };
+        background.push(tokio::spawn(http::serve(
+            listener,
+            metrics,
+            health.clone(),
+            settings,
+        )));
+    }
+
     let mut loops = Vec::new();
-    for listener in listeners {
+    for (listener, cfg) in listeners.pop3.into_iter().zip(&ctx.config.listeners.0) {
         info!("listening on {}", listener.local_addr()?);
+        let origin = Origin {
+            listener: cfg.label().into(),
+            tls: "none",
+        };
         loops.push(tokio::spawn(net::listener::accept_loop(
             listener,
             ctx.clone(),
+            origin,
             limit.clone(),
             stop_rx.clone(),
             force_rx.clone(),
         )));
     }
+    health.listening.store(true, Ordering::Relaxed);
 
     shutdown.await;
+    health.draining.store(true, Ordering::Relaxed);
+    ctx.metrics.draining.set(1);
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
@@ -78,6 +128,9 @@ pub async fn run(
         );
         let _ = force_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), limit.acquire_many(max as u32)).await;
+    }
+    for task in background {
+        task.abort();
     }
     info!("stopped");
     Ok(())

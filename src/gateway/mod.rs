@@ -4,25 +4,32 @@ pub mod login;
 pub mod maildrop;
 pub mod session;
 pub mod uidl;
+pub mod upstream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashSet;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// The metrics label of the upstream (one route until routing exists).
+pub const DEFAULT_ROUTE: &str = "default";
 
 /// What every session of one server instance shares.
 pub struct Context {
     pub config: Config,
+    pub metrics: std::sync::Arc<Metrics>,
     /// Users with a session open, when sessions are exclusive.
     locked_users: DashSet<String>,
     next_session: AtomicU64,
 }
 
 impl Context {
-    pub fn new(config: Config) -> Context {
+    pub fn new(config: Config, metrics: std::sync::Arc<Metrics>) -> Context {
         Context {
             config,
+            metrics,
             locked_users: DashSet::new(),
             next_session: AtomicU64::new(1),
         }

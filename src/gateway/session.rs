@@ -11,7 +11,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::login::{self, Opened, Refusal};
 use super::maildrop::{uid_sets, Maildrop};
-use super::Context;
+use super::upstream::{self, timed, Imap};
+use super::{Context, DEFAULT_ROUTE};
 use crate::imap::client::BodyEvent;
 use crate::imap::ClientError;
 use crate::net::conn::{ClientConn, ConnError};
@@ -40,6 +41,14 @@ enum End {
     Upstream(ClientError),
     TooManyErrors,
     Shutdown,
+}
+
+/// How a command was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    Ok,
+    Err,
+    Quit,
 }
 
 /// A failure that ends the session.
@@ -76,11 +85,19 @@ struct Session {
     counts: Counts,
 }
 
+/// Which listener a session came from, for metrics.
+#[derive(Clone)]
+pub struct Origin {
+    pub listener: Arc<str>,
+    pub tls: &'static str,
+}
+
 /// Serves one client until it quits, drops, idles out or `force_close` fires.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
+    origin: Origin,
     mut force_close: watch::Receiver<bool>,
 ) {
     let id = ctx.session_id();
@@ -88,6 +105,9 @@ pub async fn serve(
     async move {
         let started = Instant::now();
         info!("session opened");
+        let labels = [&*origin.listener, origin.tls];
+        let open = ctx.metrics.sessions_open.with_label_values(&labels);
+        open.inc();
         let cfg = &ctx.config.session;
         let conn = ClientConn::new(stream, cfg.max_line_length, cfg.idle_timeout);
         let mut s = Session {
@@ -107,19 +127,25 @@ pub async fn serve(
             End::Quit => s.quit().await,
             End::Client(ConnError::Timeout) => {
                 response::err(&mut s.conn.out, None, "Autologout; idle for too long.");
-                "idle timeout"
+                "idle_timeout"
             }
-            End::Client(_) => "client disconnected",
+            End::Client(_) => "client_disconnected",
             End::Upstream(e) => {
                 warn!(error = %e, "upstream connection failed");
-                "upstream failure"
+                // The client cannot be told mid-answer; closing tells it.
+                "upstream_failure"
             }
             End::TooManyErrors => {
                 response::err(&mut s.conn.out, None, "Too many bad commands, closing.");
-                "too many bad commands"
+                "too_many_bad_commands"
             }
             End::Shutdown => "shutdown",
         };
+        open.dec();
+        ctx.metrics
+            .sessions
+            .with_label_values(&[labels[0], labels[1], outcome])
+            .inc();
         let Counts {
             retrieved,
             bytes,
@@ -173,12 +199,22 @@ impl Session {
                 }
             };
             self.bad_commands = 0;
-            debug!(command = cmd.name(), "command");
-            match self.dispatch(cmd).await {
-                Ok(true) => {}
-                Ok(false) => return End::Quit,
+            let name = cmd.name();
+            debug!(command = name, "command");
+            let started = Instant::now();
+            let reply = match self.dispatch(cmd).await {
+                Ok(reply) => reply,
                 Err(Fault::Client(e)) => return End::Client(e),
                 Err(Fault::Upstream(e)) => return End::Upstream(e),
+            };
+            let m = &self.ctx.metrics;
+            let result = if reply == Reply::Err { "err" } else { "ok" };
+            m.commands.with_label_values(&[name, result]).inc();
+            m.command_seconds
+                .with_label_values(&[name])
+                .observe(started.elapsed().as_secs_f64());
+            if reply == Reply::Quit {
+                return End::Quit;
             }
         }
     }
@@ -188,18 +224,20 @@ impl Session {
         self.bad_commands >= MAX_BAD_COMMANDS
     }
 
-    fn ok(&mut self, text: &str) {
+    fn ok(&mut self, text: &str) -> Reply {
         response::ok(&mut self.conn.out, text);
+        Reply::Ok
     }
 
-    fn err(&mut self, code: Option<RespCode>, text: &str) {
+    fn err(&mut self, code: Option<RespCode>, text: &str) -> Reply {
         response::err(&mut self.conn.out, code, text);
+        Reply::Err
     }
 
-    /// Runs one command; `Ok(false)` means QUIT was received.
-    async fn dispatch(&mut self, cmd: Command) -> Result<bool, Fault> {
+    /// Runs one command and says how it was answered.
+    async fn dispatch(&mut self, cmd: Command) -> Result<Reply, Fault> {
         match cmd {
-            Command::Quit => return Ok(false),
+            Command::Quit => Ok(Reply::Quit),
             Command::Capa => {
                 self.ok("Capability list follows");
                 self.conn.out.extend_from_slice(CAPABILITIES.as_bytes());
@@ -207,24 +245,24 @@ impl Session {
                     format!("IMPLEMENTATION popgate-{}\r\n", env!("CARGO_PKG_VERSION")).as_bytes(),
                 );
                 response::end_multiline(&mut self.conn.out);
+                Ok(Reply::Ok)
             }
-            Command::Noop => self.ok(""),
+            Command::Noop => Ok(self.ok("")),
             _ => match &mut self.state {
-                State::Authorization { .. } => self.authorization(cmd).await?,
-                State::Transaction(_) => self.transaction(cmd).await?,
+                State::Authorization { .. } => self.authorization(cmd).await,
+                State::Transaction(_) => self.transaction(cmd).await,
             },
         }
-        Ok(true)
     }
 
-    async fn authorization(&mut self, cmd: Command) -> Result<(), Fault> {
+    async fn authorization(&mut self, cmd: Command) -> Result<Reply, Fault> {
         let State::Authorization { user } = &mut self.state else {
             unreachable!()
         };
-        match cmd {
+        let reply = match cmd {
             Command::User(name) => {
                 *user = Some(name);
-                self.ok("");
+                self.ok("")
             }
             Command::Pass(password) => match user.take() {
                 Some(name) => self.login("USER", String::new(), name, password).await,
@@ -239,50 +277,43 @@ impl Session {
                     self.conn.out.extend_from_slice(b"\r\n");
                 }
                 response::end_multiline(&mut self.conn.out);
+                Reply::Ok
             }
             Command::Auth {
                 mechanism: Some(mech),
                 initial,
             } => {
                 *user = None;
-                self.authenticate(&mech, initial.as_deref()).await?;
+                self.authenticate(&mech, initial.as_deref()).await?
             }
             _ => self.err(None, "Not logged in."),
-        }
-        Ok(())
+        };
+        Ok(reply)
     }
 
     /// Runs a SASL exchange (RFC 5034), then the upstream login.
-    async fn authenticate(&mut self, mech: &str, initial: Option<&str>) -> Result<(), Fault> {
+    async fn authenticate(&mut self, mech: &str, initial: Option<&str>) -> Result<Reply, Fault> {
         let (mut exchange, mut step) = match Exchange::start(mech, initial) {
             Ok(started) => started,
-            Err(e) => {
-                self.err(None, &format!("{e}."));
-                return Ok(());
-            }
+            Err(e) => return Ok(self.err(None, &format!("{e}."))),
         };
         loop {
             match step {
                 Step::Done(c) => {
                     let mech = if mech == "PLAIN" { "PLAIN" } else { "LOGIN" };
-                    self.login(mech, c.authzid, c.user, c.password).await;
-                    return Ok(());
+                    return Ok(self.login(mech, c.authzid, c.user, c.password).await);
                 }
                 Step::Challenge(challenge) => {
                     response::continuation(&mut self.conn.out, challenge);
                     let line = match self.conn.next_line().await? {
                         Line::Complete(line) => Secret(line.to_vec()),
-                        Line::TooLong => {
-                            self.err(None, "Authentication data too long.");
-                            return Ok(());
-                        }
+                        Line::TooLong => return Ok(self.err(None, "Authentication data too long.")),
                     };
                     step = match exchange.step(line.expose()) {
                         Ok(s) => s,
                         Err(e) => {
                             let code = (e != sasl::SaslError::Cancelled).then_some(RespCode::Auth);
-                            self.err(code, &format!("{e}."));
-                            return Ok(());
+                            return Ok(self.err(code, &format!("{e}.")));
                         }
                     };
                 }
@@ -290,29 +321,43 @@ impl Session {
         }
     }
 
-    async fn login(&mut self, mechanism: &str, authzid: String, user: String, password: Secret) {
+    async fn login(
+        &mut self,
+        mechanism: &'static str,
+        authzid: String,
+        user: String,
+        password: Secret,
+    ) -> Reply {
         let started = Instant::now();
-        match login::open(&self.ctx, &authzid, &user, &password).await {
+        let outcome = login::open(&self.ctx, &authzid, &user, &password).await;
+        let result = outcome.as_ref().map_or_else(|r| r.result, |_| "ok");
+        self.ctx
+            .metrics
+            .logins
+            .with_label_values(&[mechanism, result])
+            .inc();
+        match outcome {
             Ok(opened) => {
                 info!(
                     user = %user,
                     mechanism,
+                    route = DEFAULT_ROUTE,
                     messages = opened.maildrop.len(),
                     login_ms = started.elapsed().as_millis() as u64,
                     "logged in"
                 );
                 self.user = Some(user);
                 self.state = State::Transaction(Box::new(opened));
-                self.ok("Logged in.");
+                self.ok("Logged in.")
             }
-            Err(Refusal { code, text }) => {
-                info!(user = %user, mechanism, code = code.as_str(), "login refused");
-                self.err(Some(code), text);
+            Err(Refusal { code, text, result }) => {
+                info!(user = %user, mechanism, result, "login refused");
+                self.err(Some(code), text)
             }
         }
     }
 
-    async fn transaction(&mut self, cmd: Command) -> Result<(), Fault> {
+    async fn transaction(&mut self, cmd: Command) -> Result<Reply, Fault> {
         let State::Transaction(opened) = &mut self.state else {
             unreachable!()
         };
@@ -336,29 +381,23 @@ impl Session {
             }
             Command::Retr(n) => return self.send_message(n, None).await,
             Command::Top(n, lines) => return self.send_message(n, Some(lines)).await,
-            _ => {
-                response::err(out, None, "Already logged in.");
-                Ok(())
-            }
+            _ => return Ok(self.err(None, "Already logged in.")),
         };
-        if let Err(e) = result {
-            self.err(None, &format!("{e}."));
-        }
-        Ok(())
+        Ok(match result {
+            Ok(()) => Reply::Ok,
+            Err(e) => self.err(None, &format!("{e}.")),
+        })
     }
 
     /// RETR (`top` is None) or TOP: streams the message from the upstream
     /// literal through the dot-stuffer into the client socket.
-    async fn send_message(&mut self, n: u32, top: Option<u64>) -> Result<(), Fault> {
+    async fn send_message(&mut self, n: u32, top: Option<u64>) -> Result<Reply, Fault> {
         let State::Transaction(opened) = &mut self.state else {
             unreachable!()
         };
         let (uid, size) = match opened.maildrop.fetchable(n) {
             Ok(found) => found,
-            Err(e) => {
-                response::err(&mut self.conn.out, None, &format!("{e}."));
-                return Ok(());
-            }
+            Err(e) => return Ok(self.err(None, &format!("{e}."))),
         };
         // TOP n 0 needs no body at all.
         let section = if top == Some(0) {
@@ -366,7 +405,9 @@ impl Session {
         } else {
             "BODY.PEEK[]"
         };
-        let tag = opened.imap.fetch_body(uid, section).await?;
+        let ctx = self.ctx.clone();
+        let tag =
+            upstream::timed(&ctx, "UID FETCH body", opened.imap.fetch_body(uid, section)).await?;
         let mut stuffer = DotStuffer::default();
         let mut limiter = top.map(TopLimiter::new);
         let mut begun = false;
@@ -375,10 +416,12 @@ impl Session {
                 Ok(event) => event,
                 Err(e) if e.is_refusal() && !begun => {
                     warn!(uid, error = %e, "upstream refused the body");
-                    response::err(&mut self.conn.out, None, "Message cannot be read now.");
-                    return Ok(());
+                    return Ok(self.err(None, "Message cannot be read now."));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    upstream::note_failure(&ctx, "UID FETCH body", &e);
+                    return Err(e.into());
+                }
             };
             match event {
                 BodyEvent::Begin(_) => {
@@ -394,6 +437,7 @@ impl Session {
                         None => &data[..],
                     };
                     self.counts.bytes += data.len() as u64;
+                    ctx.metrics.sent_bytes.inc_by(data.len() as u64);
                     stuffer.feed(data, &mut self.conn.out);
                     self.conn.flush_if_full().await?;
                 }
@@ -402,19 +446,25 @@ impl Session {
         }
         if !begun {
             opened.maildrop.mark_gone(n);
-            response::err(
-                &mut self.conn.out,
+            return Ok(self.err(
                 None,
                 "Message was removed from the mailbox by another client.",
-            );
-            return Ok(());
+            ));
         }
         stuffer.finish(&mut self.conn.out);
-        if top.is_none() {
+        let command = if top.is_none() {
             opened.maildrop.mark_retrieved(n);
             self.counts.retrieved += 1;
-        }
-        Ok(())
+            "RETR"
+        } else {
+            "TOP"
+        };
+        self.ctx
+            .metrics
+            .messages_sent
+            .with_label_values(&[command])
+            .inc();
+        Ok(Reply::Ok)
     }
 
     /// QUIT: in AUTHORIZATION just goodbye; in TRANSACTION the UPDATE state
@@ -430,12 +480,14 @@ impl Session {
             mut imap,
             maildrop,
             lock,
+            counted,
         } = *opened;
-        let mark_seen = self.ctx.config.session.mark_seen;
-        let result = update(&mut imap, &maildrop, mark_seen).await;
+        let result = update(&self.ctx, &mut imap, &maildrop).await;
         drop(lock);
+        let m = &self.ctx.metrics;
         let outcome = match result {
             Ok(deleted) => {
+                m.messages_deleted.inc_by(deleted as u64);
                 self.counts.deleted = deleted;
                 if deleted > 0 {
                     self.ok("Logging out, messages deleted.");
@@ -445,32 +497,30 @@ impl Session {
                 "quit"
             }
             Err(e) => {
+                m.quit_failures.inc();
                 warn!(error = %e, "could not remove deleted messages at QUIT");
                 self.err(
                     Some(RespCode::SysTemp),
                     "Some deleted messages were not removed; try again later.",
                 );
-                "quit failed"
+                "quit_failed"
             }
         };
         // The client need not wait for the upstream goodbye.
         let _ = self.conn.flush().await;
         imap.logout().await;
+        drop(counted);
         outcome
     }
 }
 
 /// Applies the session's marks upstream: `\Seen` on retrieved messages,
 /// then removal of exactly the deleted UIDs. Returns how many were removed.
-async fn update(
-    imap: &mut login::Upstream,
-    maildrop: &Maildrop,
-    mark_seen: bool,
-) -> Result<usize, ClientError> {
-    if mark_seen {
+async fn update(ctx: &Context, imap: &mut Imap, maildrop: &Maildrop) -> Result<usize, ClientError> {
+    if ctx.config.session.mark_seen {
         for set in uid_sets(&maildrop.retrieved_uids(), MAX_SET_LEN) {
             // Not worth failing QUIT over: the mail itself is unaffected.
-            if let Err(e) = imap.add_flag(&set, "\\Seen").await {
+            if let Err(e) = timed(ctx, "UID STORE", imap.add_flag(&set, "\\Seen")).await {
                 if !e.is_refusal() {
                     return Err(e);
                 }
@@ -484,20 +534,20 @@ async fn update(
     }
     let sets = uid_sets(&deleted, MAX_SET_LEN);
     for set in &sets {
-        imap.add_flag(set, "\\Deleted").await?;
+        timed(ctx, "UID STORE", imap.add_flag(set, "\\Deleted")).await?;
     }
     if imap.has_capability("UIDPLUS") {
         for set in &sets {
-            imap.uid_expunge(set).await?;
+            timed(ctx, "UID EXPUNGE", imap.uid_expunge(set)).await?;
         }
     } else {
         // A bare EXPUNGE would also remove what other clients flagged. Only
         // expunge when every flagged message is one of ours; otherwise leave
         // ours flagged, which hides them from POP3 until the server's own
         // expunge runs.
-        let flagged = imap.search_deleted().await?;
+        let flagged = timed(ctx, "UID SEARCH", imap.search_deleted()).await?;
         if flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {
-            imap.expunge().await?;
+            timed(ctx, "EXPUNGE", imap.expunge()).await?;
         } else {
             warn!(
                 "upstream lacks UIDPLUS and other messages carry \\Deleted; leaving ours flagged"

@@ -1,0 +1,203 @@
+//! Prometheus metrics, one registry per server instance. Labels never carry
+//! user names, client addresses or anything secret: only names chosen by the
+//! admin (listener, route) and fixed vocabularies (command, result, reason).
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_open: IntGaugeVec,
+    pub sessions: IntCounterVec,
+    pub logins: IntCounterVec,
+    pub commands: IntCounterVec,
+    pub command_seconds: HistogramVec,
+    pub sent_bytes: IntCounter,
+    pub messages_sent: IntCounterVec,
+    pub messages_deleted: IntCounter,
+    pub quit_failures: IntCounter,
+    pub snapshot_messages: Histogram,
+    pub upstream_connects: IntCounterVec,
+    pub upstream_failures: IntCounterVec,
+    pub upstream_login_seconds: HistogramVec,
+    pub upstream_command_seconds: HistogramVec,
+    pub upstream_open: IntGaugeVec,
+    pub upstream_up: IntGaugeVec,
+    pub limit_rejections: IntCounterVec,
+    pub connection_limit: IntGauge,
+    pub draining: IntGauge,
+}
+
+/// Latency buckets from 0.5 ms to about 16 s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! register {
+            ($metric:expr) => {{
+                let m = $metric.expect("valid metric");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("unique metric");
+                m
+            }};
+        }
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+        };
+        let latency = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(latency_buckets()),
+                labels,
+            )
+        };
+
+        let build_info = register!(gauge_vec(
+            "popgate_build_info",
+            "Always 1; the labels tell the running version.",
+            &["version"]
+        ));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        Metrics {
+            sessions_open: register!(gauge_vec(
+                "popgate_sessions_open",
+                "POP3 sessions currently open.",
+                &["listener", "tls"]
+            )),
+            sessions: register!(counter_vec(
+                "popgate_sessions_total",
+                "POP3 sessions ended, by how they ended.",
+                &["listener", "tls", "outcome"]
+            )),
+            logins: register!(counter_vec(
+                "popgate_logins_total",
+                "Login attempts by mechanism and result.",
+                &["mechanism", "result"]
+            )),
+            commands: register!(counter_vec(
+                "popgate_commands_total",
+                "POP3 commands by command and result (ok or err).",
+                &["command", "result"]
+            )),
+            command_seconds: register!(latency(
+                "popgate_command_duration_seconds",
+                "Time to answer a POP3 command, upstream work included.",
+                &["command"]
+            )),
+            sent_bytes: register!(IntCounter::new(
+                "popgate_sent_message_bytes_total",
+                "Message octets sent to clients by RETR and TOP."
+            )),
+            messages_sent: register!(counter_vec(
+                "popgate_messages_sent_total",
+                "Messages sent to clients, by command (RETR or TOP).",
+                &["command"]
+            )),
+            messages_deleted: register!(IntCounter::new(
+                "popgate_messages_deleted_total",
+                "Messages removed upstream at QUIT."
+            )),
+            quit_failures: register!(IntCounter::new(
+                "popgate_quit_failures_total",
+                "QUITs whose removal the upstream refused or could not finish: mail the user deleted is still there."
+            )),
+            snapshot_messages: register!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "popgate_snapshot_messages",
+                    "Messages in a maildrop at login."
+                )
+                .buckets(vec![0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0])
+            )),
+            upstream_connects: register!(counter_vec(
+                "popgate_upstream_connections_total",
+                "Upstream connection attempts.",
+                &["route"]
+            )),
+            upstream_failures: register!(counter_vec(
+                "popgate_upstream_failures_total",
+                "Upstream failures by reason (connect, timeout, closed, protocol, refused).",
+                &["route", "reason"]
+            )),
+            upstream_login_seconds: register!(latency(
+                "popgate_upstream_login_duration_seconds",
+                "From connecting upstream to a selected mailbox with its snapshot.",
+                &["route"]
+            )),
+            upstream_command_seconds: register!(latency(
+                "popgate_upstream_command_duration_seconds",
+                "Upstream IMAP command latency.",
+                &["route", "command"]
+            )),
+            upstream_open: register!(gauge_vec(
+                "popgate_upstream_connections_open",
+                "Upstream IMAP connections currently open.",
+                &["route"]
+            )),
+            upstream_up: register!(gauge_vec(
+                "popgate_upstream_up",
+                "1 when the background check last reached the upstream and read its greeting.",
+                &["route"]
+            )),
+            limit_rejections: register!(counter_vec(
+                "popgate_limit_rejections_total",
+                "Connections or logins refused by a limit, by kind.",
+                &["kind"]
+            )),
+            connection_limit: register!(IntGauge::new(
+                "popgate_connection_limit",
+                "The configured maximum of concurrent POP3 connections."
+            )),
+            draining: register!(IntGauge::new(
+                "popgate_draining",
+                "1 while shutting down: no new connections, sessions finishing."
+            )),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_build_info() {
+        let m = Metrics::new();
+        m.logins.with_label_values(&["PLAIN", "ok"]).inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("popgate_build_info{version=\""), "{text}");
+        assert!(text.contains("popgate_logins_total{mechanism=\"PLAIN\",result=\"ok\"} 1"));
+    }
+
+    #[test]
+    fn registries_are_independent() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.messages_deleted.inc();
+        assert_eq!(b.messages_deleted.get(), 0);
+    }
+}
