@@ -153,6 +153,7 @@ pub async fn serve(
         } = s.counts;
         info!(
             user = s.user.as_deref().unwrap_or("-"),
+            route = DEFAULT_ROUTE,
             retrieved,
             deleted,
             bytes,

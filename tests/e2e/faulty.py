@@ -18,7 +18,9 @@ _CAPS = re.compile(rb"^(\* CAPABILITY |\* OK \[CAPABILITY |\S+ OK \[CAPABILITY )
 
 
 class FaultyProxy:
-    def __init__(self, upstream_port: int, *, hide: tuple[str, ...] = (), refuse: str | None = None) -> None:
+    def __init__(
+        self, upstream_port: int, *, hide: tuple[str, ...] = (), refuse: str | None = None, port: int = 0
+    ) -> None:
         """`hide`: capabilities to remove; `refuse`: a regex on client
         command lines (after the tag) to answer with NO instead of forwarding."""
         self.upstream_port = upstream_port
@@ -26,7 +28,7 @@ class FaultyProxy:
         self.refuse = re.compile(refuse.encode()) if refuse else None
         self.refused: list[bytes] = []
         self.seen: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -93,6 +95,10 @@ class FaultyProxy:
 
     def close(self) -> None:
         self._stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
     def __enter__(self) -> "FaultyProxy":

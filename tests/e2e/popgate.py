@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (\d+\.\d+\.\d+\.\d+):(\d+)")
+_METRICS = re.compile(r"metrics and health checks on http://[\d.]+:(\d+)")
 
 
 def binary() -> str:
@@ -34,6 +35,8 @@ class Popgate:
         upstream_port: int,
         *,
         extra: str = "",
+        upstream_extra: str = "",
+        metrics: bool = False,
         log_level: str = "info",
         env: dict[str, str] | None = None,
         start: bool = True,
@@ -44,14 +47,18 @@ class Popgate:
         with open(self.config_path, "w") as f:
             f.write(
                 'listeners:\n  - address: "127.0.0.1:0"\n'
-                f'upstream:\n  address: "127.0.0.1:{upstream_port}"\n'
-                f'log:\n  level: "{log_level}"\n' + extra
+                f'upstream:\n  address: "127.0.0.1:{upstream_port}"\n{upstream_extra}'
+                f'log:\n  level: "{log_level}"\n'
+                + ('metrics:\n  address: "127.0.0.1:0"\n' if metrics else "")
+                + extra
             )
         self.env = dict(os.environ)
         self.env.pop("RUST_LOG", None)
         self.env.update(env or {})
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.metrics_port = 0
+        self.wants_metrics = metrics
         if start:
             self.start()
 
@@ -67,9 +74,12 @@ class Popgate:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = _LISTENING.search(self.log_text())
-            if m:
+            log = self.log_text()
+            m = _LISTENING.search(log)
+            h = _METRICS.search(log)
+            if m and (h or not self.wants_metrics):
                 self.port = int(m.group(2))
+                self.metrics_port = int(h.group(1)) if h else 0
                 return self
             if self.proc.poll() is not None:
                 break
@@ -98,6 +108,17 @@ class Popgate:
             self.proc.kill()
             self.proc.wait()
             raise
+
+    def http(self, path: str) -> tuple[int, str]:
+        """GET on the sidecar: (status, body)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def status_kib(self, field: str) -> int:
         """A memory figure from /proc (VmRSS, VmHWM) in KiB."""
