@@ -3,7 +3,7 @@
 //! deserialization, which is why the checks live in `TryFrom` impls).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,6 +23,11 @@ pub struct Config {
     pub session: Session,
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// Certificate and key for TLS listeners.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    #[serde(default)]
+    pub auth: Auth,
     /// The HTTP sidecar; absent means none.
     #[serde(default)]
     pub metrics: Option<MetricsHttp>,
@@ -90,8 +95,57 @@ impl Listener {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerTls {
+    /// Plain POP3, no STLS offered.
     #[default]
     None,
+    /// Plain POP3 that offers STLS (RFC 2595); port 110 style.
+    Starttls,
+    /// TLS from the first byte (POP3S); port 995 style.
+    Implicit,
+}
+
+impl ListenerTls {
+    pub fn label(self) -> &'static str {
+        match self {
+            ListenerTls::None => "none",
+            ListenerTls::Starttls => "starttls",
+            ListenerTls::Implicit => "implicit",
+        }
+    }
+}
+
+/// The server certificate for TLS listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// How often the files are checked for changes.
+    #[serde(
+        default = "default_reload_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub reload_interval: Duration,
+}
+
+/// Where USER/PASS and AUTH PLAIN/LOGIN may run without TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Client networks trusted with plaintext passwords on an unencrypted
+    /// connection; everyone else must use STLS or POP3S first.
+    #[serde(deserialize_with = "parsed::deserialize_list")]
+    pub plaintext_networks: Vec<ipnet::IpNet>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            plaintext_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +155,18 @@ pub struct Upstream {
     pub address: HostPort,
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// PEM CA certificates to verify the upstream with; the system's roots
+    /// when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name sent as SNI and verified in the certificate; the host of
+    /// `address` when absent.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Accept any upstream certificate. Only for tests and emergencies:
+    /// anyone on the path can then read every password.
+    #[serde(default)]
+    pub dangerous_skip_verify: bool,
     #[serde(
         default = "default_connect_timeout",
         deserialize_with = "duration::deserialize"
@@ -139,6 +205,10 @@ pub struct MetricsHttp {
 pub enum UpstreamTls {
     #[default]
     None,
+    /// Plain connect, then STARTTLS before anything else (port 143).
+    Starttls,
+    /// TLS from the first byte (port 993).
+    Implicit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +217,13 @@ pub struct HostPort(pub String);
 impl<'de> Deserialize<'de> for HostPort {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         parsed::deserialize(d)
+    }
+}
+
+impl HostPort {
+    pub fn host(&self) -> &str {
+        let host = self.0.rsplit_once(':').map_or(&*self.0, |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
     }
 }
 
@@ -250,6 +327,9 @@ fn default_command_timeout() -> Duration {
 fn default_health_interval() -> Duration {
     Duration::from_secs(5)
 }
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_header_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -296,6 +376,22 @@ impl Config {
         }
         if self.session.max_connections == 0 {
             return Err("session.max_connections: must be at least 1".into());
+        }
+        for (i, l) in self.listeners.0.iter().enumerate() {
+            if l.tls != ListenerTls::None && self.tls.is_none() {
+                return Err(format!(
+                    "listeners[{i}].tls: {} needs a certificate: add a top-level tls section",
+                    l.tls.label()
+                ));
+            }
+        }
+        if self.upstream.tls == UpstreamTls::None
+            && (self.upstream.ca_file.is_some() || self.upstream.dangerous_skip_verify)
+        {
+            return Err(
+                "upstream.tls: ca_file and dangerous_skip_verify need tls: starttls or implicit"
+                    .into(),
+            );
         }
         if self.upstream.health_check_interval < Duration::from_millis(100) {
             return Err("upstream.health_check_interval: must be at least 100ms".into());
@@ -348,6 +444,39 @@ pub mod parsed {
             }
         }
         d.deserialize_str(V(PhantomData))
+    }
+
+    /// A list of such values; an error names the item.
+    pub fn deserialize_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr,
+        T::Err: Display,
+    {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: FromStr> Visitor<'de> for V<T>
+        where
+            T::Err: Display,
+        {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(
+                        s.parse()
+                            .map_err(|e| A::Error::custom(format!("{s:?}: {e}")))?,
+                    );
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
     }
 }
 

@@ -50,6 +50,28 @@ pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
     Ok(Listeners { pop3, http })
 }
 
+/// What a server needs beyond the config: the shared context and the TLS
+/// certificate, loaded and checked.
+pub struct Prepared {
+    ctx: Arc<gateway::Context>,
+    certificates: Option<Arc<net::tls::CertStore>>,
+}
+
+/// Loads everything the config refers to; `--check` runs this too, so a
+/// missing certificate or CA file is found before deployment.
+pub fn prepare(config: Config) -> Result<Prepared, String> {
+    let certificates = match &config.tls {
+        Some(files) => Some(
+            net::tls::CertStore::load(&files.certificate, &files.key)
+                .map_err(|e| format!("tls: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics = Arc::new(metrics::Metrics::new());
+    let ctx = Arc::new(gateway::Context::new(config, metrics)?);
+    Ok(Prepared { ctx, certificates })
+}
+
 /// Serves until `shutdown` completes, then stops accepting, lets sessions
 /// finish within the drain time, and closes the rest without applying their
 /// deletions.
@@ -58,12 +80,12 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let drain = config.shutdown.drain_timeout;
-    let max = config.session.max_connections;
+    let Prepared { ctx, certificates } = prepare(config).map_err(std::io::Error::other)?;
+    let metrics = ctx.metrics.clone();
+    let drain = ctx.config.shutdown.drain_timeout;
+    let max = ctx.config.session.max_connections;
     let limit = Arc::new(Semaphore::new(max));
-    let metrics = Arc::new(metrics::Metrics::new());
     metrics.connection_limit.set(max as i64);
-    let ctx = Arc::new(gateway::Context::new(config, metrics.clone()));
     let health = Arc::new(http::Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
@@ -83,18 +105,31 @@ pub async fn run(
         };
         background.push(tokio::spawn(http::serve(
             listener,
-            metrics,
+            metrics.clone(),
             health.clone(),
             settings,
         )));
     }
 
+    let acceptor = certificates.map(|store| {
+        let interval = ctx
+            .config
+            .tls
+            .as_ref()
+            .map(|t| t.reload_interval)
+            .unwrap_or_default();
+        background.push(tokio::spawn(store.clone().watch(interval, metrics.clone())));
+        tokio_rustls::TlsAcceptor::from(store.server_config())
+    });
     let mut loops = Vec::new();
     for (listener, cfg) in listeners.pop3.into_iter().zip(&ctx.config.listeners.0) {
         info!("listening on {}", listener.local_addr()?);
         let origin = Origin {
             listener: cfg.label().into(),
-            tls: "none",
+            tls: cfg.tls,
+            acceptor: acceptor
+                .clone()
+                .filter(|_| cfg.tls != config::ListenerTls::None),
         };
         loops.push(tokio::spawn(net::listener::accept_loop(
             listener,

@@ -54,8 +54,17 @@ fn main() -> ExitCode {
         }
     };
     if check {
-        println!("popgate: {}: configuration is valid", path.display());
-        return ExitCode::SUCCESS;
+        // Also loads the certificates and CA files the config names.
+        return match popgate::prepare(config) {
+            Ok(_) => {
+                println!("popgate: {}: configuration is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("popgate: {}: {e}", path.display());
+                ExitCode::from(2)
+            }
+        };
     }
     init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub upstream_open: IntGaugeVec,
     pub upstream_up: IntGaugeVec,
     pub limit_rejections: IntCounterVec,
+    pub auth_throttled: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub reloads: IntCounterVec,
     pub connection_limit: IntGauge,
     pub draining: IntGauge,
 }
@@ -153,6 +156,21 @@ impl Metrics {
                 "popgate_limit_rejections_total",
                 "Connections or logins refused by a limit, by kind.",
                 &["kind"]
+            )),
+            auth_throttled: register!(counter_vec(
+                "popgate_auth_throttled_total",
+                "Logins delayed or refused after earlier failures, by kind (ip, user, connection).",
+                &["kind"]
+            )),
+            tls_handshakes: register!(counter_vec(
+                "popgate_tls_handshakes_total",
+                "TLS handshakes with clients (implicit and STLS), by result.",
+                &["listener", "result"]
+            )),
+            reloads: register!(counter_vec(
+                "popgate_reloads_total",
+                "Reloads of files popgate watches, by kind (certificate, credentials) and result.",
+                &["kind", "result"]
             )),
             connection_limit: register!(IntGauge::new(
                 "popgate_connection_limit",

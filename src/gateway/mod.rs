@@ -20,19 +20,23 @@ pub const DEFAULT_ROUTE: &str = "default";
 pub struct Context {
     pub config: Config,
     pub metrics: std::sync::Arc<Metrics>,
+    pub backend: upstream::Backend,
     /// Users with a session open, when sessions are exclusive.
     locked_users: DashSet<String>,
     next_session: AtomicU64,
 }
 
 impl Context {
-    pub fn new(config: Config, metrics: std::sync::Arc<Metrics>) -> Context {
-        Context {
+    /// Prepares everything the config refers to (TLS material); an error
+    /// names the key at fault.
+    pub fn new(config: Config, metrics: std::sync::Arc<Metrics>) -> Result<Context, String> {
+        Ok(Context {
+            backend: upstream::Backend::new(&config.upstream)?,
             config,
             metrics,
             locked_users: DashSet::new(),
             next_session: AtomicU64::new(1),
-        }
+        })
     }
 
     pub fn session_id(&self) -> u64 {

@@ -7,15 +7,18 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::login::{self, Opened, Refusal};
 use super::maildrop::{uid_sets, Maildrop};
 use super::upstream::{self, timed, Imap};
 use super::{Context, DEFAULT_ROUTE};
+use crate::config::ListenerTls;
 use crate::imap::client::BodyEvent;
 use crate::imap::ClientError;
 use crate::net::conn::{ClientConn, ConnError};
+use crate::net::stream::Stream;
 use crate::pop3::command::{self, Command, CommandError};
 use crate::pop3::response::{self, RespCode};
 use crate::pop3::sasl::{self, Exchange, Step};
@@ -27,7 +30,8 @@ const MAX_BAD_COMMANDS: u32 = 20;
 /// UID set length per STORE/EXPUNGE command line.
 const MAX_SET_LEN: usize = 4000;
 
-const CAPABILITIES: &str = "CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nUSER\r\nSASL PLAIN LOGIN\r\n";
+const PLAINTEXT_REFUSED: &str =
+    "Plaintext authentication disallowed on non-secure connections; use STLS or POP3S (port 995).";
 
 enum State {
     Authorization { user: Option<String> },
@@ -78,7 +82,10 @@ struct Counts {
 
 struct Session {
     ctx: Arc<Context>,
-    conn: ClientConn<TcpStream>,
+    conn: ClientConn<Stream>,
+    origin: Origin,
+    /// The client's address may log in without TLS.
+    plaintext_ok: bool,
     state: State,
     user: Option<String>,
     bad_commands: u32,
@@ -89,7 +96,9 @@ struct Session {
 #[derive(Clone)]
 pub struct Origin {
     pub listener: Arc<str>,
-    pub tls: &'static str,
+    pub tls: ListenerTls,
+    /// Present on `starttls` and `implicit` listeners.
+    pub acceptor: Option<TlsAcceptor>,
 }
 
 /// Serves one client until it quits, drops, idles out or `force_close` fires.
@@ -105,14 +114,50 @@ pub async fn serve(
     async move {
         let started = Instant::now();
         info!("session opened");
-        let labels = [&*origin.listener, origin.tls];
+        let labels = [&*origin.listener, origin.tls.label()];
         let open = ctx.metrics.sessions_open.with_label_values(&labels);
         open.inc();
         let cfg = &ctx.config.session;
-        let conn = ClientConn::new(stream, cfg.max_line_length, cfg.idle_timeout);
+        let mut conn =
+            ClientConn::new(Stream::Plain(stream), cfg.max_line_length, cfg.idle_timeout);
+        if origin.tls == ListenerTls::Implicit {
+            if let Err(e) = conn
+                .start_tls(
+                    origin
+                        .acceptor
+                        .as_ref()
+                        .expect("implicit TLS has a certificate"),
+                )
+                .await
+            {
+                debug!(error = %e, "TLS handshake failed");
+                ctx.metrics
+                    .tls_handshakes
+                    .with_label_values(&[&*origin.listener, "error"])
+                    .inc();
+                open.dec();
+                ctx.metrics
+                    .sessions
+                    .with_label_values(&[labels[0], labels[1], "tls_failed"])
+                    .inc();
+                return;
+            }
+            ctx.metrics
+                .tls_handshakes
+                .with_label_values(&[&*origin.listener, "ok"])
+                .inc();
+        }
+        let plaintext_ok = ctx
+            .config
+            .auth
+            .plaintext_networks
+            .iter()
+            .any(|n| n.contains(&peer.ip()));
         let mut s = Session {
             ctx: ctx.clone(),
             conn,
+            origin: origin.clone(),
+            plaintext_ok,
             state: State::Authorization { user: None },
             user: None,
             bad_commands: 0,
@@ -220,6 +265,74 @@ impl Session {
         }
     }
 
+    /// May passwords be sent on this connection now?
+    fn auth_allowed(&self) -> bool {
+        self.plaintext_ok || self.conn.is_tls()
+    }
+
+    fn stls_offered(&self) -> bool {
+        self.origin.tls == ListenerTls::Starttls
+            && !self.conn.is_tls()
+            && matches!(self.state, State::Authorization { .. })
+    }
+
+    /// CAPA (RFC 2449): only what this connection, in this state, honours.
+    fn capabilities(&mut self) {
+        let mut caps =
+            String::from("CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+        if self.stls_offered() {
+            caps.push_str("STLS\r\n");
+        }
+        if self.auth_allowed() && matches!(self.state, State::Authorization { .. }) {
+            caps.push_str("USER\r\nSASL");
+            for m in sasl::MECHANISMS {
+                caps.push(' ');
+                caps.push_str(m);
+            }
+            caps.push_str("\r\n");
+        }
+        caps.push_str(concat!(
+            "IMPLEMENTATION popgate-",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n"
+        ));
+        self.ok("Capability list follows");
+        self.conn.out.extend_from_slice(caps.as_bytes());
+        response::end_multiline(&mut self.conn.out);
+    }
+
+    /// STLS (RFC 2595). Input pipelined behind it would be read as if it
+    /// had come through TLS, so it is refused instead.
+    async fn stls(&mut self) -> Result<Reply, Fault> {
+        if !self.stls_offered() {
+            return Ok(self.err(None, "STLS is not available now."));
+        }
+        if self.conn.has_pending_input() {
+            return Ok(self.err(
+                None,
+                "Commands sent after STLS before TLS; send STLS alone.",
+            ));
+        }
+        self.ok("Begin TLS negotiation now.");
+        let acceptor = self
+            .origin
+            .acceptor
+            .clone()
+            .expect("starttls listener has a certificate");
+        let listener = self.origin.listener.clone();
+        let result = self.conn.start_tls(&acceptor).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.ctx
+            .metrics
+            .tls_handshakes
+            .with_label_values(&[&*listener, label])
+            .inc();
+        result?;
+        // Nothing learnt before TLS carries over (RFC 2595 section 4).
+        self.state = State::Authorization { user: None };
+        Ok(Reply::Ok)
+    }
+
     fn bad_command(&mut self) -> bool {
         self.bad_commands += 1;
         self.bad_commands >= MAX_BAD_COMMANDS
@@ -240,14 +353,10 @@ impl Session {
         match cmd {
             Command::Quit => Ok(Reply::Quit),
             Command::Capa => {
-                self.ok("Capability list follows");
-                self.conn.out.extend_from_slice(CAPABILITIES.as_bytes());
-                self.conn.out.extend_from_slice(
-                    format!("IMPLEMENTATION popgate-{}\r\n", env!("CARGO_PKG_VERSION")).as_bytes(),
-                );
-                response::end_multiline(&mut self.conn.out);
+                self.capabilities();
                 Ok(Reply::Ok)
             }
+            Command::Stls => self.stls().await,
             Command::Noop => Ok(self.ok("")),
             _ => match &mut self.state {
                 State::Authorization { .. } => self.authorization(cmd).await,
@@ -257,6 +366,18 @@ impl Session {
     }
 
     async fn authorization(&mut self, cmd: Command) -> Result<Reply, Fault> {
+        let needs_secret = matches!(
+            cmd,
+            Command::User(_)
+                | Command::Pass(_)
+                | Command::Auth {
+                    mechanism: Some(_),
+                    ..
+                }
+        );
+        if needs_secret && !self.auth_allowed() {
+            return Ok(self.err(Some(RespCode::Auth), PLAINTEXT_REFUSED));
+        }
         let State::Authorization { user } = &mut self.state else {
             unreachable!()
         };

@@ -9,11 +9,17 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use rustls_pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
 use super::{Context, DEFAULT_ROUTE};
+use crate::config::{self, UpstreamTls};
 use crate::http::Health;
 use crate::imap::{Client, ClientError};
+use crate::net::stream::Stream;
+use crate::net::tls;
 
-pub type Imap = Client<TcpStream>;
+pub type Imap = Client<Stream>;
 
 /// Keeps `popgate_upstream_connections_open` right for as long as it lives.
 pub struct OpenGuard(prometheus::IntGauge);
@@ -24,33 +30,121 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Connects and reads the greeting. Failures are logged and counted.
+/// How to reach the upstream, prepared once at start.
+pub struct Backend {
+    pub address: String,
+    pub tls: UpstreamTls,
+    tls_connector: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Backend {
+    pub fn new(config: &config::Upstream) -> Result<Backend, String> {
+        let tls_connector = match config.tls {
+            UpstreamTls::None => None,
+            UpstreamTls::Starttls | UpstreamTls::Implicit => {
+                if config.dangerous_skip_verify {
+                    warn!(
+                        upstream = %config.address.0,
+                        "upstream.dangerous_skip_verify is on: the upstream certificate is NOT verified; \
+                         passwords can be read by anyone on the path"
+                    );
+                }
+                let tls =
+                    tls::client_config(config.ca_file.as_deref(), config.dangerous_skip_verify)
+                        .map_err(|e| format!("upstream.ca_file: {e}"))?;
+                let name = config
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| config.address.host().to_string());
+                let name = ServerName::try_from(name.clone())
+                    .map_err(|_| format!("upstream.server_name: {name:?} is not a valid name"))?;
+                Some((TlsConnector::from(tls), name))
+            }
+        };
+        Ok(Backend {
+            address: config.address.0.clone(),
+            tls: config.tls,
+            tls_connector,
+        })
+    }
+
+    async fn handshake(&self, tcp: TcpStream) -> std::io::Result<Stream> {
+        let (connector, name) = self.tls_connector.as_ref().expect("TLS configured");
+        Ok(Stream::Client(Box::new(
+            connector.connect(name.clone(), tcp).await?,
+        )))
+    }
+}
+
+/// Connects, reads the greeting, and with TLS configured secures the link
+/// (implicit or STARTTLS). Failures are logged and counted.
 pub async fn connect(ctx: &Context) -> Result<(Imap, OpenGuard), ClientError> {
     let up = &ctx.config.upstream;
+    let backend = &ctx.backend;
     let m = &ctx.metrics;
     m.upstream_connects
         .with_label_values(&[DEFAULT_ROUTE])
         .inc();
-    let stream =
-        match tokio::time::timeout(up.connect_timeout, TcpStream::connect(&up.address.0)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                warn!(upstream = %up.address.0, error = %e, "cannot connect to upstream");
-                failed(ctx, "connect");
-                return Err(ClientError::Io(e));
-            }
-            Err(_) => {
-                warn!(upstream = %up.address.0, "upstream connect timed out");
-                failed(ctx, "connect_timeout");
-                return Err(ClientError::Timeout);
-            }
-        };
-    let _ = stream.set_nodelay(true);
+    let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(&backend.address))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn!(upstream = %backend.address, error = %e, "cannot connect to upstream");
+            failed(ctx, "connect");
+            return Err(ClientError::Io(e));
+        }
+        Err(_) => {
+            warn!(upstream = %backend.address, "upstream connect timed out");
+            failed(ctx, "connect_timeout");
+            return Err(ClientError::Timeout);
+        }
+    };
+    let _ = tcp.set_nodelay(true);
     let gauge = m.upstream_open.with_label_values(&[DEFAULT_ROUTE]);
     gauge.inc();
     let guard = OpenGuard(gauge);
-    let imap = timed(ctx, "greeting", Client::start(stream, up.timeout)).await?;
+    let stream = match backend.tls {
+        UpstreamTls::Implicit => tls_handshake(ctx, backend, tcp).await?,
+        _ => Stream::Plain(tcp),
+    };
+    let mut imap = timed(ctx, "greeting", Client::start(stream, up.timeout)).await?;
+    if backend.tls == UpstreamTls::Starttls {
+        timed(ctx, "STARTTLS", imap.starttls())
+            .await
+            .inspect_err(|e| {
+                if e.is_refusal() {
+                    failed(ctx, "tls");
+                }
+            })?;
+        let tcp = imap
+            .stream_mut()
+            .take_plain()
+            .expect("plain before STARTTLS");
+        *imap.stream_mut() = tls_handshake(ctx, backend, tcp).await?;
+        timed(ctx, "CAPABILITY", imap.refresh_capabilities()).await?;
+    }
     Ok((imap, guard))
+}
+
+async fn tls_handshake(
+    ctx: &Context,
+    backend: &Backend,
+    tcp: TcpStream,
+) -> Result<Stream, ClientError> {
+    let timeout = ctx.config.upstream.timeout;
+    match tokio::time::timeout(timeout, backend.handshake(tcp)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => {
+            warn!(upstream = %backend.address, error = %e, "upstream TLS handshake failed");
+            failed(ctx, "tls");
+            Err(ClientError::Io(e))
+        }
+        Err(_) => {
+            failed(ctx, "timeout");
+            Err(ClientError::Timeout)
+        }
+    }
 }
 
 /// Runs one upstream command, recording its latency and any failure that is
@@ -118,9 +212,9 @@ pub async fn health_loop(ctx: Arc<Context>, health: Arc<Health>) {
         up_gauge.set(i64::from(ok));
         if last != Some(ok) {
             if ok {
-                info!(upstream = %ctx.config.upstream.address.0, "upstream reachable");
+                info!(upstream = %ctx.backend.address, "upstream reachable");
             } else {
-                warn!(upstream = %ctx.config.upstream.address.0, "upstream unreachable; not ready");
+                warn!(upstream = %ctx.backend.address, "upstream unreachable; not ready");
             }
             last = Some(ok);
         }

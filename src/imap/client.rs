@@ -150,6 +150,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(c)
     }
 
+    /// Sends STARTTLS and waits for its OK. The caller then upgrades the
+    /// stream through [`Client::stream_mut`] and calls
+    /// [`Client::refresh_capabilities`].
+    pub async fn starttls(&mut self) -> Result<(), ClientError> {
+        if !self.has_capability("STARTTLS") {
+            return Err(ClientError::Protocol(
+                "upstream does not offer STARTTLS".into(),
+            ));
+        }
+        let tag = self.send(&[b"STARTTLS"]).await?;
+        self.complete(&tag, "STARTTLS", |_| {}).await?;
+        // Anything already buffered was sent in the clear before the
+        // handshake and must not be taken as part of the TLS session.
+        if !self.rbuf.is_empty() {
+            return Err(ClientError::Protocol("data after STARTTLS".into()));
+        }
+        Ok(())
+    }
+
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Asks for the capabilities again (after STARTTLS they may differ).
+    pub async fn refresh_capabilities(&mut self) -> Result<(), ClientError> {
+        self.caps.clear();
+        let tag = self.send(&[b"CAPABILITY"]).await?;
+        self.complete(&tag, "CAPABILITY", |_| {}).await.map(drop)
+    }
+
     pub fn has_capability(&self, cap: &str) -> bool {
         self.caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }

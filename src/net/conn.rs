@@ -9,7 +9,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::net::stream::Stream;
 use crate::pop3::{Line, LineReader};
+
+/// Bound on a TLS handshake, so a silent client cannot hold a slot.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Output is flushed once it holds this much, which bounds memory per session.
 const FLUSH_AT: usize = 64 * 1024;
@@ -82,10 +86,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientConn<S> {
         Ok(())
     }
 
+    /// True if the client sent more than the lines already taken.
+    pub fn has_pending_input(&self) -> bool {
+        !self.inbuf.is_empty()
+    }
+
     /// Flushes and closes the write side so the client sees a clean end.
     pub async fn close(mut self) {
         if self.flush().await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.shutdown()).await;
         }
+    }
+}
+
+impl ClientConn<Stream> {
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// Turns the plain connection into TLS (implicit TLS or STLS). Pending
+    /// output is sent first; the line reader starts clean.
+    pub async fn start_tls(
+        &mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> Result<(), ConnError> {
+        self.flush().await?;
+        debug_assert!(self.inbuf.is_empty());
+        self.inbuf.clear();
+        self.lines.reset();
+        let tcp = self
+            .stream
+            .take_plain()
+            .ok_or_else(|| std::io::Error::other("already TLS"))?;
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .map_err(|_| ConnError::Timeout)??;
+        self.stream = Stream::Server(Box::new(tls));
+        Ok(())
     }
 }

@@ -2,3 +2,5 @@
 
 pub mod conn;
 pub mod listener;
+pub mod stream;
+pub mod tls;

@@ -14,6 +14,7 @@ pub enum Command {
         initial: Option<String>,
     },
     Capa,
+    Stls,
     Quit,
     Stat,
     List(Option<MsgNum>),
@@ -33,6 +34,7 @@ impl Command {
             Command::Pass(_) => "PASS",
             Command::Auth { .. } => "AUTH",
             Command::Capa => "CAPA",
+            Command::Stls => "STLS",
             Command::Quit => "QUIT",
             Command::Stat => "STAT",
             Command::List(_) => "LIST",
@@ -118,6 +120,7 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             }
         },
         b"CAPA" => no_args(&args, Command::Capa)?,
+        b"STLS" => no_args(&args, Command::Stls)?,
         b"QUIT" => no_args(&args, Command::Quit)?,
         b"STAT" => no_args(&args, Command::Stat)?,
         b"NOOP" => no_args(&args, Command::Noop)?,
