@@ -1,9 +1,11 @@
 """A throwaway Dovecot instance for end-to-end tests.
 
 ``Dovecot`` starts ``dovecot -F -c <conf>`` as root in a short temporary
-directory (``/tmp/pgdv-XXXX``), listening only on 127.0.0.1 on free ports
-for plaintext IMAP and POP3.  Users live in a passwd-file in that directory.
-All mail of all users is Maildir owned by one unprivileged system account
+directory (``/dev/shm/pgdv-XXXX`` when /dev/shm is a roomy tmpfs, else
+``/tmp/pgdv-XXXX``; ``$POPGATE_E2E_TMPDIR`` overrides), listening only on
+127.0.0.1 on free ports for plaintext IMAP and POP3.  Each user has a
+one-line passwd-file in that directory (passwd.d/u-<name>).  All mail of all
+users is Maildir owned by one unprivileged system account
 (``mail``, else ``nobody``): Dovecot's imap and pop3 processes refuse to
 access mail as root ("Mail access not allowed for root"), whatever
 first_valid_uid says.  Files the harness writes are chowned to that account.
@@ -21,8 +23,13 @@ password with a control character below 0x20, TAB included ("Attempted login
 with password having illegal chars").  Everything else works: spaces
 (leading, trailing, repeated), quotes, backslashes, braces (even a leading
 "{SHA}"), '%', '#', DEL and UTF-8; the file stores ``{PLAIN}<password>``
-verbatim and Dovecot neither unescapes nor expands it.  User names must not
-contain ':', '/', '*' (the master user separator) or whitespace.
+verbatim and Dovecot neither unescapes nor expands it.  User names are
+case-sensitive and used verbatim (auth_username_format = %u); they must not
+contain ':', '/', '*' (the master user separator), whitespace or control
+characters.
+
+Set POPGATE_E2E_KEEP=1 to keep instance directories (config, log, Maildirs)
+after stop() for inspection.
 """
 
 from __future__ import annotations
@@ -41,13 +48,13 @@ import subprocess
 import tempfile
 import threading
 import time
-import weakref
 from typing import Iterable, Mapping
 
 HOST = "127.0.0.1"
 
-# Instances still running; stopped at interpreter exit.
-_RUNNING: "weakref.WeakSet[Dovecot]" = weakref.WeakSet()
+# Instances still running (strong references: an instance nobody holds any
+# more must still be stopped); stopped at interpreter exit.
+_RUNNING: "set[Dovecot]" = set()
 
 
 def _stop_all_at_exit() -> None:
@@ -61,10 +68,30 @@ def _stop_all_at_exit() -> None:
 atexit.register(_stop_all_at_exit)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+_free_port = free_port
+
+
+def tls_conf(cert_path: str, key_path: str, imaps_port: int = 0,
+             pop3s_port: int = 0) -> str:
+    """extra_conf that turns on TLS: STARTTLS/STLS on the plaintext ports
+    and, for non-zero ports, implicit-TLS IMAPS/POP3S listeners on
+    127.0.0.1.  Dovecot merges these service blocks with the generated ones
+    (same listener names), so later settings win."""
+    conf = f"ssl = yes\nssl_cert = <{cert_path}\nssl_key = <{key_path}\n"
+    if imaps_port:
+        conf += ("service imap-login {\n  inet_listener imaps {\n"
+                 f"    address = {HOST}\n    port = {imaps_port}\n  }}\n}}\n")
+    if pop3s_port:
+        conf += ("service pop3-login {\n  inet_listener pop3s {\n"
+                 f"    address = {HOST}\n    port = {pop3s_port}\n  }}\n}}\n")
+    return conf
 
 
 def _pdeathsig_preexec() -> None:
@@ -81,6 +108,22 @@ def _pdeathsig_preexec() -> None:
 
 def _setpgid_preexec() -> None:
     os.setpgid(0, 0)
+
+
+def _parent_dir() -> str:
+    """Where instance directories go: $POPGATE_E2E_TMPDIR, else /dev/shm
+    when it is a roomy tmpfs (Maildir writes are several times faster there
+    than on a disk), else /tmp.  Paths stay short for unix sockets."""
+    env = os.environ.get("POPGATE_E2E_TMPDIR")
+    if env:
+        return env
+    try:
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize >= (2 << 30) and os.access("/dev/shm", os.W_OK | os.X_OK):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return "/tmp"
 
 
 def _mail_account(name: str | None) -> tuple[int, int]:
@@ -131,6 +174,7 @@ class Dovecot:
         dovecot_binary: str = "dovecot",
         mail_user: str | None = None,
         auth_penalty: bool = False,
+        parent_dir: str | None = None,
     ) -> None:
         if os.geteuid() != 0:
             raise DovecotError("the Dovecot test instance must be started as root")
@@ -146,7 +190,7 @@ class Dovecot:
         self.dovecot_binary = dovecot_binary
         self.mail_uid, self.mail_gid = _mail_account(mail_user)
 
-        self.dir = tempfile.mkdtemp(prefix="pgdv-", dir="/tmp")
+        self.dir = tempfile.mkdtemp(prefix="pgdv-", dir=parent_dir or _parent_dir())
         # Login processes (dovenull) and auth (dovecot) must reach base_dir
         # and the passwd-files.
         os.chmod(self.dir, 0o755)
@@ -155,11 +199,17 @@ class Dovecot:
         self.mail_root = os.path.join(self.dir, "mail")
         self.home_root = os.path.join(self.dir, "home")
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
-        self.passwd_path = os.path.join(self.dir, "users")
+        # One passwd-file per user (passwd.d/u-<name>): a new user's file has
+        # never been read, so it is visible at once; only a changed
+        # password waits for Dovecot's once-per-second re-check.  The "u-"
+        # prefix keeps names like ".." from becoming directories.
+        self.passwd_dir = os.path.join(self.dir, "passwd.d")
         self.master_passwd_path = os.path.join(self.dir, "master-users")
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.stdio_path = os.path.join(self.dir, "stdio.log")
         os.makedirs(self.state_dir, exist_ok=True)
+        os.makedirs(self.passwd_dir, exist_ok=True)
+        os.chmod(self.passwd_dir, 0o755)
         for d in (self.mail_root, self.home_root):
             self._mkdir_owned(d)
         if len(self.base_dir.encode()) + 40 > 107:
@@ -171,14 +221,19 @@ class Dovecot:
         self._stdio = None
         self._lock = threading.Lock()
         # Maildir file names: strictly increasing (secs, usecs) so that
-        # Dovecot assigns UIDs in delivery order.
-        self._deliv_secs = int(time.time())
+        # Dovecot assigns UIDs in delivery order.  One second apart, starting
+        # about 11 days ago: realistic, and varied enough for Dovecot's
+        # file name hash (names differing only in a counter followed by a
+        # constant host part make its first sync of a big Maildir quadratic:
+        # 100,000 messages took over 4 minutes instead of 4 seconds).
+        self._deliv_secs = int(time.time()) - 1_000_000
         self._deliv_seq = itertools.count()
-        self._passwd_mtime = 0
 
-        for name in self.users:
+        for name, password in self.users.items():
             self._check_name(name)
-        self._write_passwd()
+            self._check_password(password)
+        for name, password in self.users.items():
+            self._write_user(name, password)
         self._write_master_passwd()
         if start:
             self.start()
@@ -187,7 +242,8 @@ class Dovecot:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not name or any(c in name for c in ":/*\r\n\0 \t") or name.startswith("#"):
+        if (not name or name.startswith("#")
+                or any(c in ":/*" or c.isspace() or ord(c) < 0x20 for c in name)):
             raise ValueError(f"unsupported user name {name!r}")
 
     @staticmethod
@@ -204,28 +260,32 @@ class Dovecot:
             return
         os.chown(path, self.mail_uid, self.mail_gid)
 
-    def _write_atomic(self, path: str, text: str) -> int:
+    @staticmethod
+    def _write_atomic(path: str, text: str) -> None:
+        try:
+            old_mtime = int(os.stat(path).st_mtime)
+        except FileNotFoundError:
+            old_mtime = 0
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o644)
         # passwd-file is re-read when its mtime or size changes; make sure the
         # mtime differs from the previous version even within one second.
-        mtime = max(int(time.time()), self._passwd_mtime + 1)
+        mtime = max(int(time.time()), old_mtime + 1)
         os.utime(tmp, (mtime, mtime))
         os.replace(tmp, path)
-        return mtime
 
-    def _write_passwd(self) -> None:
-        lines = []
-        for name, password in self.users.items():
-            self._check_password(password)
-            home = os.path.join(self.home_root, name)
-            self._mkdir_owned(home)
-            # uid/gid stay empty: passwd-file rejects UID 0; mail_uid and
-            # mail_gid in the config apply instead.
-            lines.append(f"{name}:{{PLAIN}}{password}:::{home}::\n")
-        self._passwd_mtime = self._write_atomic(self.passwd_path, "".join(lines))
+    def _user_file(self, name: str) -> str:
+        return os.path.join(self.passwd_dir, "u-" + name)
+
+    def _write_user(self, name: str, password: str) -> None:
+        home = os.path.join(self.home_root, name)
+        self._mkdir_owned(home)
+        # uid/gid stay empty: passwd-file rejects UID 0; mail_uid and
+        # mail_gid in the config apply instead.
+        self._write_atomic(self._user_file(name),
+                           f"{name}:{{PLAIN}}{password}:::{home}::\n")
 
     def _write_master_passwd(self) -> None:
         text = ""
@@ -236,17 +296,41 @@ class Dovecot:
         self._write_atomic(self.master_passwd_path, text)
 
     def add_user(self, name: str, password: str) -> None:
-        """Add (or change) a user.  Takes effect for the next login.
+        """Add a user, or change a password.  Takes effect for the next login.
 
-        Dovecot checks the passwd-file for changes at most once per second,
-        so this waits until the next wall-clock second has begun."""
-        self._check_name(name)
-        self._check_password(password)
-        self.users[name] = password
+        A new user is visible at once.  Dovecot re-checks a passwd-file it
+        has read at most once per wall-clock second, so changing an existing
+        user's password waits until the next second has begun (0.5 s on
+        average) while Dovecot runs."""
+        self.add_users({name: password})
+
+    def add_users(self, users: Mapping[str, str]) -> None:
+        """add_user() for several users, with at most one wait."""
+        for name, password in users.items():
+            self._check_name(name)
+            self._check_password(password)
+        changed = any(n in self.users and self.users[n] != p for n, p in users.items())
         before = time.time()
-        self._write_passwd()
+        for name, password in users.items():
+            self._write_user(name, password)
+        self.users.update(users)
+        if changed:
+            self._wait_for_resync(before)
+
+    def remove_user(self, name: str) -> None:
+        """Delete a user's passwd entry (the Maildir stays).  Logins fail
+        from the next wall-clock second on; this waits for it."""
+        before = time.time()
+        try:
+            os.unlink(self._user_file(name))
+        except FileNotFoundError:
+            pass
+        self.users.pop(name, None)
+        self._wait_for_resync(before)
+
+    def _wait_for_resync(self, written_at: float) -> None:
         if self.proc is not None:
-            time.sleep(max(0.0, int(before) + 1.02 - time.time()))
+            time.sleep(max(0.0, int(written_at) + 1.02 - time.time()))
 
     # -------------------------------------------------------------- lifecycle
 
@@ -261,7 +345,7 @@ class Dovecot:
 # Throwaway test instance; generated by tests/e2e/dovecot.py
 base_dir = {self.base_dir}
 state_dir = {self.state_dir}
-instance_name = pgdv-{os.path.basename(d)}
+instance_name = {os.path.basename(d)}
 protocols = imap pop3
 listen = {HOST}
 ssl = no
@@ -271,7 +355,6 @@ debug_log_path =
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 import_environment = TZ
 shutdown_clients = yes
-version_ignore = yes
 
 # All mail belongs to one unprivileged account (root is refused for mail).
 first_valid_uid = {min(self.mail_uid, 500)}
@@ -290,9 +373,14 @@ namespace inbox {{
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_master_user_separator = *
+# Names exactly as sent: no lower-casing, no character filter.
+auth_username_format = %u
+auth_username_chars =
+# Failed logins still wait for the auth process's 0.5 s failure timer.
 auth_failure_delay = 0
 auth_verbose = yes
 auth_cache_size = 0
+# Loopback peers may pass the client's address (IMAP ID x-originating-ip).
 login_trusted_networks = 127.0.0.0/8
 
 # Master users first; 'pass = yes' then requires the target user to exist.
@@ -304,11 +392,11 @@ passdb {{
 }}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self.passwd_path}
+  args = scheme=PLAIN username_format=%u {self.passwd_dir}/u-%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {self.passwd_path}
+  args = username_format=%u {self.passwd_dir}/u-%u
 }}
 
 default_process_limit = 1000
@@ -439,7 +527,7 @@ protocol pop3 {{
         out = self._stdio_text().splitlines()[-lines:]
         return (
             f"--- {self.log_path} (tail) ---\n" + "\n".join(log)
-            + f"\n--- dovecot stdout/stderr (tail) ---\n" + "\n".join(out)
+            + "\n--- dovecot stdout/stderr (tail) ---\n" + "\n".join(out)
         )
 
     def _kill(self) -> None:
@@ -502,11 +590,9 @@ protocol pop3 {{
 
     def _next_name(self) -> str:
         n = next(self._deliv_seq)
-        secs = self._deliv_secs + n // 1_000_000
-        usecs = n % 1_000_000
-        return f"{secs}.M{usecs}P{os.getpid()}Q{n}.pgtest"
+        return f"{self._deliv_secs + n}.M{n % 1_000_000}P{os.getpid()}Q{n}.pgtest"
 
-    def _write_one(self, md: str, raw: bytes, flags: str) -> str:
+    def _write_one(self, md: str, raw: bytes, flags: str, new: bool) -> str:
         if not isinstance(raw, (bytes, bytearray)):
             raise TypeError("raw message must be bytes")
         letters = "".join(sorted(set(flags)))
@@ -522,26 +608,30 @@ protocol pop3 {{
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        if flags:
-            dest = os.path.join(md, "cur", f"{base}:2,{letters}")
-        else:
+        if new:
             dest = os.path.join(md, "new", base)
+        else:
+            dest = os.path.join(md, "cur", f"{base}:2,{letters}")
         os.rename(tmp, dest)
         return dest
 
     def deliver(self, user: str, raw: bytes, flags: str = "") -> None:
         """Put one message into the user's INBOX by writing the Maildir file
         directly.  flags: Maildir letters, e.g. "S" (\\Seen), "T" (\\Deleted),
-        "F" (\\Flagged), "R" (\\Answered), "D" (\\Draft)."""
-        self._write_one(self.maildir(user), bytes(raw), flags)
+        "F" (\\Flagged), "R" (\\Answered), "D" (\\Draft).  Without flags the
+        file goes to new/ (\\Recent for the next session), else to cur/."""
+        self._write_one(self.maildir(user), bytes(raw), flags, new=not flags)
 
-    def deliver_many(self, user: str, messages: Iterable[bytes], flags: str = "") -> int:
-        """Deliver many messages quickly (100,000 small ones take a few
-        seconds).  UIDs are assigned in iteration order.  Returns the count."""
+    def deliver_many(self, user: str, messages: Iterable[bytes], flags: str = "",
+                     *, new: bool = False) -> int:
+        """Deliver many messages quickly, straight into cur/ (new=True: new/).
+        100,000 small messages take 3-6 s on tmpfs (15-25 s on an ext4
+        disk), and Dovecot's first SELECT of them about 0.3 s.
+        UIDs are assigned in iteration order.  Returns the count."""
         md = self.maildir(user)
         n = 0
         for raw in messages:
-            self._write_one(md, raw, flags)
+            self._write_one(md, raw, flags, new)
             n += 1
         return n
 
@@ -605,8 +695,17 @@ protocol pop3 {{
             raise
         return conn
 
-    def _session(self, user: str) -> "_Session":
-        return _Session(self.imap(user))
+    def _session(self, user: str, readonly: bool = True) -> "_Session":
+        conn = self.imap(user, select=False)
+        try:
+            typ, data = conn.select("INBOX", readonly=readonly)
+            _ok(typ, data, "SELECT/EXAMINE INBOX")
+        except BaseException:
+            conn.shutdown()
+            raise
+        return _Session(conn)
+
+    # The read-only helpers below use EXAMINE: they leave \Recent alone.
 
     def uids(self, user: str) -> list[int]:
         """All UIDs in INBOX, ascending (\\Deleted ones included)."""
@@ -660,7 +759,8 @@ protocol pop3 {{
             return out
 
     def flags(self, user: str) -> dict[int, set[str]]:
-        """UID -> set of flags, e.g. {"\\Seen", "\\Deleted"}."""
+        """UID -> set of flags, e.g. {"\\Seen", "\\Deleted"}; the session
+        flag \\Recent is left out."""
         with self._session(user) as c:
             typ, data = c.uid("FETCH", "1:*", "(UID FLAGS)")
             _ok(typ, data, "UID FETCH FLAGS")
@@ -673,7 +773,7 @@ protocol pop3 {{
                 u = _UID_RE.search(line)
                 f = _FLAGS_RE.search(line)
                 if u and f:
-                    out[int(u.group(1))] = set(f.group(1).decode().split())
+                    out[int(u.group(1))] = set(f.group(1).decode().split()) - {"\\Recent"}
             return out
 
     def set_flags(self, user: str, uid: int, flags: Iterable[str] | str,
@@ -684,14 +784,14 @@ protocol pop3 {{
             raise ValueError("op must be '+', '-' or ''")
         if isinstance(flags, str):
             flags = flags.split()
-        with self._session(user) as c:
+        with self._session(user, readonly=False) as c:
             typ, data = c.uid("STORE", str(uid), f"{op}FLAGS.SILENT",
                               "(" + " ".join(flags) + ")")
             _ok(typ, data, "UID STORE")
 
     def expunge_uid(self, user: str, uid: int) -> None:
         """Remove one message as another client would (\\Deleted + UID EXPUNGE)."""
-        with self._session(user) as c:
+        with self._session(user, readonly=False) as c:
             typ, data = c.uid("STORE", str(uid), "+FLAGS.SILENT", r"(\Deleted)")
             _ok(typ, data, "UID STORE")
             typ, data = c.uid("EXPUNGE", str(uid))
@@ -700,7 +800,7 @@ protocol pop3 {{
     def append(self, user: str, raw: bytes, flags: str = "") -> None:
         """Deliver through IMAP APPEND (slow; for mail arriving while a
         session is open, when a direct file write would not be realistic)."""
-        with self._session(user) as c:
+        with self._session(user, readonly=False) as c:
             typ, data = c.append("INBOX", f"({flags})" if flags else None, None, raw)
             _ok(typ, data, "APPEND")
 
@@ -731,4 +831,4 @@ def _ok(typ: str, data, what: str) -> None:
         raise DovecotError(f"{what} failed: {typ} {data!r}")
 
 
-__all__ = ["Dovecot", "DovecotError", "HOST"]
+__all__ = ["Dovecot", "DovecotError", "HOST", "free_port", "tls_conf"]

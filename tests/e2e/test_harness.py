@@ -9,7 +9,10 @@ from __future__ import annotations
 import imaplib
 import os
 import poplib
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import time
 
@@ -21,7 +24,7 @@ from corpus import (  # noqa: E402
     large_attachment, retr_wire, simple_message, to_crlf, tricky_corpus,
     tricky_messages,
 )
-from dovecot import Dovecot, DovecotError  # noqa: E402
+from dovecot import Dovecot, DovecotError, free_port, tls_conf  # noqa: E402
 
 poplib._MAXLINE = 1 << 20
 
@@ -31,9 +34,15 @@ WEIRD_PASSWORD = ' p a"s\'s\\w{o}r{SHA}d %u ü€😀 '
 ASCII_WEIRD_PASSWORD = 'q"u\'o\\te {br} %d sp  ace'
 
 
+USERS = {
+    "alice": "secret", "bob": "bobpw", "tricky": "trickypw",
+    "flagger": "pw", "bulk": "pw", "big": "pw",
+}
+
+
 @pytest.fixture(scope="module")
 def dv():
-    with Dovecot(users={"alice": "secret", "bob": "bobpw"}) as d:
+    with Dovecot(users=USERS) as d:
         yield d
 
 
@@ -83,7 +92,6 @@ def test_instance_basics(dv: Dovecot):
 
 def test_tricky_corpus_through_dovecot_pop3(dv: Dovecot):
     user = "tricky"
-    dv.add_user(user, "trickypw")
     corpus = tricky_corpus()
     for _name, raw in corpus:
         dv.deliver(user, raw)
@@ -150,8 +158,8 @@ def test_corpus_shape():
 
 
 def test_weird_password_imap_and_pop3(dv: Dovecot):
-    dv.add_user("weird", WEIRD_PASSWORD)
-    dv.add_user("weirdascii", ASCII_WEIRD_PASSWORD)
+    # Added while Dovecot runs.
+    dv.add_users({"weird": WEIRD_PASSWORD, "weirdascii": ASCII_WEIRD_PASSWORD})
     # IMAP: AUTHENTICATE PLAIN for the UTF-8 one, quoted LOGIN for ASCII.
     for user in ("weird", "weirdascii"):
         c = dv.imap(user)
@@ -170,6 +178,26 @@ def test_weird_password_imap_and_pop3(dv: Dovecot):
         dv.add_user("colon", "a:b")
     with pytest.raises(ValueError):
         dv.add_user("tab", "a\tb")
+
+
+def test_add_change_remove_user(dv: Dovecot):
+    t0 = time.monotonic()
+    dv.add_user("newbie", "first")                 # new: no wait
+    assert time.monotonic() - t0 < 0.2
+    dv.imap("newbie").logout()
+    dv.add_user("newbie", "second pw")             # changed: next second
+    dv.imap("newbie").logout()
+    with pytest.raises(imaplib.IMAP4.error):
+        dv.imap("newbie", "first")
+    dv.remove_user("newbie")
+    with pytest.raises(imaplib.IMAP4.error):
+        dv.imap("newbie", "second pw")
+    # Odd names map to plain files ("u-.."), so they are just unknown users.
+    c = imaplib.IMAP4(dv.host, dv.imap_port)
+    for odd in ("..", "u-alice"):
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            c.login(odd, "x")
+    c.logout()
 
 
 def test_master_user(dv: Dovecot):
@@ -202,7 +230,6 @@ def test_master_user(dv: Dovecot):
 
 def test_flags_and_expunge(dv: Dovecot):
     user = "flagger"
-    dv.add_user(user, "pw")
     dv.deliver(user, simple_message(1))
     dv.deliver(user, simple_message(2), flags="S")
     dv.deliver(user, simple_message(3), flags="TS")
@@ -231,7 +258,6 @@ def test_flags_and_expunge(dv: Dovecot):
 
 def test_deliver_many_keeps_order(dv: Dovecot):
     user = "bulk"
-    dv.add_user(user, "pw")
     n = 3000
     t0 = time.monotonic()
     dv.deliver_many(user, (simple_message(i) for i in range(n)))
@@ -250,7 +276,6 @@ def test_deliver_many_keeps_order(dv: Dovecot):
 
 def test_large_attachment_retr(dv: Dovecot):
     user = "big"
-    dv.add_user(user, "pw")
     raw = large_attachment(2_000_000)
     dv.deliver(user, raw)
     (uid,) = dv.uids(user)
@@ -299,3 +324,31 @@ def test_extra_conf_and_startup_error():
                  extra_conf='login_greeting = popgate test ready\n') as d:
         with socket.create_connection((d.host, d.pop3_port), timeout=5) as s:
             assert b"popgate test ready" in s.recv(200)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_tls_hook(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+         "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True)
+    imaps, pop3s = free_port(), free_port()
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    with Dovecot(users={"t": "pw"},
+                 extra_conf=tls_conf(str(cert), str(key), imaps, pop3s)) as d:
+        c = imaplib.IMAP4_SSL(d.host, imaps, ssl_context=ctx)
+        c.login("t", "pw")
+        c.logout()
+        p = poplib.POP3_SSL(d.host, pop3s, context=ctx)
+        p.user("t")
+        p.pass_("pw")
+        p.quit()
+        p = poplib.POP3(d.host, d.pop3_port)
+        assert "STLS" in p.capa()
+        p.stls(ctx)
+        p.user("t")
+        p.pass_("pw")
+        p.quit()

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Install what the end-to-end tests and the demo need on Debian/Ubuntu:
+# Dovecot (IMAP + POP3), the real POP3 clients the tests drive (fetchmail,
+# getmail6, mpop, curl), openssl for test certificates, and pytest.
+#
+# Idempotent and quick when everything is present: apt-get update runs only
+# when a package is missing.  Works without a terminal (CI=true, no stdin).
+# Runs as root, or through passwordless sudo.
+#
+# The tests start their own throwaway Dovecot instances; a system-wide
+# Dovecot that the package installation starts is stopped again (and
+# disabled under systemd).  A Dovecot that was already installed and running
+# before this script is left alone.
+set -euo pipefail
+
+PACKAGES=(dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl openssl)
+PYTHON="${PYTHON:-python3}"
+
+export DEBIAN_FRONTEND=noninteractive
+exec </dev/null
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo -n)
+else
+    SUDO=()
+fi
+as_root() { ${SUDO[@]+"${SUDO[@]}"} "$@"; }
+
+missing_packages() {
+    local installed pkg
+    installed=" $(dpkg-query -W -f='${Package}:${db:Status-Status} ' "${PACKAGES[@]}" 2>/dev/null || true) "
+    for pkg in "${PACKAGES[@]}"; do
+        case "$installed" in
+            *" $pkg:installed "*) ;;
+            *) printf '%s\n' "$pkg" ;;
+        esac
+    done
+}
+
+dovecot_installed_before=no
+if dpkg-query -W -f='${db:Status-Status}' dovecot-core 2>/dev/null | grep -qx installed; then
+    dovecot_installed_before=yes
+fi
+
+mapfile -t MISSING < <(missing_packages)
+
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "missing packages ${MISSING[*]} and no apt-get; install them by hand"
+        exit 1
+    fi
+    if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+        log "missing packages ${MISSING[*]}; run as root or install sudo"
+        exit 1
+    fi
+    log "installing ${MISSING[*]}"
+
+    # Keep maintainer scripts from starting services (the Docker trick):
+    # a policy-rc.d that answers 101 "action forbidden".  Only if none exists.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=no
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        own_policy=yes
+    fi
+    cleanup_policy() {
+        if [ "$own_policy" = yes ]; then
+            as_root rm -f "$policy" || true
+        fi
+    }
+    trap cleanup_policy EXIT
+
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${MISSING[@]}"
+
+    cleanup_policy
+    trap - EXIT
+fi
+
+# Stop a system Dovecot that this installation brought up (some init
+# systems ignore policy-rc.d).  Never fails on systems without systemd.
+if [ "$dovecot_installed_before" = no ] && command -v dovecot >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl stop dovecot.service dovecot.socket >/dev/null 2>&1 || true
+        as_root systemctl disable dovecot.service dovecot.socket >/dev/null 2>&1 || true
+    else
+        if [ -x /etc/init.d/dovecot ]; then
+            as_root /etc/init.d/dovecot stop >/dev/null 2>&1 || true
+        fi
+        # Without an init system the master may still be up: stop exactly
+        # the process named in the system instance's pid file.
+        pidfile=/run/dovecot/master.pid
+        if [ -r "$pidfile" ]; then
+            pid="$(cat "$pidfile" 2>/dev/null || true)"
+            if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+                as_root kill -TERM "$pid" 2>/dev/null || true
+            fi
+        fi
+    fi
+fi
+
+# pytest for the Python interpreter that runs the tests.
+if ! "$PYTHON" -m pytest --version >/dev/null 2>&1; then
+    log "installing pytest for $PYTHON"
+    if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check pytest; then
+        # Debian's own python3 is "externally managed"; use its package.
+        if command -v apt-get >/dev/null 2>&1; then
+            if ! dpkg-query -W -f='${db:Status-Status}' python3-pytest 2>/dev/null | grep -qx installed; then
+                as_root apt-get update -q
+                as_root apt-get install -y -q --no-install-recommends python3-pytest
+            fi
+        fi
+    fi
+    "$PYTHON" -m pytest --version >/dev/null 2>&1 || {
+        log "pytest is still not importable by $PYTHON"
+        exit 1
+    }
+fi
+
+for tool in dovecot doveconf fetchmail getmail mpop curl; do
+    command -v "$tool" >/dev/null 2>&1 || { log "$tool not found after install"; exit 1; }
+done
+log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $("$PYTHON" -m pytest --version 2>&1 | head -1)"
