@@ -28,6 +28,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     #[serde(default)]
     pub auth: Auth,
+    #[serde(default)]
+    pub limits: Limits,
     /// The HTTP sidecar; absent means none.
     #[serde(default)]
     pub metrics: Option<MetricsHttp>,
@@ -52,7 +54,7 @@ impl<'de> Deserialize<'de> for Listeners {
             ) -> Result<Listeners, A::Error> {
                 let mut v: Vec<Listener> = Vec::new();
                 while let Some(l) = seq.next_element::<Listener>()? {
-                    if v.iter().any(|o| o.address == l.address) {
+                    if l.address.port() != 0 && v.iter().any(|o| o.address == l.address) {
                         return Err(serde::de::Error::custom(format!(
                             "address {} is listed twice",
                             l.address
@@ -82,6 +84,13 @@ pub struct Listener {
     pub name: Option<String>,
     #[serde(default)]
     pub tls: ListenerTls,
+    /// Expect a PROXY protocol (v1 or v2) header from a load balancer.
+    /// Connections from outside `proxy_trusted` are then refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Networks of the load balancers allowed to send PROXY headers.
+    #[serde(default, deserialize_with = "parsed::deserialize_list")]
+    pub proxy_trusted: Vec<ipnet::IpNet>,
 }
 
 impl Listener {
@@ -128,6 +137,40 @@ pub struct TlsFiles {
         deserialize_with = "duration::deserialize"
     )]
     pub reload_interval: Duration,
+}
+
+/// Abuse limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent connections from one client address; 0 = unlimited.
+    pub connections_per_ip: usize,
+    /// Concurrent logged-in sessions of one user; 0 = unlimited.
+    pub sessions_per_user: usize,
+    /// Failed logins one connection may make before it is closed.
+    pub auth_failures_per_connection: u32,
+    /// Longest delay a failed login earns; each recent failure of the same
+    /// client address or user doubles it (1 s, 2 s, 4 s ...). 0s disables.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub auth_penalty_max: Duration,
+    /// Addresses and user names remembered for the penalty, at most.
+    pub auth_penalty_memory: usize,
+    /// Time a client has from connecting to logging in.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub login_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_per_ip: 20,
+            sessions_per_user: 10,
+            auth_failures_per_connection: 3,
+            auth_penalty_max: Duration::from_secs(15),
+            auth_penalty_memory: 100_000,
+            login_timeout: Duration::from_secs(180),
+        }
+    }
 }
 
 /// Where USER/PASS and AUTH PLAIN/LOGIN may run without TLS.
@@ -178,6 +221,13 @@ pub struct Upstream {
         deserialize_with = "duration::deserialize"
     )]
     pub timeout: Duration,
+    /// Concurrent connections to this upstream; 0 = unlimited.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Tell the upstream the client's address with the IMAP ID command
+    /// (x-originating-ip), which Dovecot honours from login_trusted_networks.
+    #[serde(default = "yes")]
+    pub forward_client_ip: bool,
     /// How often the background check connects to decide readiness.
     #[serde(
         default = "default_health_interval",
@@ -315,6 +365,9 @@ pub enum LogFormat {
     Json,
 }
 
+fn yes() -> bool {
+    true
+}
 fn default_mailbox() -> String {
     "INBOX".into()
 }
@@ -374,10 +427,21 @@ impl Config {
         if !(255..=1 << 20).contains(&self.session.max_line_length) {
             return Err("session.max_line_length: must be between 255 and 1048576".into());
         }
+        if self.limits.auth_failures_per_connection == 0 {
+            return Err("limits.auth_failures_per_connection: must be at least 1".into());
+        }
+        if self.limits.auth_penalty_memory == 0 {
+            return Err("limits.auth_penalty_memory: must be at least 1".into());
+        }
         if self.session.max_connections == 0 {
             return Err("session.max_connections: must be at least 1".into());
         }
         for (i, l) in self.listeners.0.iter().enumerate() {
+            if l.proxy_protocol && l.proxy_trusted.is_empty() {
+                return Err(format!(
+                    "listeners[{i}].proxy_trusted: proxy_protocol needs the load balancers' networks"
+                ));
+            }
             if l.tls != ListenerTls::None && self.tls.is_none() {
                 return Err(format!(
                     "listeners[{i}].tls: {} needs a certificate: add a top-level tls section",

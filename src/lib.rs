@@ -130,6 +130,11 @@ pub async fn run(
             acceptor: acceptor
                 .clone()
                 .filter(|_| cfg.tls != config::ListenerTls::None),
+            proxy_trusted: if cfg.proxy_protocol {
+                cfg.proxy_trusted.clone().into()
+            } else {
+                Arc::from([])
+            },
         };
         loops.push(tokio::spawn(net::listener::accept_loop(
             listener,

@@ -7,16 +7,17 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::limits::Slot;
 use super::maildrop::Maildrop;
-use super::upstream::{self, Imap, OpenGuard};
-use super::{Context, UserLock, DEFAULT_ROUTE};
+use super::upstream::{self, Endpoints, Imap, OpenGuard};
+use super::{Context, DEFAULT_ROUTE};
 use crate::pop3::{RespCode, Secret};
 
 /// A logged-in session's upstream side.
 pub struct Opened {
     pub imap: Imap,
     pub maildrop: Maildrop,
-    pub lock: Option<UserLock>,
+    pub user_slot: Slot<String>,
     pub counted: OpenGuard,
 }
 
@@ -45,27 +46,36 @@ const IN_USE: Refusal = Refusal {
     result: "in_use",
 };
 
-pub async fn open(
-    ctx: &Arc<Context>,
-    authzid: &str,
-    user: &str,
-    password: &Secret,
-) -> Result<Opened, Refusal> {
-    let lock = if ctx.config.session.exclusive {
-        match ctx.lock_user(if authzid.is_empty() { user } else { authzid }) {
-            Some(l) => Some(l),
-            None => {
-                return Err(Refusal {
-                    text: "Mailbox is in use by another POP3 session.",
-                    ..IN_USE
-                })
-            }
-        }
+/// A login to perform upstream.
+pub struct Request<'a> {
+    /// Whose maildrop, when a proxy user logs in for someone else.
+    pub authzid: &'a str,
+    pub user: &'a str,
+    pub password: &'a Secret,
+    pub client: Endpoints,
+}
+
+pub async fn open(ctx: &Arc<Context>, req: &Request<'_>) -> Result<Opened, Refusal> {
+    let owner = if req.authzid.is_empty() {
+        req.user
     } else {
-        None
+        req.authzid
+    };
+    let Some(user_slot) = ctx.limits.per_user.acquire(owner.to_lowercase()) else {
+        ctx.metrics
+            .limit_rejections
+            .with_label_values(&["sessions_per_user"])
+            .inc();
+        return Err(Refusal {
+            text: "Mailbox is in use by another POP3 session.",
+            ..IN_USE
+        });
     };
     let started = Instant::now();
-    let (mut imap, counted) = upstream::connect(ctx).await.map_err(|_| UNAVAILABLE)?;
+    let (mut imap, counted) = upstream::connect(ctx, Some(req.client))
+        .await
+        .map_err(|_| UNAVAILABLE)?;
+    let (authzid, user, password) = (req.authzid, req.user, req.password);
 
     if let Err(e) = upstream::timed(ctx, "login", imap.login(authzid, user, password)).await {
         if !e.is_refusal() {
@@ -114,7 +124,7 @@ pub async fn open(
     Ok(Opened {
         imap,
         maildrop: Maildrop::new(selected.uid_validity, &listing),
-        lock,
+        user_slot,
         counted,
     })
 }

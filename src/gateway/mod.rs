@@ -1,5 +1,6 @@
 //! The translation between a POP3 session and an IMAP connection.
 
+pub mod limits;
 pub mod login;
 pub mod maildrop;
 pub mod session;
@@ -7,8 +8,6 @@ pub mod uidl;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use dashmap::DashSet;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -21,8 +20,7 @@ pub struct Context {
     pub config: Config,
     pub metrics: std::sync::Arc<Metrics>,
     pub backend: upstream::Backend,
-    /// Users with a session open, when sessions are exclusive.
-    locked_users: DashSet<String>,
+    pub limits: limits::Limits,
     next_session: AtomicU64,
 }
 
@@ -32,35 +30,14 @@ impl Context {
     pub fn new(config: Config, metrics: std::sync::Arc<Metrics>) -> Result<Context, String> {
         Ok(Context {
             backend: upstream::Backend::new(&config.upstream)?,
+            limits: limits::Limits::new(&config.limits, config.session.exclusive),
             config,
             metrics,
-            locked_users: DashSet::new(),
             next_session: AtomicU64::new(1),
         })
     }
 
     pub fn session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Takes the user's maildrop lock, or `None` if another session holds it.
-    pub fn lock_user(self: &std::sync::Arc<Self>, user: &str) -> Option<UserLock> {
-        let key = user.to_lowercase();
-        self.locked_users.insert(key.clone()).then(|| UserLock {
-            ctx: self.clone(),
-            key,
-        })
-    }
-}
-
-/// Held for the life of a session when sessions are exclusive.
-pub struct UserLock {
-    ctx: std::sync::Arc<Context>,
-    key: String,
-}
-
-impl Drop for UserLock {
-    fn drop(&mut self) {
-        self.ctx.locked_users.remove(&self.key);
     }
 }

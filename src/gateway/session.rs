@@ -12,7 +12,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::login::{self, Opened, Refusal};
 use super::maildrop::{uid_sets, Maildrop};
-use super::upstream::{self, timed, Imap};
+use super::upstream::{self, timed, Endpoints, Imap};
 use super::{Context, DEFAULT_ROUTE};
 use crate::config::ListenerTls;
 use crate::imap::client::BodyEvent;
@@ -44,6 +44,8 @@ enum End {
     Client(ConnError),
     Upstream(ClientError),
     TooManyErrors,
+    TooManyAuthFailures,
+    LoginTimeout,
     Shutdown,
 }
 
@@ -86,6 +88,9 @@ struct Session {
     origin: Origin,
     /// The client's address may log in without TLS.
     plaintext_ok: bool,
+    ends: Endpoints,
+    auth_failures: u32,
+    opened_at: Instant,
     state: State,
     user: Option<String>,
     bad_commands: u32,
@@ -99,6 +104,9 @@ pub struct Origin {
     pub tls: ListenerTls,
     /// Present on `starttls` and `implicit` listeners.
     pub acceptor: Option<TlsAcceptor>,
+    /// Load balancers whose PROXY headers are honoured; empty when the
+    /// listener does not speak the PROXY protocol.
+    pub proxy_trusted: Arc<[ipnet::IpNet]>,
 }
 
 /// Serves one client until it quits, drops, idles out or `force_close` fires.
@@ -118,6 +126,7 @@ pub async fn serve(
         let open = ctx.metrics.sessions_open.with_label_values(&labels);
         open.inc();
         let cfg = &ctx.config.session;
+        let local = stream.local_addr().ok();
         let mut conn =
             ClientConn::new(Stream::Plain(stream), cfg.max_line_length, cfg.idle_timeout);
         if origin.tls == ListenerTls::Implicit {
@@ -147,6 +156,10 @@ pub async fn serve(
                 .with_label_values(&[&*origin.listener, "ok"])
                 .inc();
         }
+        let ends = Endpoints {
+            client: peer,
+            local: local.unwrap_or(peer),
+        };
         let plaintext_ok = ctx
             .config
             .auth
@@ -158,6 +171,9 @@ pub async fn serve(
             conn,
             origin: origin.clone(),
             plaintext_ok,
+            ends,
+            auth_failures: 0,
+            opened_at: started,
             state: State::Authorization { user: None },
             user: None,
             bad_commands: 0,
@@ -183,6 +199,15 @@ pub async fn serve(
             End::TooManyErrors => {
                 response::err(&mut s.conn.out, None, "Too many bad commands, closing.");
                 "too_many_bad_commands"
+            }
+            End::TooManyAuthFailures => "auth_failures",
+            End::LoginTimeout => {
+                response::err(
+                    &mut s.conn.out,
+                    None,
+                    "No login within the time allowed, closing.",
+                );
+                "login_timeout"
             }
             End::Shutdown => "shutdown",
         };
@@ -219,7 +244,21 @@ pub async fn serve(
 impl Session {
     async fn run(&mut self) -> End {
         loop {
-            let line = match self.conn.next_line().await {
+            let next = if matches!(self.state, State::Authorization { .. }) {
+                let left = self
+                    .ctx
+                    .config
+                    .limits
+                    .login_timeout
+                    .saturating_sub(self.opened_at.elapsed());
+                match tokio::time::timeout(left, self.conn.next_line()).await {
+                    Ok(next) => next,
+                    Err(_) => return End::LoginTimeout,
+                }
+            } else {
+                self.conn.next_line().await
+            };
+            let line = match next {
                 Ok(Line::Complete(line)) => line,
                 Ok(Line::TooLong) => {
                     response::err(&mut self.conn.out, None, "Line too long.");
@@ -261,6 +300,14 @@ impl Session {
                 .observe(started.elapsed().as_secs_f64());
             if reply == Reply::Quit {
                 return End::Quit;
+            }
+            if self.auth_failures >= self.ctx.config.limits.auth_failures_per_connection {
+                self.ctx
+                    .metrics
+                    .auth_throttled
+                    .with_label_values(&["connection"])
+                    .inc();
+                return End::TooManyAuthFailures;
             }
         }
     }
@@ -451,15 +498,23 @@ impl Session {
         password: Secret,
     ) -> Reply {
         let started = Instant::now();
-        let outcome = login::open(&self.ctx, &authzid, &user, &password).await;
+        let req = login::Request {
+            authzid: &authzid,
+            user: &user,
+            password: &password,
+            client: self.ends,
+        };
+        let outcome = login::open(&self.ctx, &req).await;
         let result = outcome.as_ref().map_or_else(|r| r.result, |_| "ok");
-        self.ctx
-            .metrics
-            .logins
-            .with_label_values(&[mechanism, result])
-            .inc();
+        let m = &self.ctx.metrics;
+        m.logins.with_label_values(&[mechanism, result]).inc();
+        let limits = &self.ctx.limits;
+        let ip = self.ends.client.ip();
+        let user_key = user.to_lowercase();
         match outcome {
             Ok(opened) => {
+                limits.ip_penalty.succeeded(&ip);
+                limits.user_penalty.succeeded(&user_key);
                 info!(
                     user = %user,
                     mechanism,
@@ -474,6 +529,23 @@ impl Session {
             }
             Err(Refusal { code, text, result }) => {
                 info!(user = %user, mechanism, result, "login refused");
+                if code == RespCode::Auth {
+                    // Failures answer late, the later the more there were
+                    // from this address or for this user; a correct login
+                    // is never held up. Unknown users look the same.
+                    let now = Instant::now();
+                    limits.ip_penalty.failed(ip, now);
+                    limits.user_penalty.failed(user_key.clone(), now);
+                    let by_ip = limits.ip_penalty.delay(&ip, now);
+                    let by_user = limits.user_penalty.delay(&user_key, now);
+                    let kind = if by_ip >= by_user { "ip" } else { "user" };
+                    let delay = by_ip.max(by_user).saturating_sub(started.elapsed());
+                    if !delay.is_zero() {
+                        m.auth_throttled.with_label_values(&[kind]).inc();
+                        tokio::time::sleep(delay).await;
+                    }
+                    self.auth_failures += 1;
+                }
                 self.err(Some(code), text)
             }
         }
@@ -601,11 +673,11 @@ impl Session {
         let Opened {
             mut imap,
             maildrop,
-            lock,
+            user_slot,
             counted,
         } = *opened;
         let result = update(&self.ctx, &mut imap, &maildrop).await;
-        drop(lock);
+        drop(user_slot);
         let m = &self.ctx.metrics;
         let outcome = match result {
             Ok(deleted) => {

@@ -2,6 +2,7 @@
 //! background check that decides readiness.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,9 +77,22 @@ impl Backend {
     }
 }
 
+/// The two ends of a client's connection, as forwarded with IMAP ID.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    /// The client (from the PROXY header when there is one).
+    pub client: SocketAddr,
+    /// Our address the client connected to.
+    pub local: SocketAddr,
+}
+
 /// Connects, reads the greeting, and with TLS configured secures the link
-/// (implicit or STARTTLS). Failures are logged and counted.
-pub async fn connect(ctx: &Context) -> Result<(Imap, OpenGuard), ClientError> {
+/// (implicit or STARTTLS); then tells the upstream who the client is.
+/// Failures are logged and counted.
+pub async fn connect(
+    ctx: &Context,
+    client: Option<Endpoints>,
+) -> Result<(Imap, OpenGuard), ClientError> {
     let up = &ctx.config.upstream;
     let backend = &ctx.backend;
     let m = &ctx.metrics;
@@ -123,6 +137,20 @@ pub async fn connect(ctx: &Context) -> Result<(Imap, OpenGuard), ClientError> {
             .expect("plain before STARTTLS");
         *imap.stream_mut() = tls_handshake(ctx, backend, tcp).await?;
         timed(ctx, "CAPABILITY", imap.refresh_capabilities()).await?;
+    }
+    if let Some(ends) = client.filter(|_| up.forward_client_ip && imap.has_capability("ID")) {
+        let fields = [
+            ("x-originating-ip", ends.client.ip().to_string()),
+            ("x-originating-port", ends.client.port().to_string()),
+            ("x-connected-ip", ends.local.ip().to_string()),
+            ("x-connected-port", ends.local.port().to_string()),
+        ];
+        // Only informative: a server that refuses ID still serves the login.
+        if let Err(e) = timed(ctx, "ID", imap.id(&fields)).await {
+            if !e.is_refusal() {
+                return Err(e);
+            }
+        }
     }
     Ok((imap, guard))
 }
@@ -201,7 +229,7 @@ pub async fn health_loop(ctx: Arc<Context>, health: Arc<Health>) {
     let mut last = None;
     loop {
         ticker.tick().await;
-        let ok = match connect(&ctx).await {
+        let ok = match connect(&ctx, None).await {
             Ok((imap, _guard)) => {
                 imap.logout().await;
                 true

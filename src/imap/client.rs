@@ -269,6 +269,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(())
     }
 
+    /// Sends IMAP ID (RFC 2971) with the given fields; values are quoted,
+    /// so only printable ASCII is accepted.
+    pub async fn id(&mut self, fields: &[(&str, String)]) -> Result<(), ClientError> {
+        let mut line = b"ID (".to_vec();
+        for (i, (key, value)) in fields.iter().enumerate() {
+            for (j, part) in [key.as_bytes(), value.as_bytes()].into_iter().enumerate() {
+                match quote::encode(part) {
+                    ImapString::Quoted(q) => {
+                        if i + j > 0 {
+                            line.push(b' ');
+                        }
+                        line.extend_from_slice(&q);
+                    }
+                    ImapString::Literal(_) => {
+                        return Err(ClientError::Protocol("ID value not printable".into()))
+                    }
+                }
+            }
+        }
+        line.push(b')');
+        let tag = self.send(&[&line]).await?;
+        self.complete(&tag, "ID", |_| {}).await.map(drop)
+    }
+
     pub async fn select(&mut self, mailbox: &str) -> Result<Selected, ClientError> {
         let tag = self.tag();
         let mut line = format!("{tag} SELECT ").into_bytes();

@@ -2,5 +2,6 @@
 
 pub mod conn;
 pub mod listener;
+pub mod proxy;
 pub mod stream;
 pub mod tls;

@@ -4,6 +4,9 @@ The binary is ``$POPGATE_BIN`` or ``target/release/popgate`` (built with
 ``cargo build --release`` when missing). Each ``Popgate`` gets its own
 directory, a config that listens on 127.0.0.1 port 0, and waits for the
 ``listening on ADDRESS`` log line to learn the port.
+
+Tests share 127.0.0.1, so by default the failed-login penalty and the
+per-address connection limit are off; tests of those pass ``limits``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Popgate:
         *,
         extra: str = "",
         upstream_extra: str = "",
+        limits: str = "  auth_penalty_max: 0s\n  connections_per_ip: 0\n",
         metrics: bool = False,
         log_level: str = "info",
         env: dict[str, str] | None = None,
@@ -49,6 +53,7 @@ class Popgate:
                 'listeners:\n  - address: "127.0.0.1:0"\n'
                 f'upstream:\n  address: "127.0.0.1:{upstream_port}"\n{upstream_extra}'
                 f'log:\n  level: "{log_level}"\n'
+                + (f"limits:\n{limits}" if limits else "")
                 + ('metrics:\n  address: "127.0.0.1:0"\n' if metrics else "")
                 + extra
             )
