@@ -1,0 +1,152 @@
+"""The real client address (PROXY protocol, forwarded with IMAP ID) and the
+abuse limits: failed-login penalty, attempts per connection, connections per
+address, sessions per user, login timeout."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+from corpus import simple_message
+from pop3raw import Pop3Raw
+from popgate import Popgate
+
+PENALTY = "  auth_penalty_max: 4s\n  connections_per_ip: 0\n  auth_failures_per_connection: 10\n"
+
+
+def from_address(port: int, source: str) -> Pop3Raw:
+    """A POP3 connection from another loopback address (127.0.0.0/8)."""
+    c = Pop3Raw.__new__(Pop3Raw)
+    c.sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    c.buf = b""
+    c.greeting = c.line()
+    return c
+
+
+def timed_login(c: Pop3Raw, user: str, password: str) -> tuple[bytes, float]:
+    start = time.monotonic()
+    answer = c.login(user, password)
+    return answer, time.monotonic() - start
+
+
+def proxy_v2(src: str, sport: int, dst: str = "127.0.0.1", dport: int = 110) -> bytes:
+    body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+def test_failed_logins_slow_down_per_address_and_user_but_not_good_logins(dovecot, user):
+    other = "limits-other"
+    dovecot.add_user(other, "right")
+    with Popgate(dovecot.imap_port, limits=PENALTY, metrics=True) as pg:
+        attacker = from_address(pg.port, "127.0.0.5")
+        times = []
+        for _ in range(3):
+            answer, took = timed_login(attacker, user.name, "wrong")
+            assert answer.startswith(b"-ERR [AUTH] Authentication failed.")
+            times.append(took)
+        # The designed delays are 1 s, 2 s, 4 s: each failure answers later.
+        assert times[2] >= times[0] + 2.5, times
+        # An unknown user gets the same answer, delayed the same way.
+        answer, took = timed_login(attacker, "no-such-user", "wrong")
+        assert answer == b"-ERR [AUTH] Authentication failed.\r\n"
+        assert took >= 3.5, took  # the address's fourth failure: capped at 4 s
+        # A correct login from another address is not held up.
+        good = from_address(pg.port, "127.0.0.6")
+        answer, took = timed_login(good, other, "right")
+        assert answer.startswith(b"+OK")
+        assert took < times[2], (took, times)
+        # The user under attack is slowed from a fresh address too.
+        elsewhere = from_address(pg.port, "127.0.0.7")
+        answer, took = timed_login(elsewhere, user.name, "still wrong")
+        assert answer.startswith(b"-ERR [AUTH]")
+        assert took >= 3.5, took
+        _, text = pg.http("/metrics")
+        assert 'popgate_auth_throttled_total{kind="ip"}' in text
+        assert 'popgate_auth_throttled_total{kind="user"}' in text
+        for c in (attacker, good, elsewhere):
+            c.close()
+
+
+def test_attempts_per_connection_are_capped(dovecot, user):
+    with Popgate(dovecot.imap_port, limits="  auth_penalty_max: 0s\n  auth_failures_per_connection: 2\n") as pg:
+        with Pop3Raw(pg.port) as c:
+            assert c.login(user.name, "a").startswith(b"-ERR [AUTH]")
+            assert c.login(user.name, "b").startswith(b"-ERR [AUTH]")
+            assert c.closed()
+
+
+def test_connections_per_address_and_sessions_per_user(dovecot, user):
+    limits = "  auth_penalty_max: 0s\n  connections_per_ip: 2\n  sessions_per_user: 1\n"
+    with Popgate(dovecot.imap_port, limits=limits) as pg:
+        a, b = from_address(pg.port, "127.0.0.8"), from_address(pg.port, "127.0.0.8")
+        c = socket.create_connection(("127.0.0.1", pg.port), timeout=10, source_address=("127.0.0.8", 0))
+        assert c.recv(200).startswith(b"-ERR [SYS/TEMP] Too many connections from your address")
+        c.close()
+        d = from_address(pg.port, "127.0.0.9")  # other addresses are unaffected
+        assert a.login(user.name, user.password).startswith(b"+OK")
+        assert d.login(user.name, user.password).startswith(b"-ERR [IN-USE]")
+        a.answer("QUIT")
+        a.close()
+        assert d.login(user.name, user.password).startswith(b"+OK")
+        for x in (b, d):
+            x.close()
+
+
+def test_login_timeout_closes_idle_unauthenticated_connections(dovecot):
+    with Popgate(dovecot.imap_port, limits="  auth_penalty_max: 0s\n  login_timeout: 1s\n") as pg:
+        with Pop3Raw(pg.port) as c:
+            assert c.answer("NOOP").startswith(b"+OK")
+            assert c.closed(timeout=10)
+            assert b"No login within the time allowed" in c.buf
+
+
+def proxy_gateway(dovecot, trusted: str) -> Popgate:
+    # The clients come from public addresses now: allow their passwords.
+    auth = 'auth:\n  plaintext_networks: ["0.0.0.0/0"]\n'
+    pg = Popgate(dovecot.imap_port, start=False, extra=auth)
+    with open(pg.config_path) as f:
+        cfg = f.read()
+    cfg = cfg.replace(
+        'address: "127.0.0.1:0"\n',
+        f'address: "127.0.0.1:0"\n    proxy_protocol: true\n    proxy_trusted: ["{trusted}"]\n',
+        1,
+    )
+    with open(pg.config_path, "w") as f:
+        f.write(cfg)
+    return pg.start()
+
+
+def test_proxy_header_from_trusted_balancer_reaches_dovecot(dovecot, user):
+    user.deliver(simple_message(1))
+    with proxy_gateway(dovecot, "127.0.0.1/32") as pg:
+        for header, ip in [
+            (proxy_v2("203.0.113.7", 40001), "203.0.113.7"),
+            (b"PROXY TCP4 198.51.100.23 127.0.0.1 40002 110\r\n", "198.51.100.23"),
+        ]:
+            s = socket.create_connection(("127.0.0.1", pg.port), timeout=10)
+            s.sendall(header)
+            c = Pop3Raw.__new__(Pop3Raw)
+            c.sock, c.buf = s, b""
+            assert c.line().startswith(b"+OK")
+            assert c.login(user.name, user.password).startswith(b"+OK")
+            c.answer("QUIT")
+            c.close()
+            assert f"client={ip}:" in pg.log_text()
+            deadline = time.monotonic() + 5
+            while f"rip={ip}" not in dovecot.log_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert f"rip={ip}" in dovecot.log_text(), "Dovecot did not see the original address"
+
+
+def test_proxy_header_from_untrusted_peer_is_refused(dovecot, user):
+    with proxy_gateway(dovecot, "10.0.0.0/8") as pg:
+        s = socket.create_connection(("127.0.0.1", pg.port), timeout=10)
+        s.sendall(proxy_v2("203.0.113.99", 40003))
+        try:
+            assert s.recv(100) == b""  # closed without a greeting
+        except ConnectionResetError:
+            pass  # closed with the header unread
+        s.close()
+        assert "203.0.113.99" not in dovecot.log_text()
+        assert "refused on a PROXY-protocol listener" in pg.log_text()
