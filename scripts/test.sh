@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (Dovecot, the POP3
-# clients, pytest), checks formatting and lints, runs the unit and property
+# clients, pytest, Prometheus' promtool and server, helm and a Kubernetes
+# schema validator), checks formatting and lints, runs the unit and property
 # tests, then the end-to-end tests that drive the real popgate binary with
 # real POP3 clients against a real Dovecot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+bash scripts/install-prometheus.sh
+bash scripts/install-helm.sh
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

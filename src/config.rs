@@ -2,6 +2,7 @@
 //! key and the line (serde_yaml reports both when validation happens during
 //! deserialization, which is why the checks live in `TryFrom` impls).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +15,13 @@ use crate::gateway::uidl::UidlTemplate;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listeners: Listeners,
+    /// The default backend, route name `default`.
     pub upstream: Upstream,
+    /// More backends, by route name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    #[serde(default)]
+    pub routing: Routing,
     #[serde(default = "default_mailbox")]
     pub mailbox: String,
     #[serde(default)]
@@ -79,7 +86,8 @@ impl<'de> Deserialize<'de> for Listeners {
 pub struct Listener {
     /// `ip:port`; port 0 picks a free port (the log line tells which).
     pub address: SocketAddr,
-    /// The `listener` label in metrics; `pop3-<port>` by default.
+    /// The `listener` label in metrics; `pop3-<port>` by default. Give
+    /// listeners that share a port different names.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -91,14 +99,6 @@ pub struct Listener {
     /// Networks of the load balancers allowed to send PROXY headers.
     #[serde(default, deserialize_with = "parsed::deserialize_list")]
     pub proxy_trusted: Vec<ipnet::IpNet>,
-}
-
-impl Listener {
-    pub fn label(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("pop3-{}", self.address.port()))
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -137,6 +137,27 @@ pub struct TlsFiles {
         deserialize_with = "duration::deserialize"
     )]
     pub reload_interval: Duration,
+}
+
+/// How a login name picks its backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Logins `user@DOMAIN` go to the named backend.
+    pub domains: BTreeMap<String, DomainRoute>,
+    /// The SDPS forms `user@NAME` and `user+NAME` pick the backend called
+    /// NAME and log in upstream as `user`.
+    pub sdps: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRoute {
+    /// `default` or a name from `upstreams`.
+    pub upstream: String,
+    /// Log in upstream as `user` instead of `user@DOMAIN`.
+    #[serde(default)]
+    pub strip_domain: bool,
 }
 
 /// Abuse limits.
@@ -365,6 +386,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// The route name of the top-level `upstream`.
+pub const DEFAULT_ROUTE: &str = "default";
+
 fn yes() -> bool {
     true
 }
@@ -420,6 +444,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Every backend with the config key that defines it.
+    pub fn upstreams_by_key(&self) -> impl Iterator<Item = (String, &Upstream)> {
+        std::iter::once(("upstream".to_string(), &self.upstream)).chain(
+            self.upstreams
+                .iter()
+                .map(|(name, up)| (format!("upstreams.{name}"), up)),
+        )
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.session.idle_timeout < Duration::from_secs(1) {
             return Err("session.idle_timeout: must be at least 1s".into());
@@ -449,13 +482,23 @@ impl Config {
                 ));
             }
         }
-        if self.upstream.tls == UpstreamTls::None
-            && (self.upstream.ca_file.is_some() || self.upstream.dangerous_skip_verify)
-        {
-            return Err(
-                "upstream.tls: ca_file and dangerous_skip_verify need tls: starttls or implicit"
-                    .into(),
-            );
+        for (key, up) in self.upstreams_by_key() {
+            if up.tls == UpstreamTls::None && (up.ca_file.is_some() || up.dangerous_skip_verify) {
+                return Err(format!(
+                    "{key}.tls: ca_file and dangerous_skip_verify need tls: starttls or implicit"
+                ));
+            }
+        }
+        if self.upstreams.contains_key(DEFAULT_ROUTE) {
+            return Err("upstreams.default: the name `default` is the top-level upstream".into());
+        }
+        for (domain, route) in &self.routing.domains {
+            if route.upstream != DEFAULT_ROUTE && !self.upstreams.contains_key(&route.upstream) {
+                return Err(format!(
+                    "routing.domains.{domain}.upstream: no upstream called {:?}",
+                    route.upstream
+                ));
+            }
         }
         if self.upstream.health_check_interval < Duration::from_millis(100) {
             return Err("upstream.health_check_interval: must be at least 100ms".into());

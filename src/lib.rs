@@ -90,10 +90,15 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
 
-    let mut background = vec![tokio::spawn(gateway::upstream::health_loop(
-        ctx.clone(),
-        health.clone(),
-    ))];
+    // Every backend is checked; the default one decides readiness.
+    let mut background: Vec<_> = ctx
+        .backends
+        .values()
+        .map(|b| {
+            let ready = (b.name == gateway::DEFAULT_ROUTE).then(|| health.clone());
+            tokio::spawn(gateway::upstream::health_loop(b.clone(), ready))
+        })
+        .collect();
     if let (Some(listener), Some(settings)) = (listeners.http, &ctx.config.metrics) {
         info!(
             "metrics and health checks on http://{}",
@@ -122,10 +127,18 @@ pub async fn run(
         tokio_rustls::TlsAcceptor::from(store.server_config())
     });
     let mut loops = Vec::new();
+    let mut labels = Vec::new();
     for (listener, cfg) in listeners.pop3.into_iter().zip(&ctx.config.listeners.0) {
-        info!("listening on {}", listener.local_addr()?);
+        let bound = listener.local_addr()?;
+        info!("listening on {bound}");
+        // Label by the bound port, so port 0 in tests still names the socket.
+        let label = cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("pop3-{}", bound.port()));
+        labels.push((label.clone(), cfg.tls.label()));
         let origin = Origin {
-            listener: cfg.label().into(),
+            listener: label.into(),
             tls: cfg.tls,
             acceptor: acceptor
                 .clone()
@@ -145,6 +158,8 @@ pub async fn run(
             force_rx.clone(),
         )));
     }
+    let routes: Vec<String> = ctx.backends.keys().cloned().collect();
+    metrics.init_labels(&labels, &routes);
     health.listening.store(true, Ordering::Relaxed);
 
     shutdown.await;

@@ -129,7 +129,7 @@ impl Metrics {
             )),
             upstream_failures: register!(counter_vec(
                 "popgate_upstream_failures_total",
-                "Upstream failures by reason (connect, timeout, closed, protocol, refused).",
+                "Upstream failures by reason (connect, connect_timeout, tls, timeout, closed, io, protocol).",
                 &["route", "reason"]
             )),
             upstream_login_seconds: register!(latency(
@@ -181,6 +181,79 @@ impl Metrics {
                 "1 while shutting down: no new connections, sessions finishing."
             )),
             registry,
+        }
+    }
+
+    /// Creates the series of every known label value at 0, so that rates
+    /// see the first event and dashboards show 0 rather than no data.
+    pub fn init_labels(&self, listeners: &[(String, &'static str)], routes: &[String]) {
+        const OUTCOMES: &[&str] = &[
+            "quit",
+            "quit_failed",
+            "idle_timeout",
+            "client_disconnected",
+            "upstream_failure",
+            "too_many_bad_commands",
+            "auth_failures",
+            "login_timeout",
+            "shutdown",
+            "tls_failed",
+        ];
+        const MECHANISMS: &[&str] = &["USER", "PLAIN", "LOGIN"];
+        const RESULTS: &[&str] = &[
+            "ok",
+            "auth_failed",
+            "upstream_unavailable",
+            "in_use",
+            "mailbox_error",
+        ];
+        const REASONS: &[&str] = &[
+            "connect",
+            "connect_timeout",
+            "tls",
+            "timeout",
+            "closed",
+            "io",
+            "protocol",
+        ];
+        const LIMITS: &[&str] = &[
+            "connections",
+            "connections_per_ip",
+            "sessions_per_user",
+            "upstream_connections",
+            "proxy_untrusted",
+            "proxy_header",
+        ];
+        for (listener, tls) in listeners {
+            let (listener, tls) = (listener.as_str(), *tls);
+            self.sessions_open.with_label_values(&[listener, tls]);
+            for outcome in OUTCOMES {
+                self.sessions.with_label_values(&[listener, tls, outcome]);
+            }
+            if tls != "none" {
+                for result in ["ok", "error"] {
+                    self.tls_handshakes.with_label_values(&[listener, result]);
+                }
+            }
+        }
+        for m in MECHANISMS {
+            for r in RESULTS {
+                self.logins.with_label_values(&[m, r]);
+            }
+        }
+        for route in routes {
+            let route = route.as_str();
+            self.upstream_connects.with_label_values(&[route]);
+            self.upstream_open.with_label_values(&[route]);
+            for reason in REASONS {
+                self.upstream_failures.with_label_values(&[route, reason]);
+            }
+        }
+        for kind in LIMITS {
+            self.limit_rejections.with_label_values(&[kind]);
+        }
+        for kind in ["ip", "user", "connection"] {
+            self.auth_throttled.with_label_values(&[kind]);
         }
     }
 

@@ -9,12 +9,13 @@ use tracing::{info, warn};
 
 use super::limits::Slot;
 use super::maildrop::Maildrop;
-use super::upstream::{self, Endpoints, Imap, OpenGuard};
-use super::{Context, DEFAULT_ROUTE};
+use super::upstream::{Backend, Endpoints, Imap, OpenGuard};
+use super::Context;
 use crate::pop3::{RespCode, Secret};
 
 /// A logged-in session's upstream side.
 pub struct Opened {
+    pub backend: Arc<Backend>,
     pub imap: Imap,
     pub maildrop: Maildrop,
     pub user_slot: Slot<String>,
@@ -55,7 +56,11 @@ pub struct Request<'a> {
     pub client: Endpoints,
 }
 
-pub async fn open(ctx: &Arc<Context>, req: &Request<'_>) -> Result<Opened, Refusal> {
+pub async fn open(
+    ctx: &Arc<Context>,
+    backend: &Arc<Backend>,
+    req: &Request<'_>,
+) -> Result<Opened, Refusal> {
     let owner = if req.authzid.is_empty() {
         req.user
     } else {
@@ -72,12 +77,16 @@ pub async fn open(ctx: &Arc<Context>, req: &Request<'_>) -> Result<Opened, Refus
         });
     };
     let started = Instant::now();
-    let (mut imap, counted) = upstream::connect(ctx, Some(req.client))
+    let (mut imap, counted) = backend
+        .connect(Some(req.client))
         .await
         .map_err(|_| UNAVAILABLE)?;
     let (authzid, user, password) = (req.authzid, req.user, req.password);
 
-    if let Err(e) = upstream::timed(ctx, "login", imap.login(authzid, user, password)).await {
+    if let Err(e) = backend
+        .timed("login", imap.login(authzid, user, password))
+        .await
+    {
         if !e.is_refusal() {
             return Err(UNAVAILABLE);
         }
@@ -89,7 +98,10 @@ pub async fn open(ctx: &Arc<Context>, req: &Request<'_>) -> Result<Opened, Refus
         });
     }
 
-    let selected = match upstream::timed(ctx, "SELECT", imap.select(&ctx.config.mailbox)).await {
+    let selected = match backend
+        .timed("SELECT", imap.select(&ctx.config.mailbox))
+        .await
+    {
         Ok(s) => s,
         Err(e) if e.is_refusal() => {
             warn!(mailbox = %ctx.config.mailbox, reason = %e, "upstream refused SELECT");
@@ -108,20 +120,18 @@ pub async fn open(ctx: &Arc<Context>, req: &Request<'_>) -> Result<Opened, Refus
     let listing = if selected.exists == 0 {
         Vec::new()
     } else {
-        upstream::timed(
-            ctx,
-            "UID FETCH snapshot",
-            imap.list_messages(selected.exists),
-        )
-        .await
-        .map_err(|_| UNAVAILABLE)?
+        backend
+            .timed("UID FETCH snapshot", imap.list_messages(selected.exists))
+            .await
+            .map_err(|_| UNAVAILABLE)?
     };
     let m = &ctx.metrics;
     m.upstream_login_seconds
-        .with_label_values(&[DEFAULT_ROUTE])
+        .with_label_values(&[&backend.name])
         .observe(started.elapsed().as_secs_f64());
     m.snapshot_messages.observe(listing.len() as f64);
     Ok(Opened {
+        backend: backend.clone(),
         imap,
         maildrop: Maildrop::new(selected.uid_validity, &listing),
         user_slot,

@@ -3,23 +3,27 @@
 pub mod limits;
 pub mod login;
 pub mod maildrop;
+pub mod route;
 pub mod session;
 pub mod uidl;
 pub mod upstream;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::config::Config;
+pub use crate::config::DEFAULT_ROUTE;
 use crate::metrics::Metrics;
-
-/// The metrics label of the upstream (one route until routing exists).
-pub const DEFAULT_ROUTE: &str = "default";
+use upstream::Backend;
 
 /// What every session of one server instance shares.
 pub struct Context {
     pub config: Config,
-    pub metrics: std::sync::Arc<Metrics>,
-    pub backend: upstream::Backend,
+    pub metrics: Arc<Metrics>,
+    /// Every backend by route name; `default` is the top-level upstream.
+    pub backends: HashMap<String, Arc<Backend>>,
+    pub router: route::Router,
     pub limits: limits::Limits,
     next_session: AtomicU64,
 }
@@ -27,14 +31,28 @@ pub struct Context {
 impl Context {
     /// Prepares everything the config refers to (TLS material); an error
     /// names the key at fault.
-    pub fn new(config: Config, metrics: std::sync::Arc<Metrics>) -> Result<Context, String> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Context, String> {
+        let mut backends = HashMap::new();
+        backends.insert(
+            DEFAULT_ROUTE.to_string(),
+            Backend::new(DEFAULT_ROUTE, "upstream", &config.upstream, metrics.clone())?,
+        );
+        for (name, up) in &config.upstreams {
+            let key = format!("upstreams.{name}");
+            backends.insert(name.clone(), Backend::new(name, &key, up, metrics.clone())?);
+        }
         Ok(Context {
-            backend: upstream::Backend::new(&config.upstream)?,
+            backends,
+            router: route::Router::new(&config),
             limits: limits::Limits::new(&config.limits, config.session.exclusive),
             config,
             metrics,
             next_session: AtomicU64::new(1),
         })
+    }
+
+    pub fn default_backend(&self) -> &Arc<Backend> {
+        &self.backends[DEFAULT_ROUTE]
     }
 
     pub fn session_id(&self) -> u64 {

@@ -12,7 +12,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::login::{self, Opened, Refusal};
 use super::maildrop::{uid_sets, Maildrop};
-use super::upstream::{self, timed, Endpoints, Imap};
+use super::upstream::{Backend, Endpoints, Imap};
 use super::{Context, DEFAULT_ROUTE};
 use crate::config::ListenerTls;
 use crate::imap::client::BodyEvent;
@@ -185,7 +185,17 @@ pub async fn serve(
             _ = force_close.wait_for(|f| *f) => End::Shutdown,
         };
         let outcome = match end {
-            End::Quit => s.quit().await,
+            End::Quit => {
+                let started = Instant::now();
+                let outcome = s.quit().await;
+                let reply = if outcome == "quit_failed" {
+                    Reply::Err
+                } else {
+                    Reply::Ok
+                };
+                s.count_command("QUIT", reply, started);
+                outcome
+            }
             End::Client(ConnError::Timeout) => {
                 response::err(&mut s.conn.out, None, "Autologout; idle for too long.");
                 "idle_timeout"
@@ -292,15 +302,11 @@ impl Session {
                 Err(Fault::Client(e)) => return End::Client(e),
                 Err(Fault::Upstream(e)) => return End::Upstream(e),
             };
-            let m = &self.ctx.metrics;
-            let result = if reply == Reply::Err { "err" } else { "ok" };
-            m.commands.with_label_values(&[name, result]).inc();
-            m.command_seconds
-                .with_label_values(&[name])
-                .observe(started.elapsed().as_secs_f64());
             if reply == Reply::Quit {
+                // Counted when the UPDATE it starts has finished.
                 return End::Quit;
             }
+            self.count_command(name, reply, started);
             if self.auth_failures >= self.ctx.config.limits.auth_failures_per_connection {
                 self.ctx
                     .metrics
@@ -380,7 +386,22 @@ impl Session {
         Ok(Reply::Ok)
     }
 
+    fn count_command(&self, name: &'static str, reply: Reply, started: Instant) {
+        let m = &self.ctx.metrics;
+        let result = if reply == Reply::Err { "err" } else { "ok" };
+        m.commands.with_label_values(&[name, result]).inc();
+        m.command_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts an unparsable line; true when there have been too many.
     fn bad_command(&mut self) -> bool {
+        self.ctx
+            .metrics
+            .commands
+            .with_label_values(&["unparsable", "err"])
+            .inc();
         self.bad_commands += 1;
         self.bad_commands >= MAX_BAD_COMMANDS
     }
@@ -498,13 +519,16 @@ impl Session {
         password: Secret,
     ) -> Reply {
         let started = Instant::now();
+        let ctx = self.ctx.clone();
+        let route = ctx.router.route(&user);
+        let backend = &ctx.backends[route.backend];
         let req = login::Request {
             authzid: &authzid,
-            user: &user,
+            user: &route.user,
             password: &password,
             client: self.ends,
         };
-        let outcome = login::open(&self.ctx, &req).await;
+        let outcome = login::open(&ctx, backend, &req).await;
         let result = outcome.as_ref().map_or_else(|r| r.result, |_| "ok");
         let m = &self.ctx.metrics;
         m.logins.with_label_values(&[mechanism, result]).inc();
@@ -518,7 +542,7 @@ impl Session {
                 info!(
                     user = %user,
                     mechanism,
-                    route = DEFAULT_ROUTE,
+                    route = %backend.name,
                     messages = opened.maildrop.len(),
                     login_ms = started.elapsed().as_millis() as u64,
                     "logged in"
@@ -528,7 +552,7 @@ impl Session {
                 self.ok("Logged in.")
             }
             Err(Refusal { code, text, result }) => {
-                info!(user = %user, mechanism, result, "login refused");
+                info!(user = %user, mechanism, route = %backend.name, result, "login refused");
                 if code == RespCode::Auth {
                     // Failures answer late, the later the more there were
                     // from this address or for this user; a correct login
@@ -600,8 +624,10 @@ impl Session {
             "BODY.PEEK[]"
         };
         let ctx = self.ctx.clone();
-        let tag =
-            upstream::timed(&ctx, "UID FETCH body", opened.imap.fetch_body(uid, section)).await?;
+        let backend = opened.backend.clone();
+        let tag = backend
+            .timed("UID FETCH body", opened.imap.fetch_body(uid, section))
+            .await?;
         let mut stuffer = DotStuffer::default();
         let mut limiter = top.map(TopLimiter::new);
         let mut begun = false;
@@ -613,7 +639,7 @@ impl Session {
                     return Ok(self.err(None, "Message cannot be read now."));
                 }
                 Err(e) => {
-                    upstream::note_failure(&ctx, "UID FETCH body", &e);
+                    backend.note_failure("UID FETCH body", &e);
                     return Err(e.into());
                 }
             };
@@ -671,12 +697,14 @@ impl Session {
             return "quit";
         };
         let Opened {
+            backend,
             mut imap,
             maildrop,
             user_slot,
             counted,
         } = *opened;
-        let result = update(&self.ctx, &mut imap, &maildrop).await;
+        let mark_seen = self.ctx.config.session.mark_seen;
+        let result = update(&backend, &mut imap, &maildrop, mark_seen).await;
         drop(user_slot);
         let m = &self.ctx.metrics;
         let outcome = match result {
@@ -710,11 +738,19 @@ impl Session {
 
 /// Applies the session's marks upstream: `\Seen` on retrieved messages,
 /// then removal of exactly the deleted UIDs. Returns how many were removed.
-async fn update(ctx: &Context, imap: &mut Imap, maildrop: &Maildrop) -> Result<usize, ClientError> {
-    if ctx.config.session.mark_seen {
+async fn update(
+    backend: &Backend,
+    imap: &mut Imap,
+    maildrop: &Maildrop,
+    mark_seen: bool,
+) -> Result<usize, ClientError> {
+    if mark_seen {
         for set in uid_sets(&maildrop.retrieved_uids(), MAX_SET_LEN) {
             // Not worth failing QUIT over: the mail itself is unaffected.
-            if let Err(e) = timed(ctx, "UID STORE", imap.add_flag(&set, "\\Seen")).await {
+            if let Err(e) = backend
+                .timed("UID STORE", imap.add_flag(&set, "\\Seen"))
+                .await
+            {
                 if !e.is_refusal() {
                     return Err(e);
                 }
@@ -728,20 +764,22 @@ async fn update(ctx: &Context, imap: &mut Imap, maildrop: &Maildrop) -> Result<u
     }
     let sets = uid_sets(&deleted, MAX_SET_LEN);
     for set in &sets {
-        timed(ctx, "UID STORE", imap.add_flag(set, "\\Deleted")).await?;
+        backend
+            .timed("UID STORE", imap.add_flag(set, "\\Deleted"))
+            .await?;
     }
     if imap.has_capability("UIDPLUS") {
         for set in &sets {
-            timed(ctx, "UID EXPUNGE", imap.uid_expunge(set)).await?;
+            backend.timed("UID EXPUNGE", imap.uid_expunge(set)).await?;
         }
     } else {
         // A bare EXPUNGE would also remove what other clients flagged. Only
         // expunge when every flagged message is one of ours; otherwise leave
         // ours flagged, which hides them from POP3 until the server's own
         // expunge runs.
-        let flagged = timed(ctx, "UID SEARCH", imap.search_deleted()).await?;
+        let flagged = backend.timed("UID SEARCH", imap.search_deleted()).await?;
         if flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {
-            timed(ctx, "EXPUNGE", imap.expunge()).await?;
+            backend.timed("EXPUNGE", imap.expunge()).await?;
         } else {
             warn!(
                 "upstream lacks UIDPLUS and other messages carry \\Deleted; leaving ours flagged"

@@ -13,60 +13,95 @@ use tracing::{info, warn};
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use super::{Context, DEFAULT_ROUTE};
+use std::sync::Mutex;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::config::{self, UpstreamTls};
 use crate::http::Health;
 use crate::imap::{Client, ClientError};
+use crate::metrics::Metrics;
 use crate::net::stream::Stream;
 use crate::net::tls;
 
 pub type Imap = Client<Stream>;
 
-/// Keeps `popgate_upstream_connections_open` right for as long as it lives.
-pub struct OpenGuard(prometheus::IntGauge);
+/// Holds an upstream connection's place: keeps
+/// `popgate_upstream_connections_open` right and the backend's connection
+/// limit counted for as long as it lives.
+pub struct OpenGuard {
+    gauge: prometheus::IntGauge,
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.dec();
+        self.gauge.dec();
     }
 }
 
-/// How to reach the upstream, prepared once at start.
+/// One IMAP backend, prepared once at start: address, TLS, connection
+/// limit, and the metrics labelled with its route name.
 pub struct Backend {
-    pub address: String,
-    pub tls: UpstreamTls,
+    pub name: String,
+    pub config: config::Upstream,
     tls_connector: Option<(TlsConnector, ServerName<'static>)>,
+    limit: Option<Arc<Semaphore>>,
+    metrics: Arc<Metrics>,
+    /// Capabilities announced before login, as the health check last saw
+    /// them; decides which SASL mechanisms can be passed through.
+    greeting_caps: Mutex<Vec<String>>,
 }
 
 impl Backend {
-    pub fn new(config: &config::Upstream) -> Result<Backend, String> {
+    /// `key` is the config key, for error messages.
+    pub fn new(
+        name: &str,
+        key: &str,
+        config: &config::Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Backend>, String> {
         let tls_connector = match config.tls {
             UpstreamTls::None => None,
             UpstreamTls::Starttls | UpstreamTls::Implicit => {
                 if config.dangerous_skip_verify {
                     warn!(
                         upstream = %config.address.0,
-                        "upstream.dangerous_skip_verify is on: the upstream certificate is NOT verified; \
+                        "{key}.dangerous_skip_verify is on: the upstream certificate is NOT verified; \
                          passwords can be read by anyone on the path"
                     );
                 }
                 let tls =
                     tls::client_config(config.ca_file.as_deref(), config.dangerous_skip_verify)
-                        .map_err(|e| format!("upstream.ca_file: {e}"))?;
+                        .map_err(|e| format!("{key}.ca_file: {e}"))?;
                 let name = config
                     .server_name
                     .clone()
                     .unwrap_or_else(|| config.address.host().to_string());
                 let name = ServerName::try_from(name.clone())
-                    .map_err(|_| format!("upstream.server_name: {name:?} is not a valid name"))?;
+                    .map_err(|_| format!("{key}.server_name: {name:?} is not a valid name"))?;
                 Some((TlsConnector::from(tls), name))
             }
         };
-        Ok(Backend {
-            address: config.address.0.clone(),
-            tls: config.tls,
+        Ok(Arc::new(Backend {
+            name: name.to_string(),
+            config: config.clone(),
             tls_connector,
-        })
+            limit: (config.max_connections > 0)
+                .then(|| Arc::new(Semaphore::new(config.max_connections))),
+            metrics,
+            greeting_caps: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub fn address(&self) -> &str {
+        &self.config.address.0
+    }
+
+    /// Whether the backend offered `cap` before login at the last check.
+    pub fn offered(&self, cap: &str) -> bool {
+        let caps = self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner());
+        caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }
 
     async fn handshake(&self, tcp: TcpStream) -> std::io::Result<Stream> {
@@ -86,128 +121,148 @@ pub struct Endpoints {
     pub local: SocketAddr,
 }
 
-/// Connects, reads the greeting, and with TLS configured secures the link
-/// (implicit or STARTTLS); then tells the upstream who the client is.
-/// Failures are logged and counted.
-pub async fn connect(
-    ctx: &Context,
-    client: Option<Endpoints>,
-) -> Result<(Imap, OpenGuard), ClientError> {
-    let up = &ctx.config.upstream;
-    let backend = &ctx.backend;
-    let m = &ctx.metrics;
-    m.upstream_connects
-        .with_label_values(&[DEFAULT_ROUTE])
-        .inc();
-    let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(&backend.address))
-        .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            warn!(upstream = %backend.address, error = %e, "cannot connect to upstream");
-            failed(ctx, "connect");
-            return Err(ClientError::Io(e));
-        }
-        Err(_) => {
-            warn!(upstream = %backend.address, "upstream connect timed out");
-            failed(ctx, "connect_timeout");
-            return Err(ClientError::Timeout);
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let gauge = m.upstream_open.with_label_values(&[DEFAULT_ROUTE]);
-    gauge.inc();
-    let guard = OpenGuard(gauge);
-    let stream = match backend.tls {
-        UpstreamTls::Implicit => tls_handshake(ctx, backend, tcp).await?,
-        _ => Stream::Plain(tcp),
-    };
-    let mut imap = timed(ctx, "greeting", Client::start(stream, up.timeout)).await?;
-    if backend.tls == UpstreamTls::Starttls {
-        timed(ctx, "STARTTLS", imap.starttls())
-            .await
-            .inspect_err(|e| {
-                if e.is_refusal() {
-                    failed(ctx, "tls");
+impl Backend {
+    /// Connects, reads the greeting, and with TLS configured secures the
+    /// link (implicit or STARTTLS); then tells the upstream who the client
+    /// is. Failures are logged and counted.
+    pub async fn connect(
+        &self,
+        client: Option<Endpoints>,
+    ) -> Result<(Imap, OpenGuard), ClientError> {
+        let up = &self.config;
+        let permit = match &self.limit {
+            None => None,
+            Some(limit) => match limit.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    warn!(upstream = %self.address(), "upstream connection limit reached");
+                    self.metrics
+                        .limit_rejections
+                        .with_label_values(&["upstream_connections"])
+                        .inc();
+                    return Err(ClientError::Protocol(
+                        "upstream connection limit reached".into(),
+                    ));
                 }
-            })?;
-        let tcp = imap
-            .stream_mut()
-            .take_plain()
-            .expect("plain before STARTTLS");
-        *imap.stream_mut() = tls_handshake(ctx, backend, tcp).await?;
-        timed(ctx, "CAPABILITY", imap.refresh_capabilities()).await?;
+            },
+        };
+        self.metrics
+            .upstream_connects
+            .with_label_values(&[&self.name])
+            .inc();
+        let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(self.address()))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                warn!(upstream = %self.address(), error = %e, "cannot connect to upstream");
+                self.failed("connect");
+                return Err(ClientError::Io(e));
+            }
+            Err(_) => {
+                warn!(upstream = %self.address(), "upstream connect timed out");
+                self.failed("connect_timeout");
+                return Err(ClientError::Timeout);
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let gauge = self.metrics.upstream_open.with_label_values(&[&self.name]);
+        gauge.inc();
+        let guard = OpenGuard {
+            gauge,
+            _permit: permit,
+        };
+        let stream = match up.tls {
+            UpstreamTls::Implicit => self.tls_handshake(tcp).await?,
+            _ => Stream::Plain(tcp),
+        };
+        let mut imap = self
+            .timed("greeting", Client::start(stream, up.timeout))
+            .await?;
+        if up.tls == UpstreamTls::Starttls {
+            self.timed("STARTTLS", imap.starttls())
+                .await
+                .inspect_err(|e| {
+                    if e.is_refusal() {
+                        self.failed("tls");
+                    }
+                })?;
+            let tcp = imap
+                .stream_mut()
+                .take_plain()
+                .expect("plain before STARTTLS");
+            *imap.stream_mut() = self.tls_handshake(tcp).await?;
+            self.timed("CAPABILITY", imap.refresh_capabilities())
+                .await?;
+        }
+        *self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner()) =
+            imap.capabilities().to_vec();
+        if let Some(ends) = client.filter(|_| up.forward_client_ip && imap.has_capability("ID")) {
+            let fields = [
+                ("x-originating-ip", ends.client.ip().to_string()),
+                ("x-originating-port", ends.client.port().to_string()),
+                ("x-connected-ip", ends.local.ip().to_string()),
+                ("x-connected-port", ends.local.port().to_string()),
+            ];
+            // Only informative: a server that refuses ID still serves the login.
+            if let Err(e) = self.timed("ID", imap.id(&fields)).await {
+                if !e.is_refusal() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok((imap, guard))
     }
-    if let Some(ends) = client.filter(|_| up.forward_client_ip && imap.has_capability("ID")) {
-        let fields = [
-            ("x-originating-ip", ends.client.ip().to_string()),
-            ("x-originating-port", ends.client.port().to_string()),
-            ("x-connected-ip", ends.local.ip().to_string()),
-            ("x-connected-port", ends.local.port().to_string()),
-        ];
-        // Only informative: a server that refuses ID still serves the login.
-        if let Err(e) = timed(ctx, "ID", imap.id(&fields)).await {
-            if !e.is_refusal() {
-                return Err(e);
+
+    async fn tls_handshake(&self, tcp: TcpStream) -> Result<Stream, ClientError> {
+        match tokio::time::timeout(self.config.timeout, self.handshake(tcp)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => {
+                warn!(upstream = %self.address(), error = %e, "upstream TLS handshake failed");
+                self.failed("tls");
+                Err(ClientError::Io(e))
+            }
+            Err(_) => {
+                self.failed("timeout");
+                Err(ClientError::Timeout)
             }
         }
     }
-    Ok((imap, guard))
-}
 
-async fn tls_handshake(
-    ctx: &Context,
-    backend: &Backend,
-    tcp: TcpStream,
-) -> Result<Stream, ClientError> {
-    let timeout = ctx.config.upstream.timeout;
-    match tokio::time::timeout(timeout, backend.handshake(tcp)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => {
-            warn!(upstream = %backend.address, error = %e, "upstream TLS handshake failed");
-            failed(ctx, "tls");
-            Err(ClientError::Io(e))
+    /// Runs one upstream command, recording its latency and any failure
+    /// that is not a plain refusal (NO/BAD).
+    pub async fn timed<T>(
+        &self,
+        command: &'static str,
+        fut: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let result = fut.await;
+        self.metrics
+            .upstream_command_seconds
+            .with_label_values(&[&self.name, command])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.note_failure(command, e);
         }
-        Err(_) => {
-            failed(ctx, "timeout");
-            Err(ClientError::Timeout)
+        result
+    }
+
+    /// Logs and counts an upstream failure; plain refusals (NO/BAD) are the
+    /// caller's business.
+    pub fn note_failure(&self, command: &'static str, e: &ClientError) {
+        if !e.is_refusal() {
+            warn!(route = %self.name, command, error = %e, "upstream failed");
+            self.failed(reason(e));
         }
     }
-}
 
-/// Runs one upstream command, recording its latency and any failure that is
-/// not a plain refusal (NO/BAD).
-pub async fn timed<T>(
-    ctx: &Context,
-    command: &'static str,
-    fut: impl Future<Output = Result<T, ClientError>>,
-) -> Result<T, ClientError> {
-    let started = Instant::now();
-    let result = fut.await;
-    ctx.metrics
-        .upstream_command_seconds
-        .with_label_values(&[DEFAULT_ROUTE, command])
-        .observe(started.elapsed().as_secs_f64());
-    if let Err(e) = &result {
-        note_failure(ctx, command, e);
+    fn failed(&self, reason: &'static str) {
+        self.metrics
+            .upstream_failures
+            .with_label_values(&[&self.name, reason])
+            .inc();
     }
-    result
-}
-
-/// Logs and counts an upstream failure; plain refusals (NO/BAD) are the
-/// caller's business.
-pub fn note_failure(ctx: &Context, command: &'static str, e: &ClientError) {
-    if !e.is_refusal() {
-        warn!(command, error = %e, "upstream failed");
-        failed(ctx, reason(e));
-    }
-}
-
-pub fn failed(ctx: &Context, reason: &'static str) {
-    ctx.metrics
-        .upstream_failures
-        .with_label_values(&[DEFAULT_ROUTE, reason])
-        .inc();
 }
 
 fn reason(e: &ClientError) -> &'static str {
@@ -220,29 +275,35 @@ fn reason(e: &ClientError) -> &'static str {
     }
 }
 
-/// Connects every `health_check_interval` and keeps `health.upstream_ok`
-/// and `popgate_upstream_up` current. Logs only changes.
-pub async fn health_loop(ctx: Arc<Context>, health: Arc<Health>) {
-    let up_gauge = ctx.metrics.upstream_up.with_label_values(&[DEFAULT_ROUTE]);
-    let mut ticker = tokio::time::interval(ctx.config.upstream.health_check_interval);
+/// Connects every `health_check_interval` and keeps `popgate_upstream_up`
+/// current (and `health.upstream_ok` for the default backend, which alone
+/// decides readiness). Logs only changes.
+pub async fn health_loop(backend: Arc<Backend>, health: Option<Arc<Health>>) {
+    let up_gauge = backend
+        .metrics
+        .upstream_up
+        .with_label_values(&[&backend.name]);
+    let mut ticker = tokio::time::interval(backend.config.health_check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
     loop {
         ticker.tick().await;
-        let ok = match connect(&ctx, None).await {
+        let ok = match backend.connect(None).await {
             Ok((imap, _guard)) => {
                 imap.logout().await;
                 true
             }
             Err(_) => false,
         };
-        health.upstream_ok.store(ok, Ordering::Relaxed);
+        if let Some(h) = &health {
+            h.upstream_ok.store(ok, Ordering::Relaxed);
+        }
         up_gauge.set(i64::from(ok));
         if last != Some(ok) {
             if ok {
-                info!(upstream = %ctx.backend.address, "upstream reachable");
+                info!(route = %backend.name, upstream = %backend.address(), "upstream reachable");
             } else {
-                warn!(upstream = %ctx.backend.address, "upstream unreachable; not ready");
+                warn!(route = %backend.name, upstream = %backend.address(), "upstream unreachable");
             }
             last = Some(ok);
         }

@@ -180,6 +180,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.complete(&tag, "CAPABILITY", |_| {}).await.map(drop)
     }
 
+    pub fn capabilities(&self) -> &[String] {
+        &self.caps
+    }
+
     pub fn has_capability(&self, cap: &str) -> bool {
         self.caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }

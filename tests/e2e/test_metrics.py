@@ -58,7 +58,8 @@ def test_metrics_follow_real_sessions(dovecot, user):
             assert c.answer("QUIT").startswith(b"+OK")
         with Pop3Raw(pg.port) as c:
             c.answer("NOOP")  # then drops without QUIT
-        assert wait_for(lambda: scrape(pg).get('popgate_sessions_open{listener="pop3-0",tls="none"}', 1) == 0)
+        listener = f"pop3-{pg.port}"
+        assert wait_for(lambda: scrape(pg).get(f'popgate_sessions_open{{listener="{listener}",tls="none"}}', 1) == 0)
         after = scrape(pg)
 
     d = lambda key: delta(before, after, key)  # noqa: E731
@@ -73,8 +74,12 @@ def test_metrics_follow_real_sessions(dovecot, user):
     assert d("popgate_sent_message_bytes_total") > size
     assert d("popgate_messages_deleted_total") == 1
     assert d("popgate_quit_failures_total") == 0
-    assert d('popgate_sessions_total{listener="pop3-0",outcome="quit",tls="none"}') == 2
-    assert d('popgate_sessions_total{listener="pop3-0",outcome="client_disconnected",tls="none"}') == 1
+    # Known label values exist from the start, at 0.
+    assert before['popgate_logins_total{mechanism="PLAIN",result="in_use"}'] == 0
+    assert d(f'popgate_sessions_total{{listener="{listener}",outcome="quit",tls="none"}}') == 2
+    assert d(f'popgate_sessions_total{{listener="{listener}",outcome="client_disconnected",tls="none"}}') == 1
+    assert d('popgate_commands_total{command="QUIT",result="ok"}') == 2
+    assert d('popgate_commands_total{command="unparsable",result="err"}') == 0
     assert d("popgate_snapshot_messages_count") == 1
     assert d("popgate_snapshot_messages_sum") == 2
     assert d('popgate_upstream_connections_total{route="default"}') >= 2
@@ -98,6 +103,8 @@ def test_quit_failure_and_outage_are_counted_and_readyz_follows(dovecot, user):
             c.login(user.name, user.password)
             c.answer("DELE 1")
             assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP]")
+        # Counted once the session has said goodbye upstream.
+        assert wait_for(lambda: scrape(pg).get('popgate_commands_total{command="QUIT",result="err"}') == 1)
         assert scrape(pg)["popgate_quit_failures_total"] == 1
 
         proxy.close()  # the upstream goes away

@@ -1,0 +1,132 @@
+//! Choosing the backend from the login name: by domain, or by the SDPS
+//! forms `user@NAME` / `user+NAME` that name a backend. No I/O.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::config::{Config, DEFAULT_ROUTE};
+
+pub struct Router {
+    /// Lower-cased domain -> (backend, strip the domain).
+    domains: HashMap<String, (String, bool)>,
+    sdps: bool,
+    backends: HashSet<String>,
+}
+
+/// Where a login goes and as whom.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub backend: &'a str,
+    pub user: String,
+}
+
+impl Router {
+    pub fn new(config: &Config) -> Router {
+        Router {
+            domains: config
+                .routing
+                .domains
+                .iter()
+                .map(|(d, r)| (d.to_lowercase(), (r.upstream.clone(), r.strip_domain)))
+                .collect(),
+            sdps: config.routing.sdps,
+            backends: config.upstreams.keys().cloned().collect(),
+        }
+    }
+
+    pub fn route<'a>(&'a self, login: &str) -> Route<'a> {
+        if let Some((user, domain)) = login.rsplit_once('@') {
+            if let Some((backend, strip)) = self.domains.get(&domain.to_lowercase()) {
+                return Route {
+                    backend,
+                    user: if *strip {
+                        user.to_string()
+                    } else {
+                        login.to_string()
+                    },
+                };
+            }
+        }
+        if self.sdps {
+            let split = login.rfind(['@', '+']);
+            if let Some(i) = split.filter(|&i| i > 0) {
+                if let Some(backend) = self.backends.get(&login[i + 1..]) {
+                    return Route {
+                        backend,
+                        user: login[..i].to_string(),
+                    };
+                }
+            }
+        }
+        Route {
+            backend: DEFAULT_ROUTE,
+            user: login.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(sdps: bool) -> Router {
+        let yaml = format!(
+            "listeners:\n  - address: \"127.0.0.1:0\"\nupstream:\n  address: \"a:143\"\n\
+             upstreams:\n  east:\n    address: \"b:143\"\n  west:\n    address: \"c:143\"\n\
+             routing:\n  sdps: {sdps}\n  domains:\n    Example.ORG:\n      upstream: east\n      strip_domain: true\n\
+             \x20   keep.example:\n      upstream: west\n"
+        );
+        Router::new(&Config::parse(&yaml).unwrap())
+    }
+
+    fn route(r: &Router, login: &str) -> (String, String) {
+        let Route { backend, user } = r.route(login);
+        (backend.to_string(), user)
+    }
+
+    #[test]
+    fn domains_route_and_optionally_strip() {
+        let r = router(false);
+        assert_eq!(route(&r, "ann@example.org"), ("east".into(), "ann".into()));
+        assert_eq!(route(&r, "Bob@EXAMPLE.org"), ("east".into(), "Bob".into()));
+        assert_eq!(
+            route(&r, "cy@keep.example"),
+            ("west".into(), "cy@keep.example".into())
+        );
+        assert_eq!(
+            route(&r, "dee@other.example"),
+            ("default".into(), "dee@other.example".into())
+        );
+        assert_eq!(route(&r, "plain"), ("default".into(), "plain".into()));
+        assert_eq!(
+            route(&r, "ed+east"),
+            ("default".into(), "ed+east".into()),
+            "SDPS is off"
+        );
+    }
+
+    #[test]
+    fn sdps_forms_name_a_backend() {
+        let r = router(true);
+        assert_eq!(route(&r, "ed+east"), ("east".into(), "ed".into()));
+        assert_eq!(route(&r, "ed@west"), ("west".into(), "ed".into()));
+        assert_eq!(route(&r, "a+b@west"), ("west".into(), "a+b".into()));
+        assert_eq!(
+            route(&r, "ed+nowhere"),
+            ("default".into(), "ed+nowhere".into())
+        );
+        assert_eq!(route(&r, "+east"), ("default".into(), "+east".into()));
+        assert_eq!(
+            route(&r, "ann@example.org"),
+            ("east".into(), "ann".into()),
+            "domains first"
+        );
+    }
+
+    #[test]
+    fn unknown_backend_in_a_domain_route_is_a_config_error() {
+        let yaml = "listeners:\n  - address: \"127.0.0.1:0\"\nupstream:\n  address: \"a:143\"\n\
+                    routing:\n  domains:\n    x.org:\n      upstream: nope\n";
+        let e = Config::parse(yaml).unwrap_err();
+        assert!(e.contains("routing.domains.x.org.upstream"), "{e}");
+    }
+}
