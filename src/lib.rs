@@ -116,6 +116,10 @@ pub async fn run(
         )));
     }
 
+    if let Some(creds) = &ctx.credentials {
+        let interval = ctx.config.auth.reload_interval;
+        background.push(tokio::spawn(creds.clone().watch(interval, metrics.clone())));
+    }
     let acceptor = certificates.map(|store| {
         let interval = ctx
             .config

@@ -49,11 +49,27 @@ const IN_USE: Refusal = Refusal {
 
 /// A login to perform upstream.
 pub struct Request<'a> {
-    /// Whose maildrop, when a proxy user logs in for someone else.
-    pub authzid: &'a str,
-    pub user: &'a str,
-    pub password: &'a Secret,
+    /// The maildrop's owner, for the per-user session limit.
+    pub owner: &'a str,
+    pub credentials: Upstream<'a>,
     pub client: Endpoints,
+}
+
+/// What proves the login upstream.
+pub enum Upstream<'a> {
+    /// LOGIN or AUTHENTICATE PLAIN; `authzid` names the maildrop when a
+    /// master user logs in on someone's behalf.
+    Password {
+        authzid: &'a str,
+        user: &'a str,
+        password: &'a Secret,
+    },
+    /// A SASL mechanism passed through as is (XOAUTH2, OAUTHBEARER) with
+    /// the client's base64 response.
+    Token {
+        mechanism: &'a str,
+        response: &'a Secret,
+    },
 }
 
 pub async fn open(
@@ -61,12 +77,7 @@ pub async fn open(
     backend: &Arc<Backend>,
     req: &Request<'_>,
 ) -> Result<Opened, Refusal> {
-    let owner = if req.authzid.is_empty() {
-        req.user
-    } else {
-        req.authzid
-    };
-    let Some(user_slot) = ctx.limits.per_user.acquire(owner.to_lowercase()) else {
+    let Some(user_slot) = ctx.limits.per_user.acquire(req.owner.to_lowercase()) else {
         ctx.metrics
             .limit_rejections
             .with_label_values(&["sessions_per_user"])
@@ -81,10 +92,21 @@ pub async fn open(
         .connect(Some(req.client))
         .await
         .map_err(|_| UNAVAILABLE)?;
-    let (authzid, user, password) = (req.authzid, req.user, req.password);
 
     if let Err(e) = backend
-        .timed("login", imap.login(authzid, user, password))
+        .timed("login", async {
+            match req.credentials {
+                Upstream::Password {
+                    authzid,
+                    user,
+                    password,
+                } => imap.login(authzid, user, password).await,
+                Upstream::Token {
+                    mechanism,
+                    response,
+                } => imap.authenticate(mechanism, response).await,
+            }
+        })
         .await
     {
         if !e.is_refusal() {

@@ -1,5 +1,6 @@
 //! The translation between a POP3 session and an IMAP connection.
 
+pub mod credentials;
 pub mod limits;
 pub mod login;
 pub mod maildrop;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use crate::config::Config;
 pub use crate::config::DEFAULT_ROUTE;
 use crate::metrics::Metrics;
+use crate::pop3::Secret;
 use upstream::Backend;
 
 /// What every session of one server instance shares.
@@ -24,6 +26,10 @@ pub struct Context {
     /// Every backend by route name; `default` is the top-level upstream.
     pub backends: HashMap<String, Arc<Backend>>,
     pub router: route::Router,
+    /// Present when APOP and CRAM-MD5 are enabled.
+    pub credentials: Option<Arc<credentials::Credentials>>,
+    /// The upstream master user and password for those logins.
+    pub master: Option<(String, Secret)>,
     pub limits: limits::Limits,
     next_session: AtomicU64,
 }
@@ -41,7 +47,33 @@ impl Context {
             let key = format!("upstreams.{name}");
             backends.insert(name.clone(), Backend::new(name, &key, up, metrics.clone())?);
         }
+        let auth = &config.auth;
+        let credentials = match &auth.credentials_file {
+            Some(path) => Some(
+                credentials::Credentials::load(path)
+                    .map_err(|e| format!("auth.credentials_file: {e}"))?,
+            ),
+            None => None,
+        };
+        let master = match (&auth.master_user, &auth.master_password_file) {
+            (Some(user), Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "auth.master_password_file: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                let password = text.lines().next().unwrap_or_default();
+                if password.is_empty() {
+                    return Err("auth.master_password_file: the file is empty".into());
+                }
+                Some((user.clone(), Secret(password.as_bytes().to_vec())))
+            }
+            _ => None,
+        };
         Ok(Context {
+            credentials,
+            master,
             backends,
             router: route::Router::new(&config),
             limits: limits::Limits::new(&config.limits, config.session.exclusive),

@@ -247,6 +247,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(())
     }
 
+    /// AUTHENTICATE with a mechanism popgate does not interpret (XOAUTH2,
+    /// OAUTHBEARER): the client's base64 response goes through unchanged. A
+    /// failing server may send an error as a challenge first; the empty
+    /// answer RFC 7628 prescribes then gets the final NO.
+    pub async fn authenticate(
+        &mut self,
+        mechanism: &str,
+        response: &Secret,
+    ) -> Result<(), ClientError> {
+        let mech = mechanism.as_bytes();
+        let tag = if self.has_capability("SASL-IR") {
+            self.send(&[b"AUTHENTICATE ", mech, b" ", response.expose()])
+                .await?
+        } else {
+            let tag = self.send(&[b"AUTHENTICATE ", mech]).await?;
+            self.wait_continuation(&tag, "AUTHENTICATE").await?;
+            self.write_raw(&[response.expose(), b"\r\n"]).await?;
+            tag
+        };
+        loop {
+            let raw = self.read_response().await?;
+            match parse::response(&raw)? {
+                Response::Continuation => self.write_raw(&[b"\r\n"]).await?,
+                Response::Untagged(Untagged::Status(Status::Bye, _)) => {
+                    return Err(ClientError::Closed)
+                }
+                Response::Untagged(Untagged::Capability(caps)) => self.caps = caps,
+                Response::Untagged(_) => {}
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    text,
+                } if t == tag.as_bytes() => {
+                    if status != Status::Ok {
+                        return Err(refused("login", status, &text));
+                    }
+                    match text.capabilities() {
+                        Some(c) => self.caps = c,
+                        None => self.refresh_capabilities().await?,
+                    }
+                    return Ok(());
+                }
+                Response::Tagged { .. } => {}
+            }
+        }
+    }
+
     /// Appends an IMAP string to a command being built. Literals that need a
     /// continuation flush the line so far and wait for the server's "+".
     async fn put_string(

@@ -9,6 +9,10 @@ pub type MsgNum = u32;
 pub enum Command {
     User(String),
     Pass(Secret),
+    Apop {
+        user: String,
+        digest: String,
+    },
     Auth {
         mechanism: Option<String>,
         initial: Option<String>,
@@ -32,6 +36,7 @@ impl Command {
         match self {
             Command::User(_) => "USER",
             Command::Pass(_) => "PASS",
+            Command::Apop { .. } => "APOP",
             Command::Auth { .. } => "AUTH",
             Command::Capa => "CAPA",
             Command::Stls => "STLS",
@@ -118,6 +123,13 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
                     "Usage: AUTH mechanism [initial-response]",
                 ))
             }
+        },
+        b"APOP" => match args.as_slice() {
+            [user, digest] if !user.is_empty() && digest.len() == 32 => Command::Apop {
+                user: user.to_string(),
+                digest: digest.to_string(),
+            },
+            _ => return Err(CommandError::Syntax("Usage: APOP name digest")),
         },
         b"CAPA" => no_args(&args, Command::Capa)?,
         b"STLS" => no_args(&args, Command::Stls)?,

@@ -3,6 +3,7 @@
 //! writes what they produce.
 
 pub mod command;
+pub mod digest;
 pub mod dotstuff;
 pub mod line;
 pub mod response;

@@ -179,3 +179,51 @@ mod tests {
         assert!(!format!("{step:?}").contains("hunter2"));
     }
 }
+
+/// The user a bearer-token response (XOAUTH2 or OAUTHBEARER, RFC 7628)
+/// names, for routing and logs; the token itself is not looked at.
+pub fn bearer_user(mechanism: &str, decoded: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(decoded).ok()?;
+    let user = match mechanism {
+        // user={user}^Aauth=Bearer {token}^A^A
+        "XOAUTH2" => text.strip_prefix("user=")?.split('\x01').next()?,
+        // n,a={user},^Ahost=...^Aauth=Bearer {token}^A^A
+        "OAUTHBEARER" => text
+            .split('\x01')
+            .next()?
+            .split(',')
+            .find_map(|f| f.strip_prefix("a="))?,
+        _ => return None,
+    };
+    (!user.is_empty()).then(|| user.replace("=2C", ",").replace("=3D", "="))
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::*;
+
+    #[test]
+    fn users_in_bearer_responses() {
+        assert_eq!(
+            bearer_user(
+                "XOAUTH2",
+                b"user=ann@example.org\x01auth=Bearer tok\x01\x01"
+            )
+            .as_deref(),
+            Some("ann@example.org")
+        );
+        assert_eq!(
+            bearer_user(
+                "OAUTHBEARER",
+                b"n,a=bob=2Cx@example.org,\x01host=h\x01auth=Bearer t\x01\x01"
+            )
+            .as_deref(),
+            Some("bob,x@example.org")
+        );
+        assert_eq!(bearer_user("XOAUTH2", b"auth=Bearer tok\x01\x01"), None);
+        assert_eq!(
+            bearer_user("OAUTHBEARER", b"n,,\x01auth=Bearer t\x01\x01"),
+            None
+        );
+    }
+}

@@ -1,8 +1,9 @@
 """Drive real POP3 clients against a POP3 server and collect what they saved.
 
 ``download(client, host, port, user, password, keep=..., workdir=...)`` runs
-one of ``CLIENTS`` once against a plaintext POP3 server (no TLS, USER/PASS or,
-for curl, the SASL mechanism it picks) and returns the messages the client
+one of ``CLIENTS`` once against a POP3 server (plaintext by default, or over
+TLS with ``tls=``, see "TLS" below; USER/PASS or, for curl, the SASL
+mechanism it picks) and returns the messages the client
 delivered, as raw bytes, in download order.  ``normalise(client, body)`` turns
 the IMAP ``BODY[]`` of a message into exactly the bytes that client must have
 written, so an end-to-end test asserts ``downloaded == normalise(client, body)``.
@@ -118,6 +119,34 @@ poplib            USER PASS, UIDL or LIST, RETR n (+ DELE n) each, QUIT
 fetchmail sends no CAPA with ``auth password`` and ``sslproto ""``; without
 ``sslproto ""`` it sends CAPA then STLS even when STLS is not advertised.
 
+TLS
+---
+``download(..., tls="implicit" | "starttls", cafile=path)`` runs the same
+session over POP3S or STLS.  Certificate verification is never turned off:
+the server's certificate must chain to ``cafile`` (the system's trust store
+when cafile is None) and match ``host``.  STLS is mandatory when asked for:
+a server that does not offer it fails the download instead of falling back
+to plaintext.
+
+fetchmail   implicit: ``ssl sslproto "tls1.2+" sslcertck sslcertfile "<ca>"``;
+            STLS: the same without ``ssl`` (in fetchmail 6.4 a TLS sslproto
+            without ``ssl`` makes STLS mandatory; it sends CAPA, then STLS).
+            fetchmail matches only DNS names of the certificate, not IP
+            addresses: connect to a name (e.g. "localhost").
+getmail     implicit only: SimplePOP3SSLRetriever with ``ca_certs = <ca>``
+            (getmail then requires a verified chain and matches the host
+            name itself; without ca_certs it would accept any certificate,
+            so the system bundle is passed when cafile is None).  getmail
+            has no STLS for POP3: tls="starttls" raises ValueError.
+mpop        ``tls on``, ``tls_starttls on|off``, ``tls_trust_file <ca>`` (or
+            ``system``), ``tls_certcheck on``.
+curl        ``pop3s://`` for implicit TLS, ``pop3://`` plus ``ssl-reqd`` for
+            STLS; ``cacert = <ca>``.
+poplib      ``POP3_SSL(context=ssl.create_default_context(cafile=ca))`` or
+            ``POP3.stls(context=...)`` right after the greeting (poplib
+            sends CAPA first and refuses when STLS is not listed).
+``TLS_CLIENTS`` lists the clients that support each mode.
+
 Passwords
 ---------
 Every client is given the password through its own config syntax, quoted:
@@ -146,7 +175,17 @@ import time
 
 CLIENTS = ["fetchmail", "getmail", "mpop", "curl", "poplib"]
 
-__all__ = ["CLIENTS", "ClientError", "download", "normalise", "wire_form"]
+# download(tls=...): plaintext, POP3S, STLS.
+TLS_MODES = (None, "implicit", "starttls")
+
+# Clients that can run each TLS mode (getmail has no STLS for POP3).
+TLS_CLIENTS = {
+    "implicit": ["fetchmail", "getmail", "mpop", "curl", "poplib"],
+    "starttls": ["fetchmail", "mpop", "curl", "poplib"],
+}
+
+__all__ = ["CLIENTS", "ClientError", "TLS_CLIENTS", "TLS_MODES", "download",
+           "normalise", "wire_form"]
 
 
 class ClientError(RuntimeError):
@@ -220,6 +259,17 @@ def _read_numbered(outdir: pathlib.Path) -> list[bytes]:
     return [p.read_bytes() for p in files]
 
 
+def _system_cafile() -> str:
+    """The system's CA bundle, for clients that verify only with a file."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    for path in (paths.cafile, paths.openssl_cafile):
+        if path and os.path.isfile(path):
+            return path
+    raise ValueError("no system CA bundle found; pass cafile")
+
+
 def _check_password(password: str) -> None:
     if any(c in password for c in "\r\n\0"):
         raise ValueError("POP3 passwords cannot contain CR, LF or NUL")
@@ -268,12 +318,20 @@ def _fetchmail_quote(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _fetchmail(host, port, user, password, keep, workdir, timeout):
+def _fetchmail(host, port, user, password, keep, workdir, timeout, *,
+               tls=None, cafile=None):
     outdir = _next_outdir(workdir, "fetchmail")
     mda = _write_mda(workdir)
     q = _fetchmail_quote
     mode = "keep" if keep else "no keep fetchall"
     mda_cmd = q('exec "$POPCLIENT_MDA"')
+    if tls is None:
+        ssl_opts = 'sslproto ""'
+    else:
+        # Without "ssl", a TLS sslproto makes STLS mandatory.
+        ssl_opts = ("ssl " if tls == "implicit" else "") + 'sslproto "tls1.2+" sslcertck'
+        if cafile:
+            ssl_opts += f" sslcertfile {q(cafile)}"
     rc_text = (
         "set no bouncemail\n"
         "set no syslog\n"
@@ -283,7 +341,7 @@ def _fetchmail(host, port, user, password, keep, workdir, timeout):
         f" timeout {max(1, int(timeout))} no envelope\n"
         f"  user {q(user)} there with password {q(password)}\n"
         f"  mda {mda_cmd}\n"
-        f"  sslproto \"\" {mode} no rewrite no stripcr no forcecr no mimedecode"
+        f"  {ssl_opts} {mode} no rewrite no stripcr no forcecr no mimedecode"
         " no dropstatus no dropdelivered\n"
     )
     rc_path = workdir / "fetchmailrc"
@@ -302,19 +360,30 @@ def _fetchmail(host, port, user, password, keep, workdir, timeout):
 
 # ---------------------------------------------------------------- getmail
 
-def _getmail(host, port, user, password, keep, workdir, timeout):
+def _getmail(host, port, user, password, keep, workdir, timeout, *,
+             tls=None, cafile=None):
     if password != password.strip() or not password:
         raise ValueError("getmail cannot take a password that is empty or has "
                          "leading/trailing whitespace (ConfigParser strips it)")
     for name, value in (("host", host), ("user", user)):
         if value != value.strip() or any(c in value for c in "\r\n"):
             raise ValueError(f"getmail cannot take this {name}: {value!r}")
+    if tls == "starttls":
+        raise ValueError("getmail has no STLS for POP3; use tls='implicit'")
+    retriever = "type = SimplePOP3Retriever\n"
+    if tls == "implicit":
+        # getmail verifies only when ca_certs is set (CERT_REQUIRED plus a
+        # host name match); otherwise it would accept any certificate.
+        cafile = cafile or _system_cafile()
+        if any(c in cafile for c in "\r\n") or cafile != cafile.strip():
+            raise ValueError(f"getmail cannot take this ca_certs path: {cafile!r}")
+        retriever = f"type = SimplePOP3SSLRetriever\nca_certs = {cafile}\n"
     outdir = _next_outdir(workdir, "getmail")
     mda = _write_mda(workdir)
     root = os.geteuid() == 0 or os.getegid() == 0
     rc_text = (
         "[retriever]\n"
-        "type = SimplePOP3Retriever\n"
+        f"{retriever}"
         f"server = {host}\n"
         f"port = {int(port)}\n"
         f"username = {user}\n"
@@ -355,16 +424,26 @@ def _mpop_quote(s: str) -> str:
     return '"' + s + '"'
 
 
-def _mpop(host, port, user, password, keep, workdir, timeout):
+def _mpop(host, port, user, password, keep, workdir, timeout, *,
+          tls=None, cafile=None):
     outdir = _next_outdir(workdir, "mpop")
     q = _mpop_quote
+    if tls is None:
+        tls_conf = "tls off\n"
+    else:
+        tls_conf = (
+            "tls on\n"
+            f"tls_starttls {'on' if tls == 'starttls' else 'off'}\n"
+            f"tls_trust_file {q(cafile) if cafile else 'system'}\n"
+            "tls_certcheck on\n"
+        )
     conf = (
         "defaults\n"
         f"timeout {max(1, int(timeout))}\n"
         "account default\n"
         f"host {q(host)}\n"
         f"port {int(port)}\n"
-        "tls off\n"
+        f"{tls_conf}"
         "auth user\n"
         f"user {q(user)}\n"
         f"password {q(password)}\n"
@@ -401,10 +480,17 @@ def _curl_quote(s: str) -> str:
     return '"' + s + '"'
 
 
-def _curl_base(user: str, password: str, timeout: float) -> str:
+def _curl_base(user: str, password: str, timeout: float, tls=None,
+               cafile=None) -> str:
     if ":" in user:
         raise ValueError("curl cannot take a user name containing ':'")
-    return (f"user = {_curl_quote(user + ':' + password)}\n"
+    tls_opts = ""
+    if tls is not None:
+        # ssl-reqd: STLS is mandatory (pop3://); pop3s:// is TLS anyway.
+        tls_opts = "ssl-reqd\n"
+        if cafile:
+            tls_opts += f"cacert = {_curl_quote(cafile)}\n"
+    return (tls_opts + f"user = {_curl_quote(user + ':' + password)}\n"
             "silent\n"
             "show-error\n"
             f"connect-timeout = {max(1, int(timeout))}\n"
@@ -420,11 +506,13 @@ def _curl_run(workdir, tag, text, timeout):
          env=_env(workdir), timeout=timeout, tag=tag)
 
 
-def _curl(host, port, user, password, keep, workdir, timeout):
+def _curl(host, port, user, password, keep, workdir, timeout, *,
+          tls=None, cafile=None):
     outdir = _next_outdir(workdir, "curl")
     hostpart = f"[{host}]" if ":" in host else host
-    base_url = f"pop3://{hostpart}:{int(port)}/"
-    base = _curl_base(user, password, timeout)
+    scheme = "pop3s" if tls == "implicit" else "pop3"
+    base_url = f"{scheme}://{hostpart}:{int(port)}/"
+    base = _curl_base(user, password, timeout, tls, cafile)
     listing = outdir / "listing"
     first = base + f"url = {_curl_quote(base_url)}\noutput = {_curl_quote(str(listing))}\n"
     if keep:
@@ -458,8 +546,8 @@ def _curl(host, port, user, password, keep, workdir, timeout):
 _POPLIB_MAXLINE = 1 << 24
 
 
-class _POP3(poplib.POP3):
-    """poplib.POP3 without the 2048-byte line limit."""
+class _UnlimitedLines:
+    """poplib without the 2048-byte line limit."""
 
     def _getline(self):
         line = self.file.readline(_POPLIB_MAXLINE + 1)
@@ -475,7 +563,23 @@ class _POP3(poplib.POP3):
         return line[:-1], octets
 
 
-def _poplib(host, port, user, password, keep, workdir, timeout):
+class _POP3(_UnlimitedLines, poplib.POP3):
+    """poplib.POP3 without the 2048-byte line limit."""
+
+
+class _POP3_SSL(_UnlimitedLines, poplib.POP3_SSL):
+    """poplib.POP3_SSL without the 2048-byte line limit."""
+
+
+def _tls_context(cafile):
+    """Verifying client context: CERT_REQUIRED and host name check."""
+    import ssl
+
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _poplib(host, port, user, password, keep, workdir, timeout, *,
+            tls=None, cafile=None):
     _check_password(password)
     deadline = time.monotonic() + timeout
     state = workdir / "poplib_uidls"
@@ -494,8 +598,14 @@ def _poplib(host, port, user, password, keep, workdir, timeout):
         except (poplib.error_proto, OSError, EOFError) as e:
             raise ClientError(f"poplib {what} failed: {e!r}; session: {log}") from e
 
-    conn = step("connect", _POP3, host, port, timeout)
+    if tls == "implicit":
+        conn = step("connect", functools.partial(
+            _POP3_SSL, host, port, timeout=timeout, context=_tls_context(cafile)))
+    else:
+        conn = step("connect", _POP3, host, port, timeout)
     try:
+        if tls == "starttls":
+            step("STLS", functools.partial(conn.stls, context=_tls_context(cafile)))
         step("USER", conn.user, user)
         step("PASS", conn.pass_, password)
         if keep:
@@ -540,18 +650,32 @@ _DRIVERS = {
 
 
 def download(client: str, host: str, port: int, user: str, password: str, *,
-             keep: bool, workdir: pathlib.Path, timeout: float = 60) -> list[bytes]:
+             keep: bool, workdir: pathlib.Path, timeout: float = 60,
+             tls: str | None = None, cafile: str | None = None) -> list[bytes]:
     """Run ``client`` once against host:port and return the messages it saved,
-    in download order (see the module docstring for each client's setup)."""
+    in download order (see the module docstring for each client's setup).
+
+    tls: None (plaintext), "implicit" (POP3S) or "starttls" (STLS, required:
+    the client fails rather than continue in plaintext).  The server
+    certificate is always verified, against ``cafile`` when given, else the
+    system's trust store, and must match ``host``."""
     if client not in _DRIVERS:
         raise ValueError(f"unknown client {client!r}; choose from {CLIENTS}")
+    if tls not in TLS_MODES:
+        raise ValueError(f"unknown tls mode {tls!r}; choose from {TLS_MODES}")
+    if cafile is not None:
+        if tls is None:
+            raise ValueError("cafile needs tls='implicit' or 'starttls'")
+        cafile = os.path.abspath(cafile)
+        if not os.path.isfile(cafile):
+            raise ValueError(f"cafile {cafile!r} is not a file")
     _check_password(password)
     if client != "poplib" and shutil.which(client) is None:
         raise ClientError(f"{client} is not installed")
     workdir = pathlib.Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     return _DRIVERS[client](str(host), int(port), user, password, bool(keep),
-                            workdir, float(timeout))
+                            workdir, float(timeout), tls=tls, cafile=cafile)
 
 
 def wire_form(body: bytes) -> bytes:

@@ -1,0 +1,126 @@
+//! The credentials file behind APOP and CRAM-MD5: one `user:secret` per
+//! line, `#` comments. It is re-read on a timer; a file that fails to load
+//! keeps the previous contents in service.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tracing::{error, info};
+
+use crate::metrics::Metrics;
+use crate::pop3::Secret;
+
+pub struct Credentials {
+    path: PathBuf,
+    secrets: ArcSwap<HashMap<String, Secret>>,
+    raw: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Credentials {
+    pub fn load(path: &Path) -> Result<Arc<Credentials>, String> {
+        let raw =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let secrets = parse(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Arc::new(Credentials {
+            path: path.to_owned(),
+            secrets: ArcSwap::from_pointee(secrets),
+            raw: std::sync::Mutex::new(raw),
+        }))
+    }
+
+    /// The secret of `user`, if the file names them.
+    pub fn secret(&self, user: &str) -> Option<Secret> {
+        self.secrets.load().get(user).cloned()
+    }
+
+    /// Re-reads the file; `Some` when its content changed.
+    pub fn reload(&self) -> Option<Result<usize, String>> {
+        let raw = match std::fs::read(&self.path) {
+            Ok(raw) => raw,
+            Err(e) => return Some(Err(format!("cannot read {}: {e}", self.path.display()))),
+        };
+        let mut last = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == raw {
+            return None;
+        }
+        let result = parse(&raw).map(|secrets| {
+            let n = secrets.len();
+            self.secrets.store(Arc::new(secrets));
+            n
+        });
+        *last = raw;
+        Some(result.map_err(|e| format!("{}: {e}", self.path.display())))
+    }
+
+    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let this = self.clone();
+            let Ok(outcome) = tokio::task::spawn_blocking(move || this.reload()).await else {
+                continue;
+            };
+            match outcome {
+                None => {}
+                Some(Ok(users)) => {
+                    info!(users, "credentials reloaded");
+                    metrics
+                        .reloads
+                        .with_label_values(&["credentials", "ok"])
+                        .inc();
+                }
+                Some(Err(e)) => {
+                    error!(error = %e, "credentials reload failed; keeping the previous ones");
+                    metrics
+                        .reloads
+                        .with_label_values(&["credentials", "error"])
+                        .inc();
+                }
+            }
+        }
+    }
+}
+
+fn parse(raw: &[u8]) -> Result<HashMap<String, Secret>, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        // Errors name the line only: the content may be a secret.
+        let (user, secret) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {}: expected user:secret", i + 1))?;
+        if user.is_empty() || secret.is_empty() {
+            return Err(format!("line {}: empty user or secret", i + 1));
+        }
+        if out
+            .insert(user.to_string(), Secret(secret.as_bytes().to_vec()))
+            .is_some()
+        {
+            return Err(format!("line {}: user listed twice", i + 1));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_reports_lines_without_secrets() {
+        let c = parse(b"# users\nann:s3:cret\n\nbob:pw\r\n").unwrap();
+        assert_eq!(c["ann"].expose(), b"s3:cret");
+        assert_eq!(c["bob"].expose(), b"pw");
+        let e = parse(b"ann:x\nhunter2\n").unwrap_err();
+        assert_eq!(e, "line 2: expected user:secret");
+        assert!(parse(b"ann:x\nann:y\n").is_err());
+    }
+}
