@@ -17,9 +17,19 @@ use crate::pop3::{RespCode, Secret};
 pub struct Opened {
     pub backend: Arc<Backend>,
     pub imap: Imap,
+    /// A body fetch already sent upstream ahead of the client's request.
+    pub prefetch: Option<Prefetch>,
     pub maildrop: Maildrop,
     pub user_slot: Slot<String>,
     pub counted: OpenGuard,
+}
+
+/// A `UID FETCH` sent before the client asked, so that its answer is on
+/// the way when the client's RETR or TOP arrives.
+pub struct Prefetch {
+    pub uid: u32,
+    pub section: &'static str,
+    pub tag: String,
 }
 
 /// Why a login failed, as the POP3 client will hear it.
@@ -155,6 +165,7 @@ pub async fn open(
     Ok(Opened {
         backend: backend.clone(),
         imap,
+        prefetch: None,
         maildrop: Maildrop::new(selected.uid_validity, &listing),
         user_slot,
         counted,

@@ -94,6 +94,13 @@ impl Maildrop {
         Ok((m.uid, m.size))
     }
 
+    /// The UID of message n+1 if it can be fetched and is at most
+    /// `max_size` octets.
+    pub fn next_to_prefetch(&self, n: u32, max_size: u64) -> Option<u32> {
+        let next = self.messages.get(n as usize)?;
+        (next.marks & (DELETED | GONE) == 0 && next.size <= max_size).then_some(next.uid)
+    }
+
     pub fn stat(&self, out: &mut BytesMut) {
         let (count, octets) = self
             .live()

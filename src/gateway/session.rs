@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::login::{self, Opened, Refusal, Upstream};
+use super::login::{self, Opened, Prefetch, Refusal, Upstream};
 use super::maildrop::{uid_sets, Maildrop};
 use super::upstream::{Backend, Endpoints, Imap};
 use super::{Context, DEFAULT_ROUTE};
@@ -30,6 +30,10 @@ use base64::Engine;
 /// Consecutive unparsable lines tolerated before the connection is closed:
 /// something that sends that many is not a POP3 client.
 const MAX_BAD_COMMANDS: u32 = 20;
+/// Messages up to this size are fetched ahead; for larger ones the round
+/// trip saved is small beside the transfer, and an unused prefetch would
+/// have to be read to the end.
+const PREFETCH_MAX_SIZE: u64 = 1024 * 1024;
 /// UID set length per STORE/EXPUNGE command line.
 const MAX_SET_LEN: usize = 4000;
 
@@ -867,9 +871,15 @@ impl Session {
         };
         let ctx = self.ctx.clone();
         let backend = opened.backend.clone();
-        let tag = backend
-            .timed("UID FETCH body", opened.imap.fetch_body(uid, section))
-            .await?;
+        let tag = match opened.prefetch.take() {
+            Some(p) if p.uid == uid && p.section == section => p.tag,
+            other => {
+                drain(&backend, &mut opened.imap, other).await?;
+                backend
+                    .timed("UID FETCH body", opened.imap.fetch_body(uid, section))
+                    .await?
+            }
+        };
         let mut stuffer = DotStuffer::default();
         let mut limiter = top.map(TopLimiter::new);
         let mut begun = false;
@@ -888,6 +898,19 @@ impl Session {
             match event {
                 BodyEvent::Begin(_) => {
                     begun = true;
+                    // Clients read in order (every one captured does), so
+                    // ask for the next message now; its answer queues
+                    // behind this one upstream.
+                    if let Some(next) = opened.maildrop.next_to_prefetch(n, PREFETCH_MAX_SIZE) {
+                        let tag = backend
+                            .timed("UID FETCH body", opened.imap.fetch_body(next, section))
+                            .await?;
+                        opened.prefetch = Some(Prefetch {
+                            uid: next,
+                            section,
+                            tag,
+                        });
+                    }
                     match top {
                         None => response::ok(&mut self.conn.out, &format!("{size} octets")),
                         Some(_) => response::ok(&mut self.conn.out, ""),
@@ -941,12 +964,16 @@ impl Session {
         let Opened {
             backend,
             mut imap,
+            prefetch,
             maildrop,
             user_slot,
             counted,
         } = *opened;
         let mark_seen = self.ctx.config.session.mark_seen;
-        let result = update(&backend, &mut imap, &maildrop, mark_seen).await;
+        let result = match drain(&backend, &mut imap, prefetch).await {
+            Ok(()) => update(&backend, &mut imap, &maildrop, mark_seen).await,
+            Err(e) => Err(e),
+        };
         drop(user_slot);
         let m = &self.ctx.metrics;
         let outcome = match result {
@@ -975,6 +1002,29 @@ impl Session {
         imap.logout().await;
         drop(counted);
         outcome
+    }
+}
+
+/// Reads and drops the answer to a prefetch the client did not use, so the
+/// upstream connection is in step again.
+async fn drain(
+    backend: &Backend,
+    imap: &mut Imap,
+    prefetch: Option<Prefetch>,
+) -> Result<(), ClientError> {
+    let Some(p) = prefetch else {
+        return Ok(());
+    };
+    loop {
+        match imap.body_event(&p.tag).await {
+            Ok(BodyEvent::End) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.is_refusal() => return Ok(()),
+            Err(e) => {
+                backend.note_failure("UID FETCH body", &e);
+                return Err(e);
+            }
+        }
     }
 }
 

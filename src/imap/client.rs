@@ -405,7 +405,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Starts fetching a body section (e.g. `BODY.PEEK[]`) of one UID. Read
     /// its events with [`Client::body_event`] until `End`.
     pub async fn fetch_body(&mut self, uid: u32, section: &str) -> Result<String, ClientError> {
-        self.body_seen = false;
         self.send(&[format!("UID FETCH {uid} ({section})").as_bytes()])
             .await
     }
@@ -421,6 +420,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 Item::BodyChunk(data) => return Ok(BodyEvent::Chunk(data)),
                 Item::Response(raw) => {
                     if self.is_done(&raw, tag, "UID FETCH")? {
+                        // The next fetch (perhaps already sent) starts afresh.
+                        self.body_seen = false;
                         return Ok(BodyEvent::End);
                     }
                 }
