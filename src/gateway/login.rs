@@ -130,11 +130,12 @@ pub async fn open(
         });
     }
 
-    let selected = match backend
-        .timed("SELECT", imap.select(&ctx.config.mailbox))
-        .await
-    {
-        Ok(s) => s,
+    let opened = backend.timed(
+        "SELECT and UID FETCH",
+        imap.open_mailbox(&ctx.config.mailbox),
+    );
+    let (selected, listing) = match opened.await {
+        Ok(done) => done,
         Err(e) if e.is_refusal() => {
             warn!(mailbox = %ctx.config.mailbox, reason = %e, "upstream refused SELECT");
             return Err(match e.code() {
@@ -148,14 +149,6 @@ pub async fn open(
             });
         }
         Err(_) => return Err(UNAVAILABLE),
-    };
-    let listing = if selected.exists == 0 {
-        Vec::new()
-    } else {
-        backend
-            .timed("UID FETCH snapshot", imap.list_messages(selected.exists))
-            .await
-            .map_err(|_| UNAVAILABLE)?
     };
     let m = &ctx.metrics;
     m.upstream_login_seconds
