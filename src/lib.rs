@@ -6,6 +6,7 @@
 //! future completes.
 
 pub mod config;
+pub mod files;
 pub mod gateway;
 pub mod http;
 pub mod imap;
@@ -118,7 +119,12 @@ pub async fn run(
 
     if let Some(creds) = &ctx.credentials {
         let interval = ctx.config.auth.reload_interval;
-        background.push(tokio::spawn(creds.clone().watch(interval, metrics.clone())));
+        background.push(tokio::spawn(files::watch(
+            creds.clone(),
+            "credentials",
+            interval,
+            metrics.clone(),
+        )));
     }
     let acceptor = certificates.map(|store| {
         let interval = ctx
@@ -127,7 +133,12 @@ pub async fn run(
             .as_ref()
             .map(|t| t.reload_interval)
             .unwrap_or_default();
-        background.push(tokio::spawn(store.clone().watch(interval, metrics.clone())));
+        background.push(tokio::spawn(files::watch(
+            store.clone(),
+            "certificate",
+            interval,
+            metrics.clone(),
+        )));
         tokio_rustls::TlsAcceptor::from(store.server_config())
     });
     let mut loops = Vec::new();

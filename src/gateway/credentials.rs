@@ -2,15 +2,12 @@
 //! line, `#` comments. It is re-read on a timer; a file that fails to load
 //! keeps the previous contents in service.
 
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use tracing::{error, info};
-
-use crate::metrics::Metrics;
+use crate::files::Reload;
 use crate::pop3::Secret;
 
 pub struct Credentials {
@@ -35,9 +32,10 @@ impl Credentials {
     pub fn secret(&self, user: &str) -> Option<Secret> {
         self.secrets.load().get(user).cloned()
     }
+}
 
-    /// Re-reads the file; `Some` when its content changed.
-    pub fn reload(&self) -> Option<Result<usize, String>> {
+impl Reload for Credentials {
+    fn reload(&self) -> Option<Result<String, String>> {
         let raw = match std::fs::read(&self.path) {
             Ok(raw) => raw,
             Err(e) => return Some(Err(format!("cannot read {}: {e}", self.path.display()))),
@@ -49,39 +47,10 @@ impl Credentials {
         let result = parse(&raw).map(|secrets| {
             let n = secrets.len();
             self.secrets.store(Arc::new(secrets));
-            n
+            format!("{n} users")
         });
         *last = raw;
         Some(result.map_err(|e| format!("{}: {e}", self.path.display())))
-    }
-
-    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            let this = self.clone();
-            let Ok(outcome) = tokio::task::spawn_blocking(move || this.reload()).await else {
-                continue;
-            };
-            match outcome {
-                None => {}
-                Some(Ok(users)) => {
-                    info!(users, "credentials reloaded");
-                    metrics
-                        .reloads
-                        .with_label_values(&["credentials", "ok"])
-                        .inc();
-                }
-                Some(Err(e)) => {
-                    error!(error = %e, "credentials reload failed; keeping the previous ones");
-                    metrics
-                        .reloads
-                        .with_label_values(&["credentials", "error"])
-                        .inc();
-                }
-            }
-        }
     }
 }
 

@@ -5,10 +5,7 @@
 //! re-read by path on a timer and compared by content; a new pair that fails
 //! to load keeps the old certificate in service.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
-
+use crate::files::Reload;
 use arc_swap::ArcSwap;
 use rustls::crypto::ring;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -16,20 +13,10 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tracing::{error, info};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::metrics::Metrics;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
-}
+pub use crate::files::FileError as TlsError;
 
 /// The certificate in service, swapped atomically on reload.
 #[derive(Debug)]
@@ -52,57 +39,6 @@ impl CertStore {
         }))
     }
 
-    /// Re-reads the files; swaps in the new pair when it changed and loads.
-    /// Returns `Some(result)` when the files changed.
-    pub fn reload(&self) -> Option<Result<(), TlsError>> {
-        let files = read(&self.cert_path).and_then(|c| Ok((c, read(&self.key_path)?)));
-        let (cert_pem, key_pem) = match files {
-            Ok(f) => f,
-            Err(e) => return Some(Err(e)),
-        };
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if loaded.0 == cert_pem && loaded.1 == key_pem {
-            return None;
-        }
-        let result =
-            certified_key(&cert_pem, &key_pem, &self.cert_path, &self.key_path).map(|key| {
-                self.current.store(Arc::new(key));
-            });
-        // Remember a broken pair too, so it is reported once, not every tick.
-        *loaded = (cert_pem, key_pem);
-        Some(result)
-    }
-
-    /// Polls the files every `interval` for as long as the task lives.
-    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            let store = self.clone();
-            let Ok(outcome) = tokio::task::spawn_blocking(move || store.reload()).await else {
-                continue;
-            };
-            match outcome {
-                None => {}
-                Some(Ok(())) => {
-                    info!(certificate = %self.cert_path.display(), "certificate reloaded");
-                    metrics
-                        .reloads
-                        .with_label_values(&["certificate", "ok"])
-                        .inc();
-                }
-                Some(Err(e)) => {
-                    error!(error = %e, "certificate reload failed; keeping the previous certificate");
-                    metrics
-                        .reloads
-                        .with_label_values(&["certificate", "error"])
-                        .inc();
-                }
-            }
-        }
-    }
-
     pub fn server_config(self: &Arc<Self>) -> Arc<ServerConfig> {
         let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -110,6 +46,28 @@ impl CertStore {
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         Arc::new(config)
+    }
+}
+
+impl Reload for CertStore {
+    /// Swaps in the new pair when the files changed and it loads.
+    fn reload(&self) -> Option<Result<String, String>> {
+        let files = read(&self.cert_path).and_then(|c| Ok((c, read(&self.key_path)?)));
+        let (cert_pem, key_pem) = match files {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.0 == cert_pem && loaded.1 == key_pem {
+            return None;
+        }
+        let result = certified_key(&cert_pem, &key_pem, &self.cert_path, &self.key_path)
+            .map(|key| self.current.store(Arc::new(key)))
+            .map(|()| self.cert_path.display().to_string())
+            .map_err(|e| e.to_string());
+        // Remember a broken pair too, so it is reported once, not every tick.
+        *loaded = (cert_pem, key_pem);
+        Some(result)
     }
 }
 
