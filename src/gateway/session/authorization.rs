@@ -1,0 +1,444 @@
+//! AUTHORIZATION state: CAPA, STLS, USER/PASS, APOP and SASL, and the
+//! upstream login they lead to.
+
+use super::*;
+
+/// How the user proved who they are.
+enum Proof {
+    /// A password the upstream checks (USER/PASS, PLAIN, LOGIN).
+    Password { authzid: String, password: Secret },
+    /// A digest popgate checked against the credentials file (APOP,
+    /// CRAM-MD5); the master user logs in on the user's behalf.
+    Verified,
+    /// A bearer token passed through (XOAUTH2, OAUTHBEARER).
+    Token {
+        mechanism: &'static str,
+        response: Secret,
+    },
+}
+
+/// A unique string for the APOP greeting and CRAM-MD5 challenges
+/// (`<id.time.random@popgate>`).
+pub(super) fn new_timestamp(session: u64) -> String {
+    use ring::rand::SecureRandom;
+    let mut nonce = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut nonce);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "<{session}.{nanos}.{:016x}@popgate>",
+        u64::from_be_bytes(nonce)
+    )
+}
+
+impl Session {
+    /// May passwords be sent on this connection now?
+    fn auth_allowed(&self) -> bool {
+        self.plaintext_ok || self.conn.is_tls()
+    }
+
+    /// The SASL mechanisms that can succeed on this connection now: never
+    /// advertise one that cannot (curl picks the strongest offered).
+    fn mechanisms(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.ctx.credentials.is_some() {
+            out.push("CRAM-MD5"); // reveals no password, so fine without TLS
+        }
+        if self.auth_allowed() {
+            out.extend(sasl::MECHANISMS);
+            let upstream = self.ctx.default_backend();
+            for m in ["XOAUTH2", "OAUTHBEARER"] {
+                if upstream.offered(&format!("AUTH={m}")) {
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    fn stls_offered(&self) -> bool {
+        self.origin.tls == ListenerTls::Starttls
+            && !self.conn.is_tls()
+            && matches!(self.state, State::Authorization { .. })
+    }
+
+    /// CAPA (RFC 2449): only what this connection, in this state, honours.
+    pub(super) fn capabilities(&mut self) {
+        let mut caps =
+            String::from("CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+        if self.stls_offered() {
+            caps.push_str("STLS\r\n");
+        }
+        if matches!(self.state, State::Authorization { .. }) {
+            if self.auth_allowed() {
+                caps.push_str("USER\r\n");
+            }
+            let mechanisms = self.mechanisms();
+            if !mechanisms.is_empty() {
+                caps.push_str("SASL");
+                for m in mechanisms {
+                    caps.push(' ');
+                    caps.push_str(m);
+                }
+                caps.push_str("\r\n");
+            }
+        }
+        caps.push_str(concat!(
+            "IMPLEMENTATION popgate-",
+            env!("CARGO_PKG_VERSION"),
+            "\r\n"
+        ));
+        self.ok("Capability list follows");
+        self.conn.out.extend_from_slice(caps.as_bytes());
+        response::end_multiline(&mut self.conn.out);
+    }
+
+    /// STLS (RFC 2595). Input pipelined behind it would be read as if it
+    /// had come through TLS, so it is refused instead.
+    pub(super) async fn stls(&mut self) -> Result<Reply, Fault> {
+        if !self.stls_offered() {
+            return Ok(self.err(None, "STLS is not available now."));
+        }
+        if self.conn.has_pending_input() {
+            return Ok(self.err(
+                None,
+                "Commands sent after STLS before TLS; send STLS alone.",
+            ));
+        }
+        self.ok("Begin TLS negotiation now.");
+        let acceptor = self
+            .origin
+            .acceptor
+            .clone()
+            .expect("starttls listener has a certificate");
+        let listener = self.origin.listener.clone();
+        let result = self.conn.start_tls(&acceptor).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.ctx
+            .metrics
+            .tls_handshakes
+            .with_label_values(&[&*listener, label])
+            .inc();
+        result?;
+        // Nothing learnt before TLS carries over (RFC 2595 section 4).
+        self.state = State::Authorization { user: None };
+        Ok(Reply::Ok)
+    }
+
+    pub(super) async fn authorization(&mut self, cmd: Command) -> Result<Reply, Fault> {
+        // APOP and CRAM-MD5 send no password, so they need no TLS.
+        let needs_secret = match &cmd {
+            Command::User(_) | Command::Pass(_) => true,
+            Command::Auth {
+                mechanism: Some(m), ..
+            } => m != "CRAM-MD5",
+            _ => false,
+        };
+        if needs_secret && !self.auth_allowed() {
+            return Ok(self.err(Some(RespCode::Auth), PLAINTEXT_REFUSED));
+        }
+        let State::Authorization { user } = &mut self.state else {
+            unreachable!()
+        };
+        let reply = match cmd {
+            Command::User(name) => {
+                *user = Some(name);
+                self.ok("")
+            }
+            Command::Pass(password) => match user.take() {
+                Some(name) => {
+                    let proof = Proof::Password {
+                        authzid: String::new(),
+                        password,
+                    };
+                    self.login("USER", name, proof).await
+                }
+                None => self.err(None, "No user name given; send USER first."),
+            },
+            Command::Apop { user, digest } => self.apop(user, digest).await,
+            Command::Auth {
+                mechanism: None, ..
+            } => {
+                let mechanisms = self.mechanisms();
+                self.ok("");
+                for m in mechanisms {
+                    self.conn.out.extend_from_slice(m.as_bytes());
+                    self.conn.out.extend_from_slice(b"\r\n");
+                }
+                response::end_multiline(&mut self.conn.out);
+                Reply::Ok
+            }
+            Command::Auth {
+                mechanism: Some(mech),
+                initial,
+            } => {
+                *user = None;
+                self.authenticate(&mech, initial.as_deref()).await?
+            }
+            _ => self.err(None, "Not logged in."),
+        };
+        Ok(reply)
+    }
+
+    /// Runs a SASL exchange (RFC 5034), then the upstream login.
+    async fn authenticate(&mut self, mech: &str, initial: Option<&str>) -> Result<Reply, Fault> {
+        if !self.mechanisms().contains(&mech) {
+            return Ok(self.err(None, "Unsupported authentication mechanism."));
+        }
+        match mech {
+            "CRAM-MD5" => return self.cram_md5(initial).await,
+            "XOAUTH2" | "OAUTHBEARER" => return self.bearer(mech, initial).await,
+            _ => {}
+        }
+        let (mut exchange, mut step) = match Exchange::start(mech, initial) {
+            Ok(started) => started,
+            Err(e) => return Ok(self.err(None, &format!("{e}."))),
+        };
+        loop {
+            match step {
+                Step::Done(c) => {
+                    let mech = if mech == "PLAIN" { "PLAIN" } else { "LOGIN" };
+                    let proof = Proof::Password {
+                        authzid: c.authzid,
+                        password: c.password,
+                    };
+                    return Ok(self.login(mech, c.user, proof).await);
+                }
+                Step::Challenge(challenge) => {
+                    response::continuation(&mut self.conn.out, challenge);
+                    let line = match self.conn.next_line().await? {
+                        Line::Complete(line) => Secret(line.to_vec()),
+                        Line::TooLong => return Ok(self.err(None, "Authentication data too long.")),
+                    };
+                    step = match exchange.step(line.expose()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let code = (e != sasl::SaslError::Cancelled).then_some(RespCode::Auth);
+                            return Ok(self.err(code, &format!("{e}.")));
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Reads one SASL response line after a challenge; `None` if the
+    /// exchange ended (an -ERR is already queued).
+    async fn sasl_response(&mut self, challenge: &str) -> Result<Option<Secret>, Fault> {
+        response::continuation(&mut self.conn.out, challenge);
+        match self.conn.next_line().await? {
+            Line::Complete(line) if &line[..] == b"*" => {
+                self.err(None, "Authentication cancelled.");
+                Ok(None)
+            }
+            Line::Complete(line) => Ok(Some(Secret(line.to_vec()))),
+            Line::TooLong => {
+                self.err(None, "Authentication data too long.");
+                Ok(None)
+            }
+        }
+    }
+
+    /// APOP (RFC 1939 section 7), checked against the credentials file.
+    async fn apop(&mut self, user: String, digest: String) -> Reply {
+        let (Some(timestamp), Some(creds)) = (self.timestamp.clone(), self.ctx.credentials.clone())
+        else {
+            return self.err(None, "APOP is not available.");
+        };
+        let good = creds.secret(&user).is_some_and(|secret| {
+            digest::same(&digest::apop(&timestamp, secret.expose()), &digest)
+        });
+        if good {
+            self.login("APOP", user, Proof::Verified).await
+        } else {
+            self.refuse_login("APOP", &user, Instant::now()).await
+        }
+    }
+
+    /// AUTH CRAM-MD5 (RFC 2195), checked against the credentials file.
+    async fn cram_md5(&mut self, initial: Option<&str>) -> Result<Reply, Fault> {
+        let Some(creds) = self.ctx.credentials.clone() else {
+            return Ok(self.err(None, "Unsupported authentication mechanism."));
+        };
+        if initial.is_some() {
+            return Ok(self.err(None, "CRAM-MD5 takes no initial response."));
+        }
+        let challenge = new_timestamp(self.id);
+        let Some(line) = self.sasl_response(&B64.encode(&challenge)).await? else {
+            return Ok(Reply::Err);
+        };
+        let decoded = B64.decode(line.expose()).ok().map(Secret);
+        let answer = decoded
+            .as_ref()
+            .and_then(|d| std::str::from_utf8(d.expose()).ok());
+        let Some((user, digest)) = answer.and_then(|a| a.rsplit_once(' ')) else {
+            return Ok(self.err(Some(RespCode::Auth), "Malformed authentication data."));
+        };
+        let good = creds.secret(user).is_some_and(|secret| {
+            digest::same(&digest::cram_md5(&challenge, secret.expose()), digest)
+        });
+        let user = user.to_string();
+        Ok(if good {
+            self.login("CRAM-MD5", user, Proof::Verified).await
+        } else {
+            self.refuse_login("CRAM-MD5", &user, Instant::now()).await
+        })
+    }
+
+    /// XOAUTH2 and OAUTHBEARER: the client's response goes upstream as is.
+    async fn bearer(&mut self, mech: &str, initial: Option<&str>) -> Result<Reply, Fault> {
+        let mechanism = if mech == "XOAUTH2" {
+            "XOAUTH2"
+        } else {
+            "OAUTHBEARER"
+        };
+        let response = match initial {
+            Some(i) => Secret(i.as_bytes().to_vec()),
+            None => match self.sasl_response("").await? {
+                Some(r) => r,
+                None => return Ok(Reply::Err),
+            },
+        };
+        let decoded = B64.decode(response.expose()).ok().map(Secret);
+        let Some(user) = decoded.and_then(|d| sasl::bearer_user(mechanism, d.expose())) else {
+            return Ok(self.err(Some(RespCode::Auth), "Malformed authentication data."));
+        };
+        Ok(self
+            .login(
+                mechanism,
+                user,
+                Proof::Token {
+                    mechanism,
+                    response,
+                },
+            )
+            .await)
+    }
+
+    /// Logs in upstream for `user` (the POP3 login name, routed here).
+    async fn login(&mut self, mechanism: &'static str, user: String, proof: Proof) -> Reply {
+        let started = Instant::now();
+        let ctx = self.ctx.clone();
+        let route = ctx.router.route(&user);
+        let backend = &ctx.backends[route.backend];
+        let as_master;
+        let (owner, credentials) = match &proof {
+            Proof::Password { authzid, password } => {
+                let owner = if authzid.is_empty() {
+                    &route.user
+                } else {
+                    authzid
+                };
+                let creds = Upstream::Password {
+                    authzid,
+                    user: &route.user,
+                    password,
+                };
+                (owner.as_str(), creds)
+            }
+            Proof::Verified => {
+                let (master, password) = ctx
+                    .master
+                    .as_ref()
+                    .expect("credentials come with a master user");
+                let auth = &ctx.config.auth;
+                let creds = match auth.master_login {
+                    MasterLogin::Authzid => Upstream::Password {
+                        authzid: &route.user,
+                        user: master,
+                        password,
+                    },
+                    MasterLogin::Separator => {
+                        as_master = format!("{}{}{master}", route.user, auth.master_separator);
+                        Upstream::Password {
+                            authzid: "",
+                            user: &as_master,
+                            password,
+                        }
+                    }
+                };
+                (route.user.as_str(), creds)
+            }
+            Proof::Token {
+                mechanism,
+                response,
+            } => (
+                route.user.as_str(),
+                Upstream::Token {
+                    mechanism,
+                    response,
+                },
+            ),
+        };
+        let req = login::Request {
+            owner,
+            credentials,
+            client: self.ends,
+        };
+        let outcome = login::open(&ctx, backend, &req).await;
+        let result = outcome.as_ref().map_or_else(|r| r.result, |_| "ok");
+        let m = &self.ctx.metrics;
+        m.logins.with_label_values(&[mechanism, result]).inc();
+        match outcome {
+            Ok(opened) => {
+                let limits = &self.ctx.limits;
+                limits.ip_penalty.succeeded(&self.ends.client.ip());
+                limits.user_penalty.succeeded(&user.to_lowercase());
+                info!(
+                    user = %user,
+                    mechanism,
+                    route = %backend.name,
+                    messages = opened.maildrop.len(),
+                    login_ms = started.elapsed().as_millis() as u64,
+                    "logged in"
+                );
+                self.user = Some(user);
+                self.route = Some(backend.name.clone());
+                self.state = State::Transaction(Box::new(opened));
+                self.ok("Logged in.")
+            }
+            Err(Refusal {
+                code: RespCode::Auth,
+                ..
+            }) => self.refuse_login(mechanism, &user, started).await,
+            Err(Refusal { code, text, result }) => {
+                info!(user = %user, mechanism, route = %backend.name, result, "login refused");
+                self.err(Some(code), text)
+            }
+        }
+    }
+
+    /// A failed login answers late, the later the more failures there were
+    /// recently from this address or for this user; a correct login is
+    /// never held up. Unknown users get the same answer.
+    async fn refuse_login(
+        &mut self,
+        mechanism: &'static str,
+        user: &str,
+        started: Instant,
+    ) -> Reply {
+        info!(user = %user, mechanism, result = "auth_failed", "login refused");
+        let m = &self.ctx.metrics;
+        if matches!(mechanism, "APOP" | "CRAM-MD5") {
+            // Refused here, without asking the upstream.
+            m.logins
+                .with_label_values(&[mechanism, "auth_failed"])
+                .inc();
+        }
+        let limits = &self.ctx.limits;
+        let (ip, user_key, now) = (self.ends.client.ip(), user.to_lowercase(), Instant::now());
+        limits.ip_penalty.failed(ip, now);
+        limits.user_penalty.failed(user_key.clone(), now);
+        let by_ip = limits.ip_penalty.delay(&ip, now);
+        let by_user = limits.user_penalty.delay(&user_key, now);
+        let kind = if by_ip >= by_user { "ip" } else { "user" };
+        let delay = by_ip.max(by_user).saturating_sub(started.elapsed());
+        if !delay.is_zero() {
+            m.auth_throttled.with_label_values(&[kind]).inc();
+            tokio::time::sleep(delay).await;
+        }
+        self.auth_failures += 1;
+        self.err(Some(RespCode::Auth), "Authentication failed.")
+    }
+}
