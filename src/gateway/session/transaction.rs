@@ -81,19 +81,6 @@ impl Session {
             match event {
                 BodyEvent::Begin(_) => {
                     begun = true;
-                    // Clients read in order (every one captured does), so
-                    // ask for the next message now; its answer queues
-                    // behind this one upstream.
-                    if let Some(next) = opened.maildrop.next_to_prefetch(n, PREFETCH_MAX_SIZE) {
-                        let tag = backend
-                            .timed("UID FETCH body", opened.imap.fetch_body(next, section))
-                            .await?;
-                        opened.prefetch = Some(Prefetch {
-                            uid: next,
-                            section,
-                            tag,
-                        });
-                    }
                     match top {
                         None => response::ok(&mut self.conn.out, &format!("{size} octets")),
                         Some(_) => response::ok(&mut self.conn.out, ""),
@@ -109,7 +96,24 @@ impl Session {
                     stuffer.feed(data, &mut self.conn.out);
                     self.conn.flush_if_full().await?;
                 }
-                BodyEvent::End => break,
+                BodyEvent::End => {
+                    // Clients read in order (every one captured does), so
+                    // ask for the next message now: its answer is on the
+                    // way while the client reads this one. Only once this
+                    // answer is complete, since servers may interleave the
+                    // answers of pipelined FETCHes.
+                    if let Some(next) = opened.maildrop.next_to_prefetch(n, PREFETCH_MAX_SIZE) {
+                        let tag = backend
+                            .timed("UID FETCH body", opened.imap.fetch_body(next, section))
+                            .await?;
+                        opened.prefetch = Some(Prefetch {
+                            uid: next,
+                            section,
+                            tag,
+                        });
+                    }
+                    break;
+                }
             }
         }
         if !begun {
