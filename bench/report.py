@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import re
@@ -9,7 +10,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -66,6 +67,8 @@ class Row:
 def fmt(v: float | None) -> str:
     if v is None:
         return "—"
+    if v == 0:
+        return "0"
     a = abs(v)
     if a >= 1000:
         return f"{v:,.0f}"
@@ -168,7 +171,7 @@ def table_rows(rows: list[Row]) -> list[tuple[str, ...]]:
             f"{r.key}: {r.title}",
             r.unit,
             fmt(r.native) if r.kind != "mem" else "—",
-            fmt(r.popgate) if not r.skipped else f"skipped",
+            fmt(r.popgate) if not r.skipped else "skipped",
             f"{ratio:.2f}x" if ratio is not None else "—",
             r.target_text,
             met_text(r.met) if not r.skipped else "—",
@@ -227,13 +230,8 @@ def ensure_matplotlib() -> bool:
         print("bench: pip could not install matplotlib; drawing a plain plot",
               file=sys.stderr)
         return False
-    import importlib
     importlib.invalidate_caches()
-    try:
-        import matplotlib  # noqa: F401,F811
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot(rows: list[Row], path: Path, title: str) -> None:

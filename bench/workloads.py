@@ -23,7 +23,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pop3client import HOST, Conn, Pop3Error
 
@@ -43,18 +42,38 @@ class Sample:
     client_cpu: float       # client CPU seconds during the timed part
     octets: int = 0         # octets received during the timed part
     server_cpu: float | None = None   # popgate CPU seconds (popgate side only)
+    busy: float = 0.0       # share of all the machine's cores busy (any process)
     extra: dict = field(default_factory=dict)
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores together, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    total = sum(fields[:8])          # user nice system idle iowait irq softirq steal
+    idle = fields[3] + fields[4]
+    return total - idle, total
+
+
 class Timer:
+    """Wall time, this process's CPU time and the machine's busy share over
+    a block."""
+
     def __enter__(self) -> "Timer":
         self.cpu0 = cpu_seconds()
+        self.m0 = machine_ticks()
         self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.wall = time.perf_counter() - self.t0
         self.cpu = cpu_seconds() - self.cpu0
+        m1 = machine_ticks()
+        total = m1[1] - self.m0[1]
+        self.busy = (m1[0] - self.m0[0]) / total if total > 0 else 0.0
 
 
 # --------------------------------------------------------------- test mail
@@ -277,7 +296,7 @@ def retr_all(port: int, user: str, password: str, count: int, depth: int) -> Sam
         with Timer() as t:
             octets, _ = c.pipeline(cmds, depth)
         c.quit()
-    return Sample(octets / t.wall / 1e6, t.wall, t.cpu, octets)
+    return Sample(octets / t.wall / 1e6, t.wall, t.cpu, octets, busy=t.busy)
 
 
 def top_all(port: int, user: str, password: str, count: int) -> Sample:
@@ -289,7 +308,7 @@ def top_all(port: int, user: str, password: str, count: int) -> Sample:
         with Timer() as t:
             octets, _ = c.pipeline(cmds, 1)
         c.quit()
-    return Sample(count / t.wall, t.wall, t.cpu, octets)
+    return Sample(count / t.wall, t.wall, t.cpu, octets, busy=t.busy)
 
 
 def seq_sessions(port: int, user: str, password: str, count: int) -> Sample:
@@ -305,7 +324,7 @@ def seq_sessions(port: int, user: str, password: str, count: int) -> Sample:
             c.command(b"STAT\r\n")
             c.command(b"QUIT\r\n")
             c.close()
-    return Sample(count / t.wall, t.wall, t.cpu)
+    return Sample(count / t.wall, t.wall, t.cpu, busy=t.busy)
 
 
 class SessionEngine:
@@ -398,7 +417,7 @@ def concurrent_sessions(port: int, user: str, password: str, clients: int,
     eng = SessionEngine(port, script)
     with Timer() as t:
         eng.run(total, clients)
-    return Sample(total / t.wall, t.wall, t.cpu)
+    return Sample(total / t.wall, t.wall, t.cpu, busy=t.busy)
 
 
 def listing(port: int, user: str, password: str, expect: int) -> Sample:
@@ -420,7 +439,7 @@ def listing(port: int, user: str, password: str, expect: int) -> Sample:
     c.quit()
     if n1 != expect or n2 != expect:
         raise Pop3Error(f"listing has {n1} UIDL and {n2} LIST lines, expected {expect}")
-    return Sample(t.wall, t.wall, t.cpu, o1 + o2)
+    return Sample(t.wall, t.wall, t.cpu, o1 + o2, busy=t.busy)
 
 
 def big_retr(port: int, user: str, password: str, pg: PopgateProc | None) -> Sample:
@@ -442,7 +461,7 @@ def big_retr(port: int, user: str, password: str, pg: PopgateProc | None) -> Sam
             peak = pg.status_kib("VmHWM")
             extra = {"rss_before_kib": before, "hwm_kib": peak, "growth_kib": peak - before}
         c.quit()
-    return Sample(octets / t.wall / 1e6, t.wall, t.cpu, octets, extra=extra)
+    return Sample(octets / t.wall / 1e6, t.wall, t.cpu, octets, extra=extra, busy=t.busy)
 
 
 def idle_sessions(pg: PopgateProc, user: str, password: str, sessions: int,

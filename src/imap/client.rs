@@ -858,6 +858,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bearer_tokens_pass_through_and_errors_are_answered() {
+        let stream = pair(
+            b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
+            vec![
+                (
+                    "A1 AUTHENTICATE XOAUTH2 dG9rZW4=",
+                    b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\n",
+                ),
+                // RFC 7628: the client answers the error challenge with an
+                // empty line, then gets the final NO.
+                ("\r\n", b"A1 NO [AUTHENTICATIONFAILED] bad token\r\n"),
+                (
+                    "A2 AUTHENTICATE XOAUTH2 Z29vZA==",
+                    b"A2 OK [CAPABILITY IMAP4rev1 UIDPLUS] in\r\n",
+                ),
+            ],
+        );
+        let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+        let e = c
+            .authenticate("XOAUTH2", &Secret(b"dG9rZW4=".to_vec()))
+            .await
+            .unwrap_err();
+        assert!(
+            e.is_refusal() && e.code() == Some("AUTHENTICATIONFAILED"),
+            "{e}"
+        );
+        c.authenticate("XOAUTH2", &Secret(b"Z29vZA==".to_vec()))
+            .await
+            .unwrap();
+        assert!(c.has_capability("UIDPLUS"));
+    }
+
+    #[tokio::test]
     async fn bye_and_eof_are_errors() {
         let stream = pair(b"* BYE [UNAVAILABLE] go away\r\n", vec![]);
         let e = Client::start(stream, Duration::from_secs(5))
