@@ -37,6 +37,8 @@ const MAX_BAD_COMMANDS: u32 = 20;
 /// trip saved is small beside the transfer, and an unused prefetch would
 /// have to be read to the end.
 const PREFETCH_MAX_SIZE: u64 = 1024 * 1024;
+/// Pending output worth sending before waiting on the upstream.
+const FLUSH_BEFORE_WAIT: usize = 4096;
 /// UID set length per STORE/EXPUNGE command line.
 const MAX_SET_LEN: usize = 4000;
 

@@ -63,6 +63,11 @@ impl Session {
                     .await?
             }
         };
+        // A pipelining client may still lack the end of the last message
+        // while we wait on the upstream: send it first.
+        if self.conn.out.len() >= FLUSH_BEFORE_WAIT {
+            self.conn.flush().await?;
+        }
         let mut stuffer = DotStuffer::default();
         let mut limiter = top.map(TopLimiter::new);
         let mut begun = false;
