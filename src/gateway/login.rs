@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -24,12 +25,33 @@ pub struct Opened {
     pub counted: OpenGuard,
 }
 
-/// A `UID FETCH` sent before the client asked, so that its answer is on
-/// the way when the client's RETR or TOP arrives.
+/// A body fetch covering the requested message and the ones after it, so
+/// that their answers are on the way before the client asks (every client
+/// captured reads in order). One command, because servers interleave the
+/// answers of pipelined FETCHes.
 pub struct Prefetch {
-    pub uid: u32,
-    pub section: &'static str,
     pub tag: String,
+    pub section: &'static str,
+    /// (message number, UID) still to be read from the answer, in order.
+    pub rest: VecDeque<(u32, u32)>,
+}
+
+impl Prefetch {
+    /// Takes message `n` out of the batch if it is there for `section`:
+    /// the fetch's tag, and the UIDs before it that must be read past.
+    pub fn claim(&mut self, n: u32, section: &str) -> Option<(String, Vec<u32>)> {
+        if section != self.section || !self.rest.iter().any(|&(m, _)| m == n) {
+            return None;
+        }
+        let mut skipped = Vec::new();
+        while let Some((m, uid)) = self.rest.pop_front() {
+            if m == n {
+                break;
+            }
+            skipped.push(uid);
+        }
+        Some((self.tag.clone(), skipped))
+    }
 }
 
 /// Why a login failed, as the POP3 client will hear it.

@@ -28,6 +28,14 @@ pub struct Maildrop {
     messages: Vec<Message>,
 }
 
+/// How far a batch fetch may reach beyond the message asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub messages: usize,
+    /// Octets of the messages after the first.
+    pub octets: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
     #[error("No such message")]
@@ -94,11 +102,22 @@ impl Maildrop {
         Ok((m.uid, m.size))
     }
 
-    /// The UID of message n+1 if it can be fetched and is at most
-    /// `max_size` octets.
-    pub fn next_to_prefetch(&self, n: u32, max_size: u64) -> Option<u32> {
-        let next = self.messages.get(n as usize)?;
-        (next.marks & (DELETED | GONE) == 0 && next.size <= max_size).then_some(next.uid)
+    /// Message `n` and the fetchable ones right after it that fit the
+    /// budget, as (number, UID). `n` itself must be fetchable.
+    pub fn batch_from(&self, n: u32, budget: Budget) -> Vec<(u32, u32)> {
+        let mut out = vec![(n, self.messages[n as usize - 1].uid)];
+        let mut octets = 0u64;
+        for (i, m) in self.messages.iter().enumerate().skip(n as usize) {
+            octets = octets.saturating_add(m.size);
+            if out.len() >= budget.messages
+                || octets > budget.octets
+                || m.marks & (DELETED | GONE) != 0
+            {
+                break;
+            }
+            out.push((i as u32 + 1, m.uid));
+        }
+        out
     }
 
     pub fn stat(&self, out: &mut BytesMut) {
@@ -301,6 +320,54 @@ mod tests {
         assert_eq!(d.retrieved_uids(), vec![3]);
         d.mark_gone(3);
         assert_eq!(d.fetchable(3), Err(MessageError::Gone));
+    }
+
+    #[test]
+    fn batches_stop_at_gaps_and_budgets() {
+        let l = |uid, size| Listing {
+            uid,
+            size,
+            deleted: false,
+        };
+        let mut d = Maildrop::new(1, &[l(1, 10), l(2, 10), l(3, 10), l(4, 10), l(5, 10)]);
+        let all = Budget {
+            messages: 10,
+            octets: 1000,
+        };
+        assert_eq!(d.batch_from(2, all), vec![(2, 2), (3, 3), (4, 4), (5, 5)]);
+        assert_eq!(
+            d.batch_from(
+                1,
+                Budget {
+                    messages: 2,
+                    octets: 1000
+                }
+            ),
+            vec![(1, 1), (2, 2)]
+        );
+        assert_eq!(
+            d.batch_from(
+                1,
+                Budget {
+                    messages: 10,
+                    octets: 25
+                }
+            ),
+            vec![(1, 1), (2, 2), (3, 3)]
+        );
+        assert_eq!(
+            d.batch_from(
+                1,
+                Budget {
+                    messages: 10,
+                    octets: 0
+                }
+            ),
+            vec![(1, 1)]
+        );
+        d.delete(3).unwrap();
+        assert_eq!(d.batch_from(1, all), vec![(1, 1), (2, 2)]);
+        assert_eq!(d.batch_from(5, all), vec![(5, 5)]);
     }
 
     #[test]

@@ -82,13 +82,15 @@ pub struct Listing {
     pub deleted: bool,
 }
 
-/// Events of a streamed body fetch, in order: `Begin`, `Chunk`s, `End`.
-/// A fetch that finds no message (expunged meanwhile) goes straight to `End`.
+/// Events of one message's body within a body fetch, in order: `Begin`,
+/// `Chunk`s, `End`; or `Missing` when the server sends no body for it
+/// (the message was expunged meanwhile).
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyEvent {
     Begin(u64),
     Chunk(Bytes),
     End,
+    Missing,
 }
 
 enum Item {
@@ -104,7 +106,12 @@ pub struct Client<S> {
     /// The response being assembled across literals.
     partial: BytesMut,
     streaming_body: bool,
-    body_seen: bool,
+    /// A body start read ahead of its turn: (its UID if given, length).
+    held: Option<(Option<u32>, u64)>,
+    /// A body was handed out and its FETCH response is not finished.
+    in_body: bool,
+    /// The last body fetch whose tagged completion has been read.
+    completed: Option<String>,
     next_tag: u32,
     caps: Vec<String>,
     timeout: Duration,
@@ -119,7 +126,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             framer: Framer::new(MAX_LINE),
             partial: BytesMut::new(),
             streaming_body: false,
-            body_seen: false,
+            held: None,
+            in_body: false,
+            completed: None,
             next_tag: 1,
             caps: Vec::new(),
             timeout,
@@ -423,39 +432,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok((sel, out))
     }
 
-    /// Starts fetching a body section (e.g. `BODY.PEEK[]`) of one UID. Read
-    /// its events with [`Client::body_event`] until `End`.
-    pub async fn fetch_body(&mut self, uid: u32, section: &str) -> Result<String, ClientError> {
-        self.send(&[format!("UID FETCH {uid} ({section})").as_bytes()])
+    /// Starts fetching a body section (e.g. `BODY.PEEK[]`) of the UIDs in
+    /// `uids` (ascending). Read each message's body in that order with
+    /// [`Client::body_event`]; the server answers in mailbox order.
+    pub async fn fetch_bodies(&mut self, uids: &str, section: &str) -> Result<String, ClientError> {
+        // UID first, so each body can be matched to its message.
+        self.send(&[format!("UID FETCH {uids} (UID {section})").as_bytes()])
             .await
     }
 
-    pub async fn body_event(&mut self, tag: &str) -> Result<BodyEvent, ClientError> {
+    /// The next event of message `uid`'s body within the fetch `tag`.
+    pub async fn body_event(&mut self, tag: &str, uid: u32) -> Result<BodyEvent, ClientError> {
         loop {
-            match self.read_item(true).await? {
-                Item::BodyStart(len) if !self.body_seen => {
-                    self.body_seen = true;
+            if !self.in_body {
+                if let Some((held_uid, len)) = self.held {
+                    if held_uid.is_some_and(|u| u != uid) {
+                        // A later message's body is next: this one has none.
+                        return Ok(BodyEvent::Missing);
+                    }
+                    self.held = None;
+                    self.in_body = true;
                     return Ok(BodyEvent::Begin(len));
                 }
-                Item::BodyStart(_) => self.skip_body().await?,
-                Item::BodyChunk(data) => return Ok(BodyEvent::Chunk(data)),
-                Item::Response(raw) => {
-                    if self.is_done(&raw, tag, "UID FETCH")? {
-                        // The next fetch (perhaps already sent) starts afresh.
-                        self.body_seen = false;
-                        return Ok(BodyEvent::End);
-                    }
+                if self.completed.as_deref() == Some(tag) {
+                    return Ok(BodyEvent::Missing);
                 }
+            }
+            match self.read_item(true).await? {
+                Item::BodyStart(_) if self.in_body => {
+                    // A second body in the same response: not asked for.
+                    self.skip_body().await?;
+                    self.in_body = false;
+                    return Ok(BodyEvent::End);
+                }
+                Item::BodyStart(len) => self.held = Some((fetch_uid(&self.partial), len)),
+                Item::BodyChunk(data) => return Ok(BodyEvent::Chunk(data)),
+                Item::Response(_) if self.in_body => {
+                    // The rest of the FETCH response that carried the body.
+                    self.in_body = false;
+                    return Ok(BodyEvent::End);
+                }
+                Item::Response(raw) => match parse::response(&raw)? {
+                    Response::Tagged {
+                        tag: t,
+                        status,
+                        text,
+                    } if t == tag.as_bytes() => {
+                        if status != Status::Ok {
+                            return Err(refused("UID FETCH", status, &text));
+                        }
+                        self.completed = Some(tag.to_string());
+                    }
+                    Response::Untagged(Untagged::Status(Status::Bye, _)) => {
+                        return Err(ClientError::Closed)
+                    }
+                    // Unsolicited data, or an earlier fetch's completion
+                    // (its bodies were all read).
+                    _ => {}
+                },
             }
         }
     }
 
-    /// Drains a body literal nobody asked for.
+    /// Reads through the end of the FETCH response whose body literal just
+    /// started, dropping the body.
     async fn skip_body(&mut self) -> Result<(), ClientError> {
-        while self.streaming_body {
+        loop {
             if let Item::Response(_) = self.read_item(true).await? {
-                break;
+                return Ok(());
             }
+        }
+    }
+
+    /// Drops a body start read ahead that no message claimed.
+    pub async fn discard_held(&mut self) -> Result<(), ClientError> {
+        if self.held.take().is_some() {
+            self.skip_body().await?;
         }
         Ok(())
     }
@@ -707,6 +759,19 @@ fn refused(command: &'static str, status: Status, text: &parse::StatusText<'_>) 
     }
 }
 
+/// The UID in a FETCH response prefix (`* 3 FETCH (UID 7 BODY[] NIL`), if
+/// it came before the body.
+fn fetch_uid(partial: &[u8]) -> Option<u32> {
+    let at = memchr::memmem::find(partial, b"(UID ")
+        .or_else(|| memchr::memmem::find(partial, b" UID "))?;
+    let digits = &partial[at + 5..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
 /// Does this response prefix end in a `BODY[...]` (or `BODY[...]<n>`) value
 /// announced as a literal?
 fn is_body_literal(partial: &[u8]) -> bool {
@@ -753,10 +818,29 @@ mod tests {
     }
 
     fn pair(greeting: &'static [u8], script: Vec<(&'static str, &'static [u8])>) -> DuplexStream {
-        // A tiny pipe so every response arrives in many small pieces.
-        let (ours, theirs) = tokio::io::duplex(7);
+        // A small pipe so responses arrive in pieces; still large enough
+        // for a command line, as kernel socket buffers are.
+        let (ours, theirs) = tokio::io::duplex(64);
         tokio::spawn(serve(theirs, greeting, script));
         ours
+    }
+
+    /// A message's body from a body fetch: (announced length, octets), or
+    /// no octets when the server had none for it.
+    async fn read_body(
+        c: &mut Client<DuplexStream>,
+        tag: &str,
+        uid: u32,
+    ) -> (Option<u64>, Option<Vec<u8>>) {
+        let (mut began, mut body) = (None, Vec::new());
+        loop {
+            match c.body_event(tag, uid).await.unwrap() {
+                BodyEvent::Begin(n) => began = Some(n),
+                BodyEvent::Chunk(b) => body.extend_from_slice(&b),
+                BodyEvent::End => return (began, Some(body)),
+                BodyEvent::Missing => return (began, None),
+            }
+        }
     }
 
     const GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n";
@@ -776,10 +860,11 @@ mod tests {
 * 1 FETCH (UID 5 RFC822.SIZE 10 FLAGS ())\r\n* 3 EXISTS\r\n* 2 FETCH (FLAGS (\\Deleted) UID 7 RFC822.SIZE 3)\r\nA3 OK done\r\n",
                 ),
                 (
-                    "A4 UID FETCH 5 (BODY.PEEK[])",
-                    b"* 3 EXPUNGE\r\n* 2 FETCH (FLAGS (\\Seen))\r\n* 1 FETCH (BODY[] {12}\r\n01)\r\n{3}\r\n89 UID 5)\r\n* 4 EXISTS\r\nA4 OK done\r\n",
+                    "A4 UID FETCH 5:6,8 (UID BODY.PEEK[])",
+                    b"* 3 EXPUNGE\r\n* 2 FETCH (FLAGS (\\Seen))\r\n* 1 FETCH (UID 5 BODY[] {12}\r\n01)\r\n{3}\r\n89 FLAGS ())\r\n\
+* 4 FETCH (UID 8 BODY[] {2}\r\nhi)\r\n* 4 EXISTS\r\nA4 OK done\r\n",
                 ),
-                ("A5 UID FETCH 6 (BODY.PEEK[])", b"A5 OK nothing\r\n"),
+                ("A5 UID FETCH 9 (UID BODY.PEEK[])", b"A5 OK nothing\r\n"),
                 ("A6 UID STORE 5 +FLAGS.SILENT (\\Deleted)", b"A6 NO [SERVERBUG] nope\r\n"),
             ],
         );
@@ -813,25 +898,24 @@ mod tests {
             ]
         );
 
-        let tag = c.fetch_body(5, "BODY.PEEK[]").await.unwrap();
-        let mut body = Vec::new();
-        let mut began = None;
-        loop {
-            match c.body_event(&tag).await.unwrap() {
-                BodyEvent::Begin(n) => began = Some(n),
-                BodyEvent::Chunk(b) => body.extend_from_slice(&b),
-                BodyEvent::End => break,
-            }
-        }
-        assert_eq!(began, Some(12));
-        assert_eq!(body, b"01)\r\n{3}\r\n89");
-
-        let tag = c.fetch_body(6, "BODY.PEEK[]").await.unwrap();
+        // One fetch for three messages, the middle one expunged meanwhile.
+        let tag = c.fetch_bodies("5:6,8", "BODY.PEEK[]").await.unwrap();
         assert_eq!(
-            c.body_event(&tag).await.unwrap(),
-            BodyEvent::End,
+            read_body(&mut c, &tag, 5).await,
+            (Some(12), Some(b"01)\r\n{3}\r\n89".to_vec()))
+        );
+        assert_eq!(
+            read_body(&mut c, &tag, 6).await,
+            (None, None),
             "expunged: no body"
         );
+        assert_eq!(
+            read_body(&mut c, &tag, 8).await,
+            (Some(2), Some(b"hi".to_vec()))
+        );
+
+        let tag = c.fetch_bodies("9", "BODY.PEEK[]").await.unwrap();
+        assert_eq!(c.body_event(&tag, 9).await.unwrap(), BodyEvent::Missing);
 
         let e = c.add_flag("5", "\\Deleted").await.unwrap_err();
         assert!(e.is_refusal() && e.code() == Some("SERVERBUG"), "{e}");

@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::login::{self, Opened, Prefetch, Refusal, Upstream};
-use super::maildrop::{uid_sets, Maildrop};
+use super::maildrop::{uid_sets, Budget, Maildrop};
 use super::upstream::{Backend, Endpoints, Imap};
 use super::Context;
 use crate::config::{ListenerTls, MasterLogin};
@@ -33,10 +33,12 @@ use base64::Engine;
 /// Consecutive unparsable lines tolerated before the connection is closed:
 /// something that sends that many is not a POP3 client.
 const MAX_BAD_COMMANDS: u32 = 20;
-/// Messages up to this size are fetched ahead; for larger ones the round
-/// trip saved is small beside the transfer, and an unused prefetch would
-/// have to be read to the end.
-const PREFETCH_MAX_SIZE: u64 = 1024 * 1024;
+/// How far one body fetch reaches ahead of the message asked for: a few
+/// bodies up to 1 MiB in all, many headers (TOP n 0 answers are small).
+/// An unused part is read and dropped, so the bounds keep that cheap.
+const BODY_BATCH: usize = 16;
+const BATCH_OCTETS: u64 = 1024 * 1024;
+const HEADER_BATCH: usize = 32;
 /// Pending output worth sending before waiting on the upstream.
 const FLUSH_BEFORE_WAIT: usize = 4096;
 /// UID set length per STORE/EXPUNGE command line.

@@ -54,13 +54,28 @@ impl Session {
         };
         let ctx = self.ctx.clone();
         let backend = opened.backend.clone();
-        let tag = match opened.prefetch.take() {
-            Some(p) if p.uid == uid && p.section == section => p.tag,
-            other => {
-                drain(&backend, &mut opened.imap, other).await?;
-                backend
-                    .timed("UID FETCH body", opened.imap.fetch_body(uid, section))
-                    .await?
+        let tag = match opened.prefetch.as_mut().and_then(|b| b.claim(n, section)) {
+            Some((tag, skipped)) => {
+                // The client skipped some of the batch: read past them.
+                for uid in skipped {
+                    discard(&backend, &mut opened.imap, &tag, uid).await?;
+                }
+                tag
+            }
+            None => {
+                drain(&backend, &mut opened.imap, opened.prefetch.take()).await?;
+                let numbers = opened.maildrop.batch_from(n, batch_budget(section));
+                let uids: Vec<u32> = numbers.iter().map(|&(_, uid)| uid).collect();
+                let set = uid_sets(&uids, usize::MAX).concat();
+                let tag = backend
+                    .timed("UID FETCH body", opened.imap.fetch_bodies(&set, section))
+                    .await?;
+                opened.prefetch = Some(Prefetch {
+                    tag: tag.clone(),
+                    section,
+                    rest: numbers.into_iter().skip(1).collect(),
+                });
+                tag
             }
         };
         // A pipelining client may still lack the end of the last message
@@ -72,7 +87,7 @@ impl Session {
         let mut limiter = top.map(TopLimiter::new);
         let mut begun = false;
         loop {
-            let event = match opened.imap.body_event(&tag).await {
+            let event = match opened.imap.body_event(&tag, uid).await {
                 Ok(event) => event,
                 Err(e) if e.is_refusal() && !begun => {
                     warn!(uid, error = %e, "upstream refused the body");
@@ -101,24 +116,8 @@ impl Session {
                     stuffer.feed(data, &mut self.conn.out);
                     self.conn.flush_if_full().await?;
                 }
-                BodyEvent::End => {
-                    // Clients read in order (every one captured does), so
-                    // ask for the next message now: its answer is on the
-                    // way while the client reads this one. Only once this
-                    // answer is complete, since servers may interleave the
-                    // answers of pipelined FETCHes.
-                    if let Some(next) = opened.maildrop.next_to_prefetch(n, PREFETCH_MAX_SIZE) {
-                        let tag = backend
-                            .timed("UID FETCH body", opened.imap.fetch_body(next, section))
-                            .await?;
-                        opened.prefetch = Some(Prefetch {
-                            uid: next,
-                            section,
-                            tag,
-                        });
-                    }
-                    break;
-                }
+                BodyEvent::End => break,
+                BodyEvent::Missing => break,
             }
         }
         if !begun {
@@ -197,25 +196,53 @@ impl Session {
     }
 }
 
-/// Reads and drops the answer to a prefetch the client did not use, so the
-/// upstream connection is in step again.
+/// Reads past the rest of a batch the client did not use, so the upstream
+/// connection is in step again.
 async fn drain(
     backend: &Backend,
     imap: &mut Imap,
     prefetch: Option<Prefetch>,
 ) -> Result<(), ClientError> {
-    let Some(p) = prefetch else {
-        return Ok(());
-    };
+    if let Some(p) = prefetch {
+        for (_, uid) in p.rest {
+            discard(backend, imap, &p.tag, uid).await?;
+        }
+        imap.discard_held().await?;
+    }
+    Ok(())
+}
+
+/// Reads and drops one message's body.
+async fn discard(
+    backend: &Backend,
+    imap: &mut Imap,
+    tag: &str,
+    uid: u32,
+) -> Result<(), ClientError> {
     loop {
-        match imap.body_event(&p.tag).await {
-            Ok(BodyEvent::End) => return Ok(()),
+        match imap.body_event(tag, uid).await {
+            Ok(BodyEvent::End | BodyEvent::Missing) => return Ok(()),
             Ok(_) => {}
             Err(e) if e.is_refusal() => return Ok(()),
             Err(e) => {
                 backend.note_failure("UID FETCH body", &e);
                 return Err(e);
             }
+        }
+    }
+}
+
+/// How much a batch may fetch ahead: a few bodies, many headers.
+fn batch_budget(section: &str) -> Budget {
+    if section == "BODY.PEEK[HEADER]" {
+        Budget {
+            messages: HEADER_BATCH,
+            octets: u64::MAX,
+        }
+    } else {
+        Budget {
+            messages: BODY_BATCH,
+            octets: BATCH_OCTETS,
         }
     }
 }
