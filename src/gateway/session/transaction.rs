@@ -1,5 +1,5 @@
 //! TRANSACTION and UPDATE states: the maildrop commands, streaming RETR
-//! and TOP with prefetch, and QUIT applying the marks upstream.
+//! and TOP with batched fetches, and QUIT applying the marks upstream.
 
 use super::*;
 
