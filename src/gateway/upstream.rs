@@ -195,8 +195,12 @@ impl Backend {
             self.timed("CAPABILITY", imap.refresh_capabilities())
                 .await?;
         }
-        *self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner()) =
-            imap.capabilities().to_vec();
+        if client.is_none() {
+            // Only the health check keeps what is advertised up to date;
+            // logins need not copy it each time.
+            *self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner()) =
+                imap.capabilities().to_vec();
+        }
         if let Some(ends) = client.filter(|_| up.forward_client_ip && imap.has_capability("ID")) {
             let fields = [
                 ("x-originating-ip", ends.client.ip().to_string()),

@@ -472,24 +472,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     self.in_body = false;
                     return Ok(BodyEvent::End);
                 }
-                Item::Response(raw) => match parse::response(&raw)? {
-                    Response::Tagged {
-                        tag: t,
-                        status,
-                        text,
-                    } if t == tag.as_bytes() => {
-                        if status != Status::Ok {
-                            return Err(refused("UID FETCH", status, &text));
-                        }
+                // Unsolicited data and an earlier fetch's completion (its
+                // bodies were all read) pass; ours ends the batch.
+                Item::Response(raw) => {
+                    if self.is_done(&raw, tag, "UID FETCH")? {
                         self.completed = Some(tag.to_string());
                     }
-                    Response::Untagged(Untagged::Status(Status::Bye, _)) => {
-                        return Err(ClientError::Closed)
-                    }
-                    // Unsolicited data, or an earlier fetch's completion
-                    // (its bodies were all read).
-                    _ => {}
-                },
+                }
             }
         }
     }
