@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from dovecot import free_port  # tests/e2e, on the path bench/run.py sets
 from pop3client import HOST, Conn, Pop3Error
 
 # --------------------------------------------------------------- measuring
@@ -141,12 +142,6 @@ def attachment_messages(n: int, size: int, seed: int = 1):
 
 
 # ---------------------------------------------------------------- popgate
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 _STARTED: "list[PopgateProc]" = []

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from dovecot import Dovecot  # noqa: E402
+from pop3raw import Pop3Raw  # noqa: E402
 from popgate import Popgate  # noqa: E402
 
 _users = itertools.count(1)
@@ -36,6 +37,12 @@ class User:
     def deliver(self, *messages: bytes) -> None:
         for m in messages:
             self.dv.deliver(self.name, m)
+
+    def pop3(self, port: int) -> Pop3Raw:
+        """A POP3 connection to `port`, logged in as this user."""
+        c = Pop3Raw(port)
+        assert c.login(self.name, self.password).startswith(b"+OK")
+        return c
 
     def uids(self) -> list[int]:
         return self.dv.uids(self.name)

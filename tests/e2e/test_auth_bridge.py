@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from corpus import simple_message
+from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
 
@@ -97,17 +98,11 @@ def test_curl_prefers_cram_md5_and_can_use_apop(bridged, user):
 def test_credentials_file_reloads(bridged, user):
     new = "changed secret"
     bridged.creds.write_text(f"{user.name}:{new}\n")
-    import time
-
-    deadline = time.monotonic() + 10
-    while "credentials reloaded" not in bridged.log_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: "credentials reloaded" in bridged.log_text(), 10, "the credentials reload")
     with Pop3Raw(bridged.port) as c:
         assert c.answer(f"APOP {user.name} {apop_digest(c.greeting, new)}").startswith(b"+OK")
     bridged.creds.write_text("garbage without a colon\n")
-    deadline = time.monotonic() + 10
-    while "credentials reload failed" not in bridged.log_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: "credentials reload failed" in bridged.log_text(), 10, "the failed reload")
     assert "garbage" not in bridged.log_text()  # errors name lines, not content
     with Pop3Raw(bridged.port) as c:  # the previous credentials stay in service
         assert c.answer(f"APOP {user.name} {apop_digest(c.greeting, new)}").startswith(b"+OK")

@@ -9,6 +9,7 @@ import struct
 import time
 
 from corpus import simple_message
+from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
 
@@ -133,10 +134,7 @@ def test_proxy_header_from_trusted_balancer_reaches_dovecot(dovecot, user):
             c.answer("QUIT")
             c.close()
             assert f"client={ip}:" in pg.log_text()
-            deadline = time.monotonic() + 5
-            while f"rip={ip}" not in dovecot.log_text() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert f"rip={ip}" in dovecot.log_text(), "Dovecot did not see the original address"
+            wait_for(lambda: f"rip={ip}" in dovecot.log_text(), 5, "Dovecot to log the original address")
 
 
 def test_proxy_header_from_untrusted_peer_is_refused(dovecot, user):

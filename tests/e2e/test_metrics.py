@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 
 from corpus import simple_message
 from faulty import FaultyProxy
+from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
 
@@ -31,14 +31,6 @@ def scrape(pg: Popgate) -> dict[str, float]:
 def delta(before: dict, after: dict, key: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
-
-def wait_for(predicate, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_metrics_follow_real_sessions(dovecot, user):

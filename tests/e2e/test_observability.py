@@ -43,6 +43,7 @@ import pytest
 from corpus import simple_message
 from dovecot import free_port
 from faulty import FaultyProxy
+from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import REPO, Popgate
 
@@ -100,18 +101,6 @@ def need_yaml():
         pytest.fail(f"PyYAML is not importable: {INSTALL_HINT} (it installs PyYAML too)")
     return yaml
 
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Polls until `predicate()` is truthy and returns its value; fails after
-    `timeout` seconds naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Prometheus:

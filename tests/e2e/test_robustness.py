@@ -9,11 +9,6 @@ from corpus import simple_message
 from pop3raw import Pop3Raw
 
 
-def logged_in(gateway, user) -> Pop3Raw:
-    c = Pop3Raw(gateway.port)
-    assert c.login(user.name, user.password).startswith(b"+OK")
-    return c
-
 
 def test_pipelined_burst_of_200_commands_is_answered_in_order(gateway, user):
     user.deliver(*(simple_message(i) for i in range(5)))
@@ -21,7 +16,7 @@ def test_pipelined_burst_of_200_commands_is_answered_in_order(gateway, user):
     menu = ["STAT", "LIST", "UIDL", "NOOP", "LIST 3", "UIDL 2", "RETR 1", "TOP 4 1",
             "DELE 5", "RSET", "RETR 9", "TOP 2 0", "CAPA", "XYZZY", "LIST 0"]
     commands = [rng.choice(menu) for _ in range(199)] + ["QUIT"]
-    with logged_in(gateway, user) as c:
+    with user.pop3(gateway.port) as c:
         c.send("".join(f"{cmd}\r\n" for cmd in commands))
         answers = [c.read_answer(cmd) for cmd in commands]
         assert c.closed()
@@ -72,14 +67,14 @@ def test_bad_input_gets_err_and_the_session_goes_on(gateway, user):
 def test_binary_garbage_is_closed_cleanly_and_others_are_served(gateway, user):
     user.deliver(simple_message(1))
     rng = random.Random(1)
-    with logged_in(gateway, user) as other:
+    with user.pop3(gateway.port) as other:
         with Pop3Raw(gateway.port) as c:
             c.send(bytes(rng.randrange(256) for _ in range(200_000)))
             assert c.closed(timeout=10)
             assert b"Too many bad commands" in c.buf
         # The session opened before is unharmed, and new ones work.
         assert other.answer("STAT").startswith(b"+OK 1 ")
-    with logged_in(gateway, user) as again:
+    with user.pop3(gateway.port) as again:
         assert again.answer("RETR 1").startswith(b"+OK")
     assert "panicked" not in gateway.log_text()
 

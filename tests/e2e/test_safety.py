@@ -7,20 +7,14 @@ import signal
 import time
 
 from corpus import simple_message
-from pop3raw import Pop3Raw
 from popgate import Popgate
 
-
-def session(port, user) -> Pop3Raw:
-    c = Pop3Raw(port)
-    assert c.login(user.name, user.password).startswith(b"+OK")
-    return c
 
 
 def test_dele_then_dropped_connection_removes_nothing(gateway, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     before = user.uids()
-    c = session(gateway.port, user)
+    c = user.pop3(gateway.port)
     assert c.answer("DELE 1").startswith(b"+OK")
     assert c.answer("DELE 2").startswith(b"+OK")
     c.close()
@@ -32,7 +26,7 @@ def test_dele_then_dropped_connection_removes_nothing(gateway, user):
 def test_dele_rset_quit_removes_nothing(gateway, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     before = user.uids()
-    c = session(gateway.port, user)
+    c = user.pop3(gateway.port)
     c.answer("DELE 1")
     c.answer("DELE 3")
     assert c.answer("STAT").startswith(b"+OK 1 ")
@@ -45,7 +39,7 @@ def test_dele_rset_quit_removes_nothing(gateway, user):
 def test_quit_removes_exactly_the_deleted_and_marks_retrieved_seen(gateway, user):
     user.deliver(*(simple_message(i) for i in range(4)))
     uids = user.uids()
-    c = session(gateway.port, user)
+    c = user.pop3(gateway.port)
     c.answer("RETR 1")
     c.answer("TOP 2 0")
     c.answer("RETR 3")
@@ -61,7 +55,7 @@ def test_quit_removes_exactly_the_deleted_and_marks_retrieved_seen(gateway, user
 def test_mark_seen_can_be_turned_off(dovecot, user):
     user.deliver(simple_message(1))
     with Popgate(dovecot.imap_port, extra="session:\n  mark_seen: false\n") as pg:
-        c = session(pg.port, user)
+        c = user.pop3(pg.port)
         c.answer("RETR 1")
         assert c.answer("QUIT").startswith(b"+OK")
     assert "\\Seen" not in user.dv.flags(user.name)[user.uids()[0]]
@@ -72,7 +66,7 @@ def test_other_clients_deleted_flags_survive_our_quit(gateway, user):
     u = user.uids()
     # Flagged before our login: hidden from POP3, and never expunged by us.
     user.dv.set_flags(user.name, u[0], "\\Deleted")
-    c = session(gateway.port, user)
+    c = user.pop3(gateway.port)
     assert c.answer("STAT").startswith(b"+OK 3 ")
     # Flagged by another client during our session.
     user.dv.set_flags(user.name, u[3], "\\Deleted")
@@ -84,7 +78,7 @@ def test_other_clients_deleted_flags_survive_our_quit(gateway, user):
 def test_message_expunged_elsewhere_answers_err_only_for_itself(gateway, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     u = user.uids()
-    c = session(gateway.port, user)
+    c = user.pop3(gateway.port)
     user.dv.expunge_uid(user.name, u[1])
     # RETR 1 fetches ahead across the gap; the batch must not shift bodies.
     assert b"Message 0" in c.answer("RETR 1")
@@ -100,12 +94,12 @@ def test_message_expunged_elsewhere_answers_err_only_for_itself(gateway, user):
 
 def test_mail_delivered_mid_session_waits_for_the_next_one(gateway, user):
     user.deliver(simple_message(1))
-    c = session(gateway.port, user)
+    c = user.pop3(gateway.port)
     user.deliver(simple_message(2))
     assert c.answer("STAT").startswith(b"+OK 1 ")
     assert c.answer("RETR 2").startswith(b"-ERR")
     c.answer("QUIT")
-    c = session(gateway.port, user)
+    c = user.pop3(gateway.port)
     assert c.answer("STAT").startswith(b"+OK 2 ")
     c.answer("QUIT")
 
@@ -115,7 +109,7 @@ def test_shutdown_mid_session_removes_nothing(dovecot, user):
     before = user.uids()
     pg = Popgate(dovecot.imap_port, extra="shutdown:\n  drain_timeout: 1s\n")
     try:
-        c = session(pg.port, user)
+        c = user.pop3(pg.port)
         c.answer("DELE 1")
         c.answer("DELE 2")
         pg.signal(signal.SIGTERM)

@@ -41,6 +41,7 @@ import certs
 from clients import TLS_CLIENTS, ClientError, download, normalise
 from dovecot import Dovecot, free_port, tls_conf
 from faulty import FaultyProxy
+from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
 from test_clients import MESSAGES
@@ -203,16 +204,6 @@ def metric(pg: Popgate, name: str, **labels: str) -> float:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def tls_logins(dv: Dovecot, user: str) -> list[str]:

@@ -11,17 +11,12 @@ from pop3raw import Pop3Raw
 from popgate import Popgate
 
 
-def login(pg, user) -> Pop3Raw:
-    c = Pop3Raw(pg.port)
-    assert c.login(user.name, user.password).startswith(b"+OK")
-    return c
-
 
 def test_refused_removal_makes_quit_fail(dovecot, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     before = user.uids()
     with FaultyProxy(dovecot.imap_port, refuse=r"^UID STORE .*\\Deleted") as proxy:
-        with Popgate(proxy.port) as pg, login(pg, user) as c:
+        with Popgate(proxy.port) as pg, user.pop3(pg.port) as c:
             c.answer("DELE 2")
             assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP] ")
         assert proxy.refused
@@ -32,7 +27,7 @@ def test_without_uidplus_only_our_messages_are_expunged(dovecot, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     u = user.uids()
     with FaultyProxy(dovecot.imap_port, hide=("UIDPLUS",)) as proxy:
-        with Popgate(proxy.port) as pg, login(pg, user) as c:
+        with Popgate(proxy.port) as pg, user.pop3(pg.port) as c:
             c.answer("DELE 1")
             assert c.answer("QUIT").startswith(b"+OK")
         sent = b"".join(proxy.seen)
@@ -45,14 +40,14 @@ def test_without_uidplus_other_deleted_flags_block_the_expunge(dovecot, user):
     u = user.uids()
     with FaultyProxy(dovecot.imap_port, hide=("UIDPLUS",)) as proxy:
         with Popgate(proxy.port) as pg:
-            with login(pg, user) as c:
+            with user.pop3(pg.port) as c:
                 user.dv.set_flags(user.name, u[2], "\\Deleted")  # another client
                 c.answer("DELE 1")
                 assert c.answer("QUIT").startswith(b"+OK")
             assert b" EXPUNGE\r\n" not in b"".join(proxy.seen)
             # Nothing was expunged, and our deletion is hidden from now on.
             assert user.uids() == u
-            with login(pg, user) as c:
+            with user.pop3(pg.port) as c:
                 assert c.answer("STAT").startswith(b"+OK 1 ")
 
 
