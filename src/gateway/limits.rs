@@ -135,12 +135,9 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.failures.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.failures.is_empty()
     }
 }
 
@@ -218,6 +215,6 @@ mod tests {
     fn zero_max_delay_disables() {
         let p = Penalty::new(Duration::ZERO, 10);
         p.failed(1, Instant::now());
-        assert!(p.is_empty());
+        assert_eq!(p.len(), 0);
     }
 }

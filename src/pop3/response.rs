@@ -13,8 +13,6 @@ pub enum RespCode {
     SysPerm,
     /// The maildrop is locked by another session.
     InUse,
-    /// Logins are arriving too fast.
-    LoginDelay,
 }
 
 impl RespCode {
@@ -24,7 +22,6 @@ impl RespCode {
             RespCode::SysTemp => "SYS/TEMP",
             RespCode::SysPerm => "SYS/PERM",
             RespCode::InUse => "IN-USE",
-            RespCode::LoginDelay => "LOGIN-DELAY",
         }
     }
 }
