@@ -184,12 +184,34 @@ TLS_CLIENTS = {
     "starttls": ["fetchmail", "mpop", "curl", "poplib"],
 }
 
-__all__ = ["CLIENTS", "ClientError", "TLS_CLIENTS", "TLS_MODES", "download",
+__all__ = ["CLIENTS", "ClientError", "assert_fails", "TLS_CLIENTS", "TLS_MODES", "download",
            "normalise", "wire_form"]
 
 
 class ClientError(RuntimeError):
-    """A POP3 client failed, timed out or produced no usable output."""
+    """A POP3 client failed, timed out or produced no usable output.
+
+    ``kind`` says how, so that a test can tell the failure it expects from
+    any other: "timeout" (the client or the harness gave up waiting),
+    "failed" (the client reported an error: the text holds its output) or
+    "missing" (the client is not installed)."""
+
+    def __init__(self, message: str, kind: str = "failed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def assert_fails(client: str, kind: str, pattern: str | None, fn) -> None:
+    """`fn` raises the ClientError of `kind` whose text matches `pattern`."""
+    try:
+        fn()
+    except ClientError as e:
+        exc = e
+    else:
+        raise AssertionError(f"{client} did not fail")
+    assert exc.kind == kind, f"{client}: expected {kind}, got {exc.kind}: {exc}"
+    if pattern:
+        assert re.search(pattern, str(exc)), f"{client}: unexpected failure: {exc}"
 
 
 # ---------------------------------------------------------------- helpers
@@ -246,7 +268,7 @@ def _run(client: str, argv: list[str], *, workdir: pathlib.Path,
             proc.wait()
             raise ClientError(
                 f"{client} timed out after {timeout}s: {' '.join(argv)}\n"
-                f"{_tail(out_path.read_bytes())}") from None
+                f"{_tail(out_path.read_bytes())}", "timeout") from None
     if rc not in ok:
         raise ClientError(
             f"{client} exited with status {rc}: {' '.join(argv)}\n"
@@ -591,12 +613,13 @@ def _poplib(host, port, user, password, keep, workdir, timeout, *,
     def step(what, fn, *args):
         if time.monotonic() > deadline:
             raise ClientError(f"poplib timed out after {timeout}s; "
-                              f"session so far: {log}")
+                              f"session so far: {log}", "timeout")
         log.append(what)
         try:
             return fn(*args)
         except (poplib.error_proto, OSError, EOFError) as e:
-            raise ClientError(f"poplib {what} failed: {e!r}; session: {log}") from e
+            kind = "timeout" if isinstance(e, TimeoutError) else "failed"
+            raise ClientError(f"poplib {what} failed: {e!r}; session: {log}", kind) from e
 
     if tls == "implicit":
         conn = step("connect", functools.partial(
@@ -671,7 +694,7 @@ def download(client: str, host: str, port: int, user: str, password: str, *,
             raise ValueError(f"cafile {cafile!r} is not a file")
     _check_password(password)
     if client != "poplib" and shutil.which(client) is None:
-        raise ClientError(f"{client} is not installed")
+        raise ClientError(f"{client} is not installed", "missing")
     workdir = pathlib.Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     return _DRIVERS[client](str(host), int(port), user, password, bool(keep),

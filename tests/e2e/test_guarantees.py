@@ -5,20 +5,13 @@ PROXY header, not the load balancer's."""
 
 from __future__ import annotations
 
-import re
 import socket
 
 from corpus import simple_message
-from polling import wait_for
+from polling import upstream_session_ended, wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
 from test_limits import proxy_v2
-
-
-def upstream_session_ended(dovecot, user: str) -> bool:
-    """Dovecot has logged the end of an IMAP session of `user`: whatever
-    popgate did upstream in it has happened."""
-    return re.search(rf"imap\({re.escape(user)}\)<[^>]*>.*(Logged out|Disconnected)", dovecot.log_text()) is not None
 
 
 def test_idle_timeout_in_transaction_applies_nothing(dovecot, user):

@@ -81,10 +81,12 @@ def test_connections_per_address_and_sessions_per_user(dovecot, user):
     limits = "  auth_penalty_max: 0s\n  connections_per_ip: 2\n  sessions_per_user: 1\n"
     with Popgate(dovecot.imap_port, limits=limits) as pg:
         a, b = from_address(pg.port, "127.0.0.8"), from_address(pg.port, "127.0.0.8")
+        assert a.greeting.startswith(b"+OK") and b.greeting.startswith(b"+OK")
         c = socket.create_connection(("127.0.0.1", pg.port), timeout=10, source_address=("127.0.0.8", 0))
         assert c.recv(200).startswith(b"-ERR [SYS/TEMP] Too many connections from your address")
         c.close()
         d = from_address(pg.port, "127.0.0.9")  # other addresses are unaffected
+        assert d.greeting.startswith(b"+OK")
         assert a.login(user.name, user.password).startswith(b"+OK")
         assert d.login(user.name, user.password).startswith(b"-ERR [IN-USE]")
         a.answer("QUIT")

@@ -4,9 +4,9 @@ only what this session deleted is removed, numbers stay put."""
 from __future__ import annotations
 
 import signal
-import time
 
 from corpus import simple_message
+from polling import upstream_session_ended, wait_for
 from popgate import Popgate
 
 
@@ -17,10 +17,12 @@ def test_dele_then_dropped_connection_removes_nothing(gateway, user):
     c = user.pop3(gateway.port)
     assert c.answer("DELE 1").startswith(b"+OK")
     assert c.answer("DELE 2").startswith(b"+OK")
+    assert c.answer("RETR 3").startswith(b"+OK")
     c.close()
-    time.sleep(0.5)
+    wait_for(lambda: upstream_session_ended(user.dv, user.name), 10, "the upstream session to end")
     assert user.uids() == before
-    assert not any("\\Deleted" in f for f in user.dv.flags(user.name).values())
+    flags = user.dv.flags(user.name)
+    assert not any("\\Deleted" in f or "\\Seen" in f for f in flags.values()), flags
 
 
 def test_dele_rset_quit_removes_nothing(gateway, user):
@@ -79,7 +81,10 @@ def test_message_expunged_elsewhere_answers_err_only_for_itself(gateway, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     u = user.uids()
     c = user.pop3(gateway.port)
+    uidls = c.answer("UIDL")
     user.dv.expunge_uid(user.name, u[1])
+    # UIDLs do not move within the session, the expunged one included.
+    assert c.answer("UIDL") == uidls
     # RETR 1 fetches ahead across the gap; the batch must not shift bodies.
     assert b"Message 0" in c.answer("RETR 1")
     assert c.answer("RETR 2").startswith(b"-ERR")
@@ -90,6 +95,10 @@ def test_message_expunged_elsewhere_answers_err_only_for_itself(gateway, user):
     assert c.answer("DELE 3").startswith(b"+OK")
     assert c.answer("QUIT").startswith(b"+OK")
     assert user.uids() == [u[0]]
+    # The next session lists the survivor under the UIDL it had.
+    with user.pop3(gateway.port) as again:
+        first = uidls.split(b"\r\n")[1]
+        assert again.answer("UIDL") == b"+OK\r\n" + first + b"\r\n.\r\n"
 
 
 def test_mail_delivered_mid_session_waits_for_the_next_one(gateway, user):
@@ -119,4 +128,6 @@ def test_shutdown_mid_session_removes_nothing(dovecot, user):
     finally:
         pg.stop()
     assert user.uids() == before
+    flags = user.dv.flags(user.name)
+    assert not any("\\Deleted" in f or "\\Seen" in f for f in flags.values()), flags
     assert "drain time over" in pg.log_text()
