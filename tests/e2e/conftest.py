@@ -58,3 +58,17 @@ def user(dovecot) -> User:
     password = f"pw {name} x"
     dovecot.add_user(name, password)
     return User(dovecot, name, password)
+
+
+def pytest_collection_modifyitems(config, items):
+    """POPGATE_E2E_ORDER=reverse runs the tests backwards, and
+    POPGATE_E2E_ORDER=random:SEED shuffles them: no test may depend on
+    another's side effects, and these orders show it."""
+    import os
+    import random
+
+    order = os.environ.get("POPGATE_E2E_ORDER", "")
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("random:"):
+        random.Random(order.split(":", 1)[1]).shuffle(items)
