@@ -24,14 +24,12 @@ pub fn cram_md5(challenge: &str, secret: &[u8]) -> String {
     hex(&mac.finalize().into_bytes())
 }
 
-/// Compares digests without an early exit, so timing tells nothing.
+/// Compares hex digests in constant time (subtle), ignoring case. Only the
+/// lengths, which are public, may end the comparison early.
 pub fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    let lower = |s: &str| -> Vec<u8> { s.bytes().map(|b| b.to_ascii_lowercase()).collect() };
+    a.len() == b.len() && bool::from(lower(a).ct_eq(&lower(b)))
 }
 
 #[cfg(test)]
