@@ -2,30 +2,31 @@
 //! `popgate --check` and through the typed error: one test per kind of
 //! check, each case with the line the key stands on.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use popgate::config::{Config, ConfigErrorKind};
 
 const BASE: &str =
     "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"127.0.0.1:143\"\n";
 
-/// Runs `popgate --check` on `yaml`: (exit success, stdout + stderr).
+/// Runs `popgate --check` on `yaml`, given on its standard input (no file
+/// to leave behind): (exit success, stdout + stderr).
 fn check(yaml: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!(
-        "popgate-errors-{}-{:x}",
-        std::process::id(),
-        yaml.len() ^ yaml.bytes().map(usize::from).sum::<usize>() << 16
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("popgate.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
-        .arg("--config")
-        .arg(&file)
-        .arg("--check")
-        .output()
+    let mut child = Command::new(env!("CARGO_BIN_EXE_popgate"))
+        .args(["--config", "/dev/stdin", "--check"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)

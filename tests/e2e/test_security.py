@@ -4,6 +4,7 @@ upstream off this machine."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -35,6 +36,18 @@ def idle_keepalive(port: int, source: str) -> socket.socket | None:
     return s
 
 
+@contextlib.contextmanager
+def held_idle(port: int, sources: list[str]):
+    """Idle keep-alive connections from each of `sources` (the ones the
+    sidecar kept), closed on exit."""
+    held = [s for s in (idle_keepalive(port, source) for source in sources) if s]
+    try:
+        yield held
+    finally:
+        for s in held:
+            s.close()
+
+
 def probe(port: int) -> int | None:
     """A kubelet-style /healthz probe from 127.0.0.1: the status, or None."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.1", 0))
@@ -49,34 +62,18 @@ def probe(port: int) -> int | None:
 
 def test_healthz_answers_while_idle_keepalives_hold_every_slot(dovecot):
     with Popgate(dovecot.imap_port, metrics=True) as pg:
-        held = []
-        try:
-            # One connection per address, so only the total limit (64) acts.
-            for i in range(70):
-                s = idle_keepalive(pg.metrics_port, f"127.0.0.{2 + i}")
-                if s:
-                    held.append(s)
+        # One connection per address, so only the total limit (64) acts.
+        with held_idle(pg.metrics_port, [f"127.0.0.{2 + i}" for i in range(70)]) as held:
             assert len(held) >= 64
             answers = [probe(pg.metrics_port) for _ in range(24)]
             assert answers == [200] * 24
-        finally:
-            for s in held:
-                s.close()
 
 
 def test_one_address_cannot_take_every_slot(dovecot):
     with Popgate(dovecot.imap_port, metrics=True) as pg:
-        held = []
-        try:
-            for _ in range(64):
-                s = idle_keepalive(pg.metrics_port, "127.0.0.2")
-                if s:
-                    held.append(s)
+        with held_idle(pg.metrics_port, ["127.0.0.2"] * 64) as held:
             assert len(held) == 8  # metrics.max_connections_per_ip
             assert [probe(pg.metrics_port) for _ in range(8)] == [200] * 8
-        finally:
-            for s in held:
-                s.close()
 
 
 def check(config: str, directory: Path) -> subprocess.CompletedProcess:
