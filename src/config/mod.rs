@@ -203,7 +203,8 @@ impl Default for Limits {
     }
 }
 
-/// Where USER/PASS and AUTH PLAIN/LOGIN may run without TLS.
+/// How clients may log in: where passwords may go without TLS, and the
+/// credentials and master user behind APOP and CRAM-MD5.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
