@@ -28,8 +28,11 @@ pub fn cram_md5(challenge: &str, secret: &[u8]) -> String {
 /// lengths, which are public, may end the comparison early.
 pub fn same(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
-    let lower = |s: &str| -> Vec<u8> { s.bytes().map(|b| b.to_ascii_lowercase()).collect() };
-    a.len() == b.len() && bool::from(lower(a).ct_eq(&lower(b)))
+    // The expected digest stands in for the secret: its copies are wiped.
+    let lower = |s: &str| -> zeroize::Zeroizing<Vec<u8>> {
+        zeroize::Zeroizing::new(s.bytes().map(|b| b.to_ascii_lowercase()).collect())
+    };
+    a.len() == b.len() && bool::from(lower(a).as_slice().ct_eq(lower(b).as_slice()))
 }
 
 #[cfg(test)]
