@@ -26,8 +26,8 @@ pub enum FileError {
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error(
-        "{path} holds secrets but others can read it (mode {mode:04o}): \
-         run chmod 600 {path} (or 640 with a group only popgate is in)"
+        "{path} holds secrets but other users may read it (mode {mode:04o}): \
+         run chmod 600 {path}"
     )]
     Exposed { path: String, mode: u32 },
 }
