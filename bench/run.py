@@ -60,7 +60,7 @@ PROFILES = {
     "idle_big_sessions": (500, 100),
 }
 
-TARGETS = {  # issue 6, "Done when"
+TARGETS = {  # the least ratio each workload must reach
     "a": 1.0, "b": 0.9, "c": 0.8, "d": 0.9, "e": 0.9, "g": 0.9,
     "f": 1 / 1.3,                      # within 1.3x of native's time
     "e-mem": 32 * 1024,                # KiB: peak RSS during e < 32 MB
@@ -77,7 +77,7 @@ def log(msg: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="bench/run.py",
-        description="Benchmark popgate against Dovecot's own POP3 (issue 6).",
+        description="Benchmark popgate against Dovecot's own POP3.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smaller sizes and 3 rounds: a smoke run in under a minute")
@@ -655,7 +655,7 @@ def write_results(args, runner: Runner, rows: list[Row], info: dict, command: st
         lines += ["", "The per-command times and CPU figures below show where the time goes; "
                   "README.md says how to profile popgate during one workload."]
     else:
-        lines.append("None: every target of issue 6 was met in this run.")
+        lines.append("None: every target was met in this run.")
     lines += ["", "## Where the time goes", "",
               "Per-command figures are the measurement's wall time divided by its "
               "commands (sessions for d and e); popgate CPU is popgate's user+system "

@@ -108,6 +108,7 @@ pub async fn run(
         let settings = http::Settings {
             header_read_timeout: settings.header_read_timeout,
             max_connections: settings.max_connections,
+            max_connections_per_ip: settings.max_connections_per_ip,
         };
         background.push(tokio::spawn(http::serve(
             listener,

@@ -22,6 +22,7 @@ within shutdown.drain_timeout, then closes the rest without applying their
 deletions. See examples/popgate.yaml for every setting.";
 
 fn main() -> ExitCode {
+    forbid_core_dumps();
     let mut config_path: Option<PathBuf> = None;
     let mut check = false;
     let mut args = std::env::args_os().skip(1);
@@ -53,8 +54,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let warnings = config.warnings();
     if check {
-        // Also loads the certificates and CA files the config names.
+        for w in &warnings {
+            eprintln!("popgate: warning: {w}");
+        }
+        // Also loads the certificates, CA files and secret files it names.
         return match popgate::prepare(config) {
             Ok(_) => {
                 println!("popgate: {}: configuration is valid", path.display());
@@ -67,6 +72,9 @@ fn main() -> ExitCode {
         };
     }
     init_logging(&config);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -85,6 +93,20 @@ fn main() -> ExitCode {
             eprintln!("popgate: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Passwords pass through this process's memory: no core file may carry
+/// them away, and other processes of the same user may not attach to it or
+/// read its memory (a non-dumpable process's /proc entries belong to root).
+fn forbid_core_dumps() {
+    // SAFETY: PR_SET_DUMPABLE takes an integer and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if rc != 0 {
+        eprintln!(
+            "popgate: cannot turn core dumps off: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

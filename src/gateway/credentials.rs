@@ -1,30 +1,37 @@
 //! The credentials file behind APOP and CRAM-MD5: one `user:secret` per
 //! line, `#` comments. It is re-read on a timer; a file that fails to load
-//! keeps the previous contents in service.
+//! keeps the previous contents in service. The file's raw bytes are wiped
+//! once parsed; only a keyed digest of them is kept, to notice a change.
 
 use arc_swap::ArcSwap;
+use ring::hmac;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::files::Reload;
+use crate::files::{read_secret, Reload};
 use crate::pop3::Secret;
 
 pub struct Credentials {
     path: PathBuf,
     secrets: ArcSwap<HashMap<String, Secret>>,
-    raw: std::sync::Mutex<Vec<u8>>,
+    /// HMAC of the file as last read, under a key made at start: tells a
+    /// change without keeping the content or a digest one could crack.
+    seen: Mutex<hmac::Tag>,
+    key: hmac::Key,
 }
 
 impl Credentials {
     pub fn load(path: &Path) -> Result<Arc<Credentials>, String> {
-        let raw =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let raw = read_secret(path).map_err(|e| e.to_string())?;
         let secrets = parse(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .map_err(|_| "no random numbers for the credentials digest".to_string())?;
         Ok(Arc::new(Credentials {
             path: path.to_owned(),
             secrets: ArcSwap::from_pointee(secrets),
-            raw: std::sync::Mutex::new(raw),
+            seen: Mutex::new(hmac::sign(&key, &raw)),
+            key,
         }))
     }
 
@@ -36,22 +43,36 @@ impl Credentials {
 
 impl Reload for Credentials {
     fn reload(&self) -> Option<Result<String, String>> {
-        let raw = match std::fs::read(&self.path) {
+        let raw = match read_secret(&self.path) {
             Ok(raw) => raw,
-            Err(e) => return Some(Err(format!("cannot read {}: {e}", self.path.display()))),
+            Err(e) => return Some(Err(e.to_string())),
         };
-        let mut last = self.raw.lock().unwrap_or_else(|p| p.into_inner());
-        if *last == raw {
+        let tag = hmac::sign(&self.key, &raw);
+        let mut last = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() == tag.as_ref() {
             return None;
         }
+        // The replaced map's secrets are wiped as its last reader drops it.
         let result = parse(&raw).map(|secrets| {
             let n = secrets.len();
             self.secrets.store(Arc::new(secrets));
             format!("{n} users")
         });
-        *last = raw;
+        *last = tag;
         Some(result.map_err(|e| format!("{}: {e}", self.path.display())))
     }
+}
+
+/// The master user's password: the first line of its file, read as a
+/// secret file.
+pub fn master_password(path: &Path) -> Result<Secret, String> {
+    let raw = read_secret(path).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(&raw).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+    let password = text.lines().next().unwrap_or_default();
+    if password.is_empty() {
+        return Err(format!("{}: the file is empty", path.display()));
+    }
+    Ok(Secret(password.as_bytes().to_vec()))
 }
 
 fn parse(raw: &[u8]) -> Result<HashMap<String, Secret>, String> {

@@ -56,19 +56,11 @@ impl Context {
             None => None,
         };
         let master = match (&auth.master_user, &auth.master_password_file) {
-            (Some(user), Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!(
-                        "auth.master_password_file: cannot read {}: {e}",
-                        path.display()
-                    )
-                })?;
-                let password = text.lines().next().unwrap_or_default();
-                if password.is_empty() {
-                    return Err("auth.master_password_file: the file is empty".into());
-                }
-                Some((user.clone(), Secret(password.as_bytes().to_vec())))
-            }
+            (Some(user), Some(path)) => Some((
+                user.clone(),
+                credentials::master_password(path)
+                    .map_err(|e| format!("auth.master_password_file: {e}"))?,
+            )),
             _ => None,
         };
         Ok(Context {

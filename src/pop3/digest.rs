@@ -24,14 +24,15 @@ pub fn cram_md5(challenge: &str, secret: &[u8]) -> String {
     hex(&mac.finalize().into_bytes())
 }
 
-/// Compares digests without an early exit, so timing tells nothing.
+/// Compares hex digests in constant time (subtle), ignoring case. Only the
+/// lengths, which are public, may end the comparison early.
 pub fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    // The expected digest stands in for the secret: its copies are wiped.
+    let lower = |s: &str| -> zeroize::Zeroizing<Vec<u8>> {
+        zeroize::Zeroizing::new(s.bytes().map(|b| b.to_ascii_lowercase()).collect())
+    };
+    a.len() == b.len() && bool::from(lower(a).as_slice().ct_eq(lower(b).as_slice()))
 }
 
 #[cfg(test)]

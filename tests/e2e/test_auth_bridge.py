@@ -27,6 +27,8 @@ def bridged(dovecot, user, tmp_path, request):
     creds.write_text(f"# POP3 secrets\n{user.name}:{POP_SECRET}\n")
     master = tmp_path / "master-password"
     master.write_text(dovecot.master_password + "\n")
+    creds.chmod(0o600)  # popgate refuses secret files others can read
+    master.chmod(0o600)
     extra = (
         "auth:\n"
         f"  credentials_file: {creds}\n"

@@ -166,8 +166,14 @@ def test_default_render(helm, chart):
     docs = render(helm, chart, CI_VALUES["default-values.yaml"])
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "Service", "ServiceAccount"]
+        ["ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service", "Service",
+         "ServiceAccount"]
     ), kinds
+    # The sidecar listens on the pod's address for the kubelet's probes; by
+    # default only the monitoring namespace may reach it.
+    metrics_rule = find(docs, "NetworkPolicy")[0]["spec"]["ingress"][1]
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert metrics_rule["from"], "the metrics port is open to every pod"
     dep = deployment(docs)
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]

@@ -5,7 +5,7 @@ the test CA (certs.py).  popgate listens with STLS and POP3S using another
 certificate from that CA, and reaches Dovecot over implicit TLS or STARTTLS,
 verifying it against the CA file (``upstream.ca_file``).
 
-Covered here (issue 3, "done when" items 1 to 4):
+Covered here:
 
 - real clients (curl, fetchmail, mpop, getmail, poplib) download a mailbox
   byte for byte over POP3S and STLS while popgate's upstream link is TLS,

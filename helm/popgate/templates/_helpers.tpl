@@ -152,7 +152,8 @@ where the PodLifecycleSleepAction feature is on by default). */}}
   "metrics" (dict
     "address" (printf "%s:%d" $c.bindAddress (int .Values.ports.metrics))
     "header_read_timeout" $c.metrics.headerReadTimeout
-    "max_connections" (int $c.metrics.maxConnections))
+    "max_connections" (int $c.metrics.maxConnections)
+    "max_connections_per_ip" (int $c.metrics.maxConnectionsPerIp))
   "shutdown" (dict "drain_timeout" (printf "%ds" (int .Values.drain.timeoutSeconds)))
   "log" (dict "format" $c.log.format "level" $c.log.level)
 -}}

@@ -1,15 +1,23 @@
-//! The YAML configuration. Unknown keys are errors, and every error names the
-//! key and the line (serde_yaml reports both when validation happens during
-//! deserialization, which is why the checks live in `TryFrom` impls).
+//! The YAML configuration: the schema and its defaults. Unknown keys are
+//! errors, and every error names the key and the line: serde_yaml reports
+//! both for a value that fails to parse (`parsed`, `duration`), and `check`
+//! locates the key of each range and cross-field check in the text.
+
+mod check;
+pub mod duration;
+mod locate;
+pub mod parsed;
+
+pub use check::{ConfigError, ConfigErrorKind};
+pub use locate::{KeyPath, Segment};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::files::FileError;
 use crate::gateway::uidl::UidlTemplate;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,7 +203,8 @@ impl Default for Limits {
     }
 }
 
-/// Where USER/PASS and AUTH PLAIN/LOGIN may run without TLS.
+/// How clients may log in: where passwords may go without TLS, and the
+/// credentials and master user behind APOP and CRAM-MD5.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
@@ -299,8 +308,14 @@ pub struct MetricsHttp {
         deserialize_with = "duration::deserialize"
     )]
     pub header_read_timeout: Duration,
+    /// Connections in all. When they are taken, a newcomer still gets in
+    /// and the oldest connection is closed (an idle keep-alive at once), so
+    /// idle clients cannot shut out the probes.
     #[serde(default = "default_http_connections")]
     pub max_connections: usize,
+    /// Connections from one client address; more are refused.
+    #[serde(default = "default_http_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -445,285 +460,6 @@ fn default_header_timeout() -> Duration {
 fn default_http_connections() -> usize {
     64
 }
-
-impl Config {
-    pub fn load(path: &Path) -> Result<Config, FileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|message| FileError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
-    }
-
-    /// Parses and validates; the error names the key and the line.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Every backend with the config key that defines it.
-    pub fn upstreams_by_key(&self) -> impl Iterator<Item = (String, &Upstream)> {
-        std::iter::once(("upstream".to_string(), &self.upstream)).chain(
-            self.upstreams
-                .iter()
-                .map(|(name, up)| (format!("upstreams.{name}"), up)),
-        )
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.session.idle_timeout < Duration::from_secs(1) {
-            return Err("session.idle_timeout: must be at least 1s".into());
-        }
-        if !(255..=1 << 20).contains(&self.session.max_line_length) {
-            return Err("session.max_line_length: must be between 255 and 1048576".into());
-        }
-        if self.limits.auth_failures_per_connection == 0 {
-            return Err("limits.auth_failures_per_connection: must be at least 1".into());
-        }
-        if self.limits.auth_penalty_memory == 0 {
-            return Err("limits.auth_penalty_memory: must be at least 1".into());
-        }
-        if self.session.max_connections == 0 {
-            return Err("session.max_connections: must be at least 1".into());
-        }
-        for (i, l) in self.listeners.0.iter().enumerate() {
-            if l.proxy_protocol && l.proxy_trusted.is_empty() {
-                return Err(format!(
-                    "listeners[{i}].proxy_trusted: proxy_protocol needs the load balancers' networks"
-                ));
-            }
-            if l.tls != ListenerTls::None && self.tls.is_none() {
-                return Err(format!(
-                    "listeners[{i}].tls: {} needs a certificate: add a top-level tls section",
-                    l.tls.label()
-                ));
-            }
-        }
-        for (key, up) in self.upstreams_by_key() {
-            if up.tls == UpstreamTls::None && (up.ca_file.is_some() || up.dangerous_skip_verify) {
-                return Err(format!(
-                    "{key}.tls: ca_file and dangerous_skip_verify need tls: starttls or implicit"
-                ));
-            }
-        }
-        if self.upstreams.contains_key(DEFAULT_ROUTE) {
-            return Err("upstreams.default: the name `default` is the top-level upstream".into());
-        }
-        for (domain, route) in &self.routing.domains {
-            if route.upstream != DEFAULT_ROUTE && !self.upstreams.contains_key(&route.upstream) {
-                return Err(format!(
-                    "routing.domains.{domain}.upstream: no upstream called {:?}",
-                    route.upstream
-                ));
-            }
-        }
-        if self.auth.credentials_file.is_some()
-            && (self.auth.master_user.is_none() || self.auth.master_password_file.is_none())
-        {
-            return Err(
-                "auth.credentials_file: APOP and CRAM-MD5 need auth.master_user and auth.master_password_file"
-                    .into(),
-            );
-        }
-        if self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.reload_interval < Duration::from_millis(100))
-        {
-            return Err("tls.reload_interval: must be at least 100ms".into());
-        }
-        if self.auth.reload_interval < Duration::from_millis(100) {
-            return Err("auth.reload_interval: must be at least 100ms".into());
-        }
-        if self.upstream.health_check_interval < Duration::from_millis(100) {
-            return Err("upstream.health_check_interval: must be at least 100ms".into());
-        }
-        if let Some(m) = &self.metrics {
-            if self
-                .listeners
-                .0
-                .iter()
-                .any(|l| l.address == m.address && m.address.port() != 0)
-            {
-                return Err("metrics.address: already used by a POP3 listener".into());
-            }
-            if m.max_connections == 0 {
-                return Err("metrics.max_connections: must be at least 1".into());
-            }
-        }
-        if self.mailbox.is_empty() {
-            return Err("mailbox: must not be empty".into());
-        }
-        Ok(())
-    }
-}
-
-/// Values written as strings and parsed with `FromStr`. The parsing happens
-/// inside the YAML deserializer, so an error carries the key and the line.
-pub mod parsed {
-    use serde::de::{Deserializer, Error, Visitor};
-    use std::fmt::Display;
-    use std::marker::PhantomData;
-    use std::str::FromStr;
-
-    pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr,
-        T::Err: Display,
-    {
-        struct V<T>(PhantomData<T>);
-        impl<T: FromStr> Visitor<'_> for V<T>
-        where
-            T::Err: Display,
-        {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: Error>(self, s: &str) -> Result<T, E> {
-                s.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V(PhantomData))
-    }
-
-    /// A list of such values; an error names the item.
-    pub fn deserialize_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr,
-        T::Err: Display,
-    {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: FromStr> Visitor<'de> for V<T>
-        where
-            T::Err: Display,
-        {
-            type Value = Vec<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of strings")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Vec<T>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    out.push(
-                        s.parse()
-                            .map_err(|e| A::Error::custom(format!("{s:?}: {e}")))?,
-                    );
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_seq(V(PhantomData))
-    }
-}
-
-/// Durations as `"500ms"`, `"30s"`, `"10m"`, `"1h"`, or a number of seconds.
-pub mod duration {
-    use serde::de::{Deserializer, Error, Visitor};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Duration;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a duration such as \"30s\" or \"10m\"")
-            }
-            fn visit_u64<E: Error>(self, n: u64) -> Result<Duration, E> {
-                Ok(Duration::from_secs(n))
-            }
-            fn visit_str<E: Error>(self, s: &str) -> Result<Duration, E> {
-                parse(s).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
-
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: use e.g. \"30s\", \"10m\""))?;
-        let ms = match unit.trim() {
-            "ms" => 1,
-            "s" | "" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-        };
-        n.checked_mul(ms)
-            .map(Duration::from_millis)
-            .ok_or_else(|| format!("duration {s:?} is too large"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str =
-        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"127.0.0.1:143\"\n";
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = Config::parse(MINIMAL).unwrap();
-        assert_eq!(c.mailbox, "INBOX");
-        assert_eq!(c.uidl_format.to_string(), "%08Xu%08Xv");
-        assert_eq!(c.session.idle_timeout, Duration::from_secs(600));
-        assert!(c.session.mark_seen);
-        assert!(c.shutdown.drain_timeout < Duration::from_secs(30));
-    }
-
-    #[test]
-    fn errors_name_key_and_line() {
-        let e = Config::parse(&format!("{MINIMAL}mailbx: INBOX\n")).unwrap_err();
-        assert!(e.contains("mailbx") && e.contains("line 5"), "{e}");
-
-        let e = Config::parse(&MINIMAL.replace("1110", "x")).unwrap_err();
-        assert!(
-            e.contains("listeners[0].address") && e.contains("line 2"),
-            "{e}"
-        );
-
-        let e = Config::parse(&format!("{MINIMAL}uidl_format: \"%u%m\"\n")).unwrap_err();
-        assert!(
-            e.contains("uidl_format") && e.contains("%m") && e.contains("line 5"),
-            "{e}"
-        );
-
-        let e = Config::parse(&format!("{MINIMAL}session:\n  idle_timeout: 10y\n")).unwrap_err();
-        assert!(
-            e.contains("session.idle_timeout") && e.contains("line 6"),
-            "{e}"
-        );
-
-        let e = Config::parse("listeners: []\nupstream:\n  address: \"h:143\"\n").unwrap_err();
-        assert!(e.contains("listeners") && e.contains("line 1"), "{e}");
-
-        let e = Config::parse(&MINIMAL.replace("127.0.0.1:143", "imap.example.org")).unwrap_err();
-        assert!(
-            e.contains("upstream.address") && e.contains("needs a port"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration::parse("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration::parse("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(duration::parse("7"), Ok(Duration::from_secs(7)));
-        assert!(duration::parse("1d").is_err());
-        assert!(duration::parse("").is_err());
-    }
+fn default_http_connections_per_ip() -> usize {
+    8
 }
