@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::fetch::Pipeline;
 use super::limits::Slot;
 use super::maildrop::Maildrop;
 use super::upstream::{Backend, Endpoints, Imap, OpenGuard};
@@ -18,40 +18,11 @@ use crate::pop3::{RespCode, Secret};
 pub struct Opened {
     pub backend: Arc<Backend>,
     pub imap: Imap,
-    /// A body fetch already sent upstream ahead of the client's request.
-    pub prefetch: Option<Prefetch>,
+    /// RETR and TOP's body fetches.
+    pub fetch: Pipeline,
     pub maildrop: Maildrop,
     pub user_slot: Slot<String>,
     pub counted: OpenGuard,
-}
-
-/// A body fetch covering the requested message and the ones after it, so
-/// that their answers are on the way before the client asks (every client
-/// captured reads in order). One command, because servers interleave the
-/// answers of pipelined FETCHes.
-pub struct Prefetch {
-    pub tag: String,
-    pub section: &'static str,
-    /// (message number, UID) still to be read from the answer, in order.
-    pub rest: VecDeque<(u32, u32)>,
-}
-
-impl Prefetch {
-    /// Takes message `n` out of the batch if it is there for `section`:
-    /// the fetch's tag, and the UIDs before it that must be read past.
-    pub fn claim(&mut self, n: u32, section: &str) -> Option<(String, Vec<u32>)> {
-        if section != self.section || !self.rest.iter().any(|&(m, _)| m == n) {
-            return None;
-        }
-        let mut skipped = Vec::new();
-        while let Some((m, uid)) = self.rest.pop_front() {
-            if m == n {
-                break;
-            }
-            skipped.push(uid);
-        }
-        Some((self.tag.clone(), skipped))
-    }
 }
 
 /// Why a login failed, as the POP3 client will hear it.
@@ -180,7 +151,7 @@ pub async fn open(
     Ok(Opened {
         backend: backend.clone(),
         imap,
-        prefetch: None,
+        fetch: Pipeline::default(),
         maildrop: Maildrop::new(selected.uid_validity, &listing),
         user_slot,
         counted,

@@ -1,6 +1,7 @@
 //! The translation between a POP3 session and an IMAP connection.
 
 pub mod credentials;
+pub mod fetch;
 pub mod limits;
 pub mod login;
 pub mod maildrop;

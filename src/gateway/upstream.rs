@@ -40,6 +40,14 @@ impl Drop for OpenGuard {
     }
 }
 
+/// How a backend reaches its server: TCP to the configured address, or an
+/// in-memory pipe opened by a function (in-process tests' scripted peers).
+#[derive(Clone)]
+pub enum Connector {
+    Tcp,
+    Memory(Arc<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>),
+}
+
 /// One IMAP backend, prepared once at start: address, TLS, connection
 /// limit, and the metrics labelled with its route name.
 pub struct Backend {
@@ -47,6 +55,7 @@ pub struct Backend {
     pub config: config::Upstream,
     tls_connector: Option<(TlsConnector, ServerName<'static>)>,
     limit: Option<Arc<Semaphore>>,
+    connector: Connector,
     metrics: Arc<Metrics>,
     /// Capabilities announced before login, as the health check last saw
     /// them; decides which SASL mechanisms can be passed through.
@@ -60,6 +69,17 @@ impl Backend {
         key: &str,
         config: &config::Upstream,
         metrics: Arc<Metrics>,
+    ) -> Result<Arc<Backend>, String> {
+        Backend::with_connector(name, key, config, metrics, Connector::Tcp)
+    }
+
+    /// A backend reached through `connector` instead of TCP.
+    pub fn with_connector(
+        name: &str,
+        key: &str,
+        config: &config::Upstream,
+        metrics: Arc<Metrics>,
+        connector: Connector,
     ) -> Result<Arc<Backend>, String> {
         let tls_connector = match config.tls {
             UpstreamTls::None => None,
@@ -89,6 +109,7 @@ impl Backend {
             tls_connector,
             limit: (config.max_connections > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_connections))),
+            connector,
             metrics,
             greeting_caps: Mutex::new(Vec::new()),
         }))
@@ -105,7 +126,9 @@ impl Backend {
     }
 
     async fn handshake(&self, tcp: TcpStream) -> std::io::Result<Stream> {
-        let (connector, name) = self.tls_connector.as_ref().expect("TLS configured");
+        let Some((connector, name)) = self.tls_connector.as_ref() else {
+            return Err(std::io::Error::other("no TLS configured for this upstream"));
+        };
         Ok(Stream::Client(Box::new(
             connector.connect(name.clone(), tcp).await?,
         )))
@@ -150,22 +173,27 @@ impl Backend {
             .upstream_connects
             .with_label_values(&[&self.name])
             .inc();
-        let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(self.address()))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                warn!(upstream = %self.address(), error = %e, "cannot connect to upstream");
-                self.failed("connect");
-                return Err(ClientError::Io(e));
-            }
-            Err(_) => {
-                warn!(upstream = %self.address(), "upstream connect timed out");
-                self.failed("connect_timeout");
-                return Err(ClientError::Timeout);
+        let plain = match &self.connector {
+            Connector::Memory(open) => Stream::Memory(open()),
+            Connector::Tcp => {
+                let connecting = TcpStream::connect(self.address());
+                let tcp = match tokio::time::timeout(up.connect_timeout, connecting).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        warn!(upstream = %self.address(), error = %e, "cannot connect to upstream");
+                        self.failed("connect");
+                        return Err(ClientError::Io(e));
+                    }
+                    Err(_) => {
+                        warn!(upstream = %self.address(), "upstream connect timed out");
+                        self.failed("connect_timeout");
+                        return Err(ClientError::Timeout);
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                Stream::Plain(tcp)
             }
         };
-        let _ = tcp.set_nodelay(true);
         let gauge = self.metrics.upstream_open.with_label_values(&[&self.name]);
         gauge.inc();
         let guard = OpenGuard {
@@ -173,8 +201,8 @@ impl Backend {
             _permit: permit,
         };
         let stream = match up.tls {
-            UpstreamTls::Implicit => self.tls_handshake(tcp).await?,
-            _ => Stream::Plain(tcp),
+            UpstreamTls::Implicit => self.tls_handshake(plain).await?,
+            _ => plain,
         };
         let mut imap = self
             .timed("greeting", Client::start(stream, up.timeout))
@@ -187,11 +215,8 @@ impl Backend {
                         self.failed("tls");
                     }
                 })?;
-            let tcp = imap
-                .stream_mut()
-                .take_plain()
-                .expect("plain before STARTTLS");
-            *imap.stream_mut() = self.tls_handshake(tcp).await?;
+            let plain = std::mem::replace(imap.stream_mut(), Stream::Upgrading);
+            *imap.stream_mut() = self.tls_handshake(plain).await?;
             self.timed("CAPABILITY", imap.refresh_capabilities())
                 .await?;
         }
@@ -218,7 +243,11 @@ impl Backend {
         Ok((imap, guard))
     }
 
-    async fn tls_handshake(&self, tcp: TcpStream) -> Result<Stream, ClientError> {
+    async fn tls_handshake(&self, mut plain: Stream) -> Result<Stream, ClientError> {
+        let Some(tcp) = plain.take_plain() else {
+            self.failed("tls");
+            return Err(ClientError::Protocol("TLS needs a TCP connection".into()));
+        };
         match tokio::time::timeout(self.config.timeout, self.handshake(tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => {

@@ -11,6 +11,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{error, warn};
 
 use super::proxy;
+use super::stream::Stream;
 use crate::gateway::session::{self, Origin};
 use crate::gateway::Context;
 
@@ -67,7 +68,9 @@ pub async fn accept_loop(
                     );
                     return;
                 };
-                session::serve(stream, client, ctx, origin, force_close).await;
+                let local = stream.local_addr().unwrap_or(client);
+                let stream = Stream::Plain(stream);
+                session::serve(stream, client, local, ctx, origin, force_close).await;
                 drop(slot);
             }
             drop(permit);

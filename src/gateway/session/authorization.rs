@@ -106,12 +106,11 @@ impl Session {
                 "Commands sent after STLS before TLS; send STLS alone.",
             ));
         }
+        // A starttls listener always has a certificate (checked at start).
+        let Some(acceptor) = self.origin.acceptor.clone() else {
+            return Ok(self.err(None, "STLS is not available now."));
+        };
         self.ok("Begin TLS negotiation now.");
-        let acceptor = self
-            .origin
-            .acceptor
-            .clone()
-            .expect("starttls listener has a certificate");
         let listener = self.origin.listener.clone();
         let result = self.conn.start_tls(&acceptor).await;
         let label = if result.is_ok() { "ok" } else { "error" };

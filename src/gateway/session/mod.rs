@@ -8,17 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::login::{self, Opened, Prefetch, Refusal, Upstream};
-use super::maildrop::{uid_sets, Budget, Maildrop};
-use super::upstream::{Backend, Endpoints, Imap};
+use super::login::{self, Opened, Refusal, Upstream};
+use super::upstream::Endpoints;
 use super::Context;
 use crate::config::{ListenerTls, MasterLogin};
-use crate::imap::client::BodyEvent;
 use crate::imap::ClientError;
 use crate::net::conn::{ClientConn, ConnError};
 use crate::net::stream::Stream;
@@ -26,19 +23,13 @@ use crate::pop3::command::{self, Command, CommandError};
 use crate::pop3::digest;
 use crate::pop3::response::{self, RespCode};
 use crate::pop3::sasl::{self, Exchange, Step};
-use crate::pop3::{DotStuffer, Line, Secret, TopLimiter};
+use crate::pop3::{Line, Secret};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 /// Consecutive unparsable lines tolerated before the connection is closed:
 /// something that sends that many is not a POP3 client.
 const MAX_BAD_COMMANDS: u32 = 20;
-/// How far one body fetch reaches ahead of the message asked for: a few
-/// bodies up to 1 MiB in all, many headers (TOP n 0 answers are small).
-/// An unused part is read and dropped, so the bounds keep that cheap.
-const BODY_BATCH: usize = 16;
-const BATCH_OCTETS: u64 = 1024 * 1024;
-const HEADER_BATCH: usize = 32;
 /// Pending output worth sending before waiting on the upstream.
 const FLUSH_BEFORE_WAIT: usize = 4096;
 /// UID set length per STORE/EXPUNGE command line.
@@ -130,8 +121,9 @@ pub struct Origin {
 
 /// Serves one client until it quits, drops, idles out or `force_close` fires.
 pub async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
+    local: SocketAddr,
     ctx: Arc<Context>,
     origin: Origin,
     mut force_close: watch::Receiver<bool>,
@@ -145,19 +137,13 @@ pub async fn serve(
         let open = ctx.metrics.sessions_open.with_label_values(&labels);
         open.inc();
         let cfg = &ctx.config.session;
-        let local = stream.local_addr().ok();
-        let mut conn =
-            ClientConn::new(Stream::Plain(stream), cfg.max_line_length, cfg.idle_timeout);
+        let mut conn = ClientConn::new(stream, cfg.max_line_length, cfg.idle_timeout);
         if origin.tls == ListenerTls::Implicit {
-            if let Err(e) = conn
-                .start_tls(
-                    origin
-                        .acceptor
-                        .as_ref()
-                        .expect("implicit TLS has a certificate"),
-                )
-                .await
-            {
+            let handshake = match origin.acceptor.as_ref() {
+                Some(acceptor) => conn.start_tls(acceptor).await,
+                None => Err(ConnError::Io(std::io::Error::other("no certificate"))),
+            };
+            if let Err(e) = handshake {
                 debug!(error = %e, "TLS handshake failed");
                 ctx.metrics
                     .tls_handshakes
@@ -177,7 +163,7 @@ pub async fn serve(
         }
         let ends = Endpoints {
             client: peer,
-            local: local.unwrap_or(peer),
+            local,
         };
         let plaintext_ok = ctx
             .config
@@ -274,11 +260,11 @@ pub async fn serve(
             outcome,
             "session closed"
         );
+        s.conn.close().await;
         // Dropping the state without QUIT leaves the mailbox untouched.
         if let State::Transaction(opened) = s.state {
-            tokio::spawn(opened.imap.logout().in_current_span());
+            opened.imap.logout().await;
         }
-        s.conn.close().await;
     }
     .instrument(span)
     .await
@@ -398,3 +384,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
