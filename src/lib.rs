@@ -82,6 +82,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let Prepared { ctx, certificates } = prepare(config).map_err(std::io::Error::other)?;
+    net::listener::log_panics();
     let metrics = ctx.metrics.clone();
     let drain = ctx.config.shutdown.drain_timeout;
     let max = ctx.config.session.max_connections;

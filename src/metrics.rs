@@ -18,6 +18,7 @@ pub struct Metrics {
     pub messages_sent: IntCounterVec,
     pub messages_deleted: IntCounter,
     pub quit_failures: IntCounter,
+    pub session_panics: IntCounter,
     pub snapshot_messages: Histogram,
     pub upstream_connects: IntCounterVec,
     pub upstream_failures: IntCounterVec,
@@ -114,6 +115,10 @@ impl Metrics {
             quit_failures: register!(IntCounter::new(
                 "popgate_quit_failures_total",
                 "QUITs whose removal the upstream refused or could not finish: mail the user deleted is still there."
+            )),
+            session_panics: register!(IntCounter::new(
+                "popgate_session_panics_total",
+                "Sessions ended by a panic (a bug): the client was disconnected, other sessions went on."
             )),
             snapshot_messages: register!(Histogram::with_opts(
                 HistogramOpts::new(

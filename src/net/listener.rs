@@ -1,6 +1,7 @@
 //! Accept loops: the PROXY protocol, the connection limits, and handing each
 //! connection to a session.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use super::proxy;
 use super::stream::Stream;
 use crate::gateway::session::{self, Origin};
 use crate::gateway::Context;
+use crate::metrics::Metrics;
 
 /// Time a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,12 +72,47 @@ pub async fn accept_loop(
                 };
                 let local = stream.local_addr().unwrap_or(client);
                 let stream = Stream::Plain(stream);
-                session::serve(stream, client, local, ctx, origin, force_close).await;
+                let session =
+                    session::serve(stream, client, local, ctx.clone(), origin, force_close);
+                contained(&ctx.metrics, session).await;
                 drop(slot);
             }
             drop(permit);
         });
     }
+}
+
+/// Runs a session as a task of its own, so that a panic in it (a bug)
+/// ends that session only. The panic hook has logged it; it is counted here.
+pub(crate) async fn contained(
+    metrics: &Metrics,
+    session: impl Future<Output = ()> + Send + 'static,
+) {
+    if let Err(e) = tokio::spawn(session).await {
+        if e.is_panic() {
+            metrics.session_panics.inc();
+        }
+    }
+}
+
+/// Logs panics once, at error level, with their place and message and no
+/// backtrace: a backtrace per session would cost memory and log volume
+/// that a client could trigger at will. The session span in effect at the
+/// panic names the session.
+pub fn log_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+            error!(%location, message, "panic: this session is closed, the others go on");
+        }));
+    });
 }
 
 /// On PROXY-protocol listeners: only trusted balancers, and their header
@@ -121,4 +158,40 @@ fn refuse(ctx: &Context, mut stream: TcpStream, kind: &'static str, text: &'stat
         let _ =
             tokio::time::timeout(Duration::from_secs(5), stream.write_all(msg.as_bytes())).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::oneshot;
+
+    use super::contained;
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn a_panicking_session_ends_alone_and_is_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = oneshot::channel::<u32>();
+        let (done_tx, done_rx) = oneshot::channel();
+        let m = metrics.clone();
+        // A healthy session waits for input while its neighbour panics.
+        let healthy = tokio::spawn(async move {
+            contained(&m, async move {
+                let got = rx.await.unwrap_or(0);
+                let _ = done_tx.send(got);
+            })
+            .await
+        });
+        let values: Vec<u32> = Vec::new();
+        contained(&metrics, async move {
+            let _ = values[3];
+        })
+        .await;
+        assert_eq!(metrics.session_panics.get(), 1);
+        tx.send(7).unwrap();
+        assert_eq!(done_rx.await.unwrap(), 7, "the other session went on");
+        healthy.await.unwrap();
+        assert_eq!(metrics.session_panics.get(), 1);
+    }
 }

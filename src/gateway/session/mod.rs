@@ -107,6 +107,22 @@ struct Session {
     counts: Counts,
 }
 
+/// Holds `popgate_sessions_open` up for as long as it lives.
+struct OpenGauge(prometheus::IntGauge);
+
+impl OpenGauge {
+    fn up(gauge: prometheus::IntGauge) -> OpenGauge {
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Which listener a session came from, for metrics.
 #[derive(Clone)]
 pub struct Origin {
@@ -134,8 +150,8 @@ pub async fn serve(
         let started = Instant::now();
         info!("session opened");
         let labels = [&*origin.listener, origin.tls.label()];
-        let open = ctx.metrics.sessions_open.with_label_values(&labels);
-        open.inc();
+        // Counted down on every way out, a panic included.
+        let open = OpenGauge::up(ctx.metrics.sessions_open.with_label_values(&labels));
         let cfg = &ctx.config.session;
         let mut conn = ClientConn::new(stream, cfg.max_line_length, cfg.idle_timeout);
         if origin.tls == ListenerTls::Implicit {
@@ -149,7 +165,7 @@ pub async fn serve(
                     .tls_handshakes
                     .with_label_values(&[&*origin.listener, "error"])
                     .inc();
-                open.dec();
+                drop(open);
                 ctx.metrics
                     .sessions
                     .with_label_values(&[labels[0], labels[1], "tls_failed"])
@@ -240,7 +256,7 @@ pub async fn serve(
             }
             End::Shutdown => "shutdown",
         };
-        open.dec();
+        drop(open);
         ctx.metrics
             .sessions
             .with_label_values(&[labels[0], labels[1], outcome])
