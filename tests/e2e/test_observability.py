@@ -392,6 +392,7 @@ def test_every_alert_is_documented_for_on_call():
         "PopgateLoginFailureSpike",
         "PopgateCommandLatencyHigh",
         "PopgateQuitFailures",
+        "PopgateSessionPanics",
         "PopgateLimitsHit",
         "PopgateNoInstanceReady",
     }
