@@ -7,12 +7,14 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::answer::LoginFailure;
 use super::fetch::Pipeline;
 use super::limits::Slot;
 use super::maildrop::Maildrop;
 use super::upstream::{Backend, Endpoints, Imap, OpenGuard};
 use super::Context;
-use crate::pop3::{RespCode, Secret};
+use crate::metrics::LimitKind;
+use crate::pop3::Secret;
 
 /// A logged-in session's upstream side.
 pub struct Opened {
@@ -25,30 +27,9 @@ pub struct Opened {
     pub counted: OpenGuard,
 }
 
-/// Why a login failed, as the POP3 client will hear it.
-#[derive(Debug)]
-pub struct Refusal {
-    pub code: RespCode,
-    pub text: &'static str,
-    /// The `result` label of `popgate_logins_total`.
-    pub result: &'static str,
-}
-
-const AUTH_FAILED: Refusal = Refusal {
-    code: RespCode::Auth,
-    text: "Authentication failed.",
-    result: "auth_failed",
-};
-const UNAVAILABLE: Refusal = Refusal {
-    code: RespCode::SysTemp,
-    text: "Mail server unavailable, try again later.",
-    result: "upstream_unavailable",
-};
-const IN_USE: Refusal = Refusal {
-    code: RespCode::InUse,
-    text: "Mailbox is in use.",
-    result: "in_use",
-};
+const AUTH_FAILED: LoginFailure = LoginFailure::AuthFailed;
+const UNAVAILABLE: LoginFailure = LoginFailure::Unavailable;
+const IN_USE: LoginFailure = LoginFailure::InUse;
 
 /// A login to perform upstream.
 pub struct Request<'a> {
@@ -79,16 +60,10 @@ pub async fn open(
     ctx: &Arc<Context>,
     backend: &Arc<Backend>,
     req: &Request<'_>,
-) -> Result<Opened, Refusal> {
+) -> Result<Opened, LoginFailure> {
     let Some(user_slot) = ctx.limits.per_user.acquire(req.owner.to_lowercase()) else {
-        ctx.metrics
-            .limit_rejections
-            .with_label_values(&["sessions_per_user"])
-            .inc();
-        return Err(Refusal {
-            text: "Mailbox is in use by another POP3 session.",
-            ..IN_USE
-        });
+        ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
+        return Err(LoginFailure::UserLimit);
     };
     let started = Instant::now();
     let (mut imap, counted) = backend
@@ -133,11 +108,7 @@ pub async fn open(
             warn!(mailbox = %ctx.config.mailbox, reason = %e, "upstream refused SELECT");
             return Err(match e.code() {
                 Some("INUSE") => IN_USE,
-                Some("NONEXISTENT") => Refusal {
-                    code: RespCode::SysPerm,
-                    text: "Mailbox does not exist.",
-                    result: "mailbox_error",
-                },
+                Some("NONEXISTENT") => LoginFailure::NoMailbox,
                 _ => UNAVAILABLE,
             });
         }

@@ -1,5 +1,6 @@
 //! The translation between a POP3 session and an IMAP connection.
 
+pub mod answer;
 pub mod credentials;
 pub mod fetch;
 pub mod limits;

@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::{self, UpstreamTls};
 use crate::http::Health;
 use crate::imap::{Client, ClientError};
-use crate::metrics::Metrics;
+use crate::metrics::{FailureReason, LimitKind, Metrics};
 use crate::net::stream::Stream;
 use crate::net::tls;
 
@@ -159,10 +159,7 @@ impl Backend {
                 Ok(p) => Some(p),
                 Err(_) => {
                     warn!(upstream = %self.address(), "upstream connection limit reached");
-                    self.metrics
-                        .limit_rejections
-                        .with_label_values(&["upstream_connections"])
-                        .inc();
+                    self.metrics.limit_rejected(LimitKind::UpstreamConnections);
                     return Err(ClientError::Protocol(
                         "upstream connection limit reached".into(),
                     ));
@@ -181,12 +178,12 @@ impl Backend {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         warn!(upstream = %self.address(), error = %e, "cannot connect to upstream");
-                        self.failed("connect");
+                        self.failed(FailureReason::Connect);
                         return Err(ClientError::Io(e));
                     }
                     Err(_) => {
                         warn!(upstream = %self.address(), "upstream connect timed out");
-                        self.failed("connect_timeout");
+                        self.failed(FailureReason::ConnectTimeout);
                         return Err(ClientError::Timeout);
                     }
                 };
@@ -212,7 +209,7 @@ impl Backend {
                 .await
                 .inspect_err(|e| {
                     if e.is_refusal() {
-                        self.failed("tls");
+                        self.failed(FailureReason::Tls);
                     }
                 })?;
             let plain = std::mem::replace(imap.stream_mut(), Stream::Upgrading);
@@ -245,18 +242,18 @@ impl Backend {
 
     async fn tls_handshake(&self, mut plain: Stream) -> Result<Stream, ClientError> {
         let Some(tcp) = plain.take_plain() else {
-            self.failed("tls");
+            self.failed(FailureReason::Tls);
             return Err(ClientError::Protocol("TLS needs a TCP connection".into()));
         };
         match tokio::time::timeout(self.config.timeout, self.handshake(tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => {
                 warn!(upstream = %self.address(), error = %e, "upstream TLS handshake failed");
-                self.failed("tls");
+                self.failed(FailureReason::Tls);
                 Err(ClientError::Io(e))
             }
             Err(_) => {
-                self.failed("timeout");
+                self.failed(FailureReason::Timeout);
                 Err(ClientError::Timeout)
             }
         }
@@ -290,21 +287,18 @@ impl Backend {
         }
     }
 
-    fn failed(&self, reason: &'static str) {
-        self.metrics
-            .upstream_failures
-            .with_label_values(&[&self.name, reason])
-            .inc();
+    fn failed(&self, reason: FailureReason) {
+        self.metrics.upstream_failed(&self.name, reason);
     }
 }
 
-fn reason(e: &ClientError) -> &'static str {
+/// The failure label of an error that is not a refusal.
+fn reason(e: &ClientError) -> FailureReason {
     match e {
-        ClientError::Io(_) => "io",
-        ClientError::Timeout => "timeout",
-        ClientError::Closed => "closed",
-        ClientError::Protocol(_) => "protocol",
-        ClientError::Refused { .. } => "refused",
+        ClientError::Io(_) => FailureReason::Io,
+        ClientError::Timeout => FailureReason::Timeout,
+        ClientError::Closed => FailureReason::Closed,
+        ClientError::Protocol(_) | ClientError::Refused { .. } => FailureReason::Protocol,
     }
 }
 

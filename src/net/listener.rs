@@ -13,9 +13,10 @@ use tracing::{error, warn};
 
 use super::proxy;
 use super::stream::Stream;
+use crate::gateway::answer::{answer, Refusal};
 use crate::gateway::session::{self, Origin};
 use crate::gateway::Context;
-use crate::metrics::Metrics;
+use crate::metrics::{LimitKind, Metrics};
 
 /// Time a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,8 +51,8 @@ pub async fn accept_loop(
             refuse(
                 &ctx,
                 stream,
-                "connections",
-                "Too many connections, try again later.",
+                LimitKind::Connections,
+                Refusal::TooManyConnections,
             );
             continue;
         };
@@ -65,8 +66,8 @@ pub async fn accept_loop(
                     refuse(
                         &ctx,
                         stream,
-                        "connections_per_ip",
-                        "Too many connections from your address.",
+                        LimitKind::ConnectionsPerIp,
+                        Refusal::TooManyFromAddress,
                     );
                     return;
                 };
@@ -128,35 +129,26 @@ async fn admit(
     }
     if !origin.proxy_trusted.iter().any(|n| n.contains(&peer.ip())) {
         warn!(peer = %peer, "connection from outside proxy_trusted refused on a PROXY-protocol listener");
-        ctx.metrics
-            .limit_rejections
-            .with_label_values(&["proxy_untrusted"])
-            .inc();
+        ctx.metrics.limit_rejected(LimitKind::ProxyUntrusted);
         return None;
     }
     match proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
         Ok(source) => Some((stream, source.unwrap_or(peer))),
         Err(e) => {
             warn!(peer = %peer, error = %e, "PROXY header refused");
-            ctx.metrics
-                .limit_rejections
-                .with_label_values(&["proxy_header"])
-                .inc();
+            ctx.metrics.limit_rejected(LimitKind::ProxyHeader);
             None
         }
     }
 }
 
-/// Answers `-ERR [SYS/TEMP]` and closes, without holding up the caller.
-fn refuse(ctx: &Context, mut stream: TcpStream, kind: &'static str, text: &'static str) {
-    ctx.metrics
-        .limit_rejections
-        .with_label_values(&[kind])
-        .inc();
+/// Answers the refusal and closes, without holding up the caller.
+fn refuse(ctx: &Context, mut stream: TcpStream, kind: LimitKind, refusal: Refusal) {
+    ctx.metrics.limit_rejected(kind);
+    let mut line = bytes::BytesMut::new();
+    answer(&refusal).write(&mut line);
     tokio::spawn(async move {
-        let msg = format!("-ERR [SYS/TEMP] {text}\r\n");
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), stream.write_all(msg.as_bytes())).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&line)).await;
     });
 }
 

@@ -1,7 +1,20 @@
 //! AUTHORIZATION state: CAPA, STLS, USER/PASS, APOP and SASL, and the
 //! upstream login they lead to.
 
-use super::*;
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use tracing::info;
+
+use super::{Fault, Reply, Session, State};
+use crate::config::{ListenerTls, MasterLogin};
+use crate::gateway::answer::{LoginFailure, Refusal};
+use crate::gateway::login::{self, Upstream};
+use crate::metrics::{LoginResult, ThrottleKind};
+use crate::pop3::response;
+use crate::pop3::sasl::{self, Exchange, SaslError, Step};
+use crate::pop3::{digest, Command, Line, Secret};
 
 /// How the user proved who they are.
 enum Proof {
@@ -98,17 +111,14 @@ impl Session {
     /// had come through TLS, so it is refused instead.
     pub(super) async fn stls(&mut self) -> Result<Reply, Fault> {
         if !self.stls_offered() {
-            return Ok(self.err(None, "STLS is not available now."));
+            return Ok(self.refuse(Refusal::StlsUnavailable));
         }
         if self.conn.has_pending_input() {
-            return Ok(self.err(
-                None,
-                "Commands sent after STLS before TLS; send STLS alone.",
-            ));
+            return Ok(self.refuse(Refusal::StlsPipelined));
         }
         // A starttls listener always has a certificate (checked at start).
         let Some(acceptor) = self.origin.acceptor.clone() else {
-            return Ok(self.err(None, "STLS is not available now."));
+            return Ok(self.refuse(Refusal::StlsUnavailable));
         };
         self.ok("Begin TLS negotiation now.");
         let listener = self.origin.listener.clone();
@@ -135,7 +145,7 @@ impl Session {
             _ => false,
         };
         if needs_secret && !self.auth_allowed() {
-            return Ok(self.err(Some(RespCode::Auth), PLAINTEXT_REFUSED));
+            return Ok(self.refuse(Refusal::PlaintextDisallowed));
         }
         let State::Authorization { user } = &mut self.state else {
             unreachable!()
@@ -153,7 +163,7 @@ impl Session {
                     };
                     self.login("USER", name, proof).await
                 }
-                None => self.err(None, "No user name given; send USER first."),
+                None => self.refuse(Refusal::NoUserGiven),
             },
             Command::Apop { user, digest } => self.apop(user, digest).await,
             Command::Auth {
@@ -175,7 +185,7 @@ impl Session {
                 *user = None;
                 self.authenticate(&mech, initial.as_deref()).await?
             }
-            _ => self.err(None, "Not logged in."),
+            _ => self.refuse(Refusal::NotLoggedIn),
         };
         Ok(reply)
     }
@@ -183,7 +193,7 @@ impl Session {
     /// Runs a SASL exchange (RFC 5034), then the upstream login.
     async fn authenticate(&mut self, mech: &str, initial: Option<&str>) -> Result<Reply, Fault> {
         if !self.mechanisms().contains(&mech) {
-            return Ok(self.err(None, "Unsupported authentication mechanism."));
+            return Ok(self.refuse(Refusal::UnsupportedMechanism));
         }
         match mech {
             "CRAM-MD5" => return self.cram_md5(initial).await,
@@ -192,7 +202,7 @@ impl Session {
         }
         let (mut exchange, mut step) = match Exchange::start(mech, initial) {
             Ok(started) => started,
-            Err(e) => return Ok(self.err(None, &format!("{e}."))),
+            Err(e) => return Ok(self.refuse(Refusal::SaslStart(e))),
         };
         loop {
             match step {
@@ -208,14 +218,11 @@ impl Session {
                     response::continuation(&mut self.conn.out, challenge);
                     let line = match self.conn.next_line().await? {
                         Line::Complete(line) => Secret(line.to_vec()),
-                        Line::TooLong => return Ok(self.err(None, "Authentication data too long.")),
+                        Line::TooLong => return Ok(self.refuse(Refusal::AuthDataTooLong)),
                     };
                     step = match exchange.step(line.expose()) {
                         Ok(s) => s,
-                        Err(e) => {
-                            let code = (e != sasl::SaslError::Cancelled).then_some(RespCode::Auth);
-                            return Ok(self.err(code, &format!("{e}.")));
-                        }
+                        Err(e) => return Ok(self.refuse(Refusal::Sasl(e))),
                     };
                 }
             }
@@ -223,17 +230,17 @@ impl Session {
     }
 
     /// Reads one SASL response line after a challenge; `None` if the
-    /// exchange ended (an -ERR is already queued).
+    /// exchange ended (the refusal is already queued).
     async fn sasl_response(&mut self, challenge: &str) -> Result<Option<Secret>, Fault> {
         response::continuation(&mut self.conn.out, challenge);
         match self.conn.next_line().await? {
             Line::Complete(line) if &line[..] == b"*" => {
-                self.err(None, "Authentication cancelled.");
+                self.refuse(Refusal::Sasl(SaslError::Cancelled));
                 Ok(None)
             }
             Line::Complete(line) => Ok(Some(Secret(line.to_vec()))),
             Line::TooLong => {
-                self.err(None, "Authentication data too long.");
+                self.refuse(Refusal::AuthDataTooLong);
                 Ok(None)
             }
         }
@@ -243,7 +250,7 @@ impl Session {
     async fn apop(&mut self, user: String, digest: String) -> Reply {
         let (Some(timestamp), Some(creds)) = (self.timestamp.clone(), self.ctx.credentials.clone())
         else {
-            return self.err(None, "APOP is not available.");
+            return self.refuse(Refusal::ApopUnavailable);
         };
         let good = creds.secret(&user).is_some_and(|secret| {
             digest::same(&digest::apop(&timestamp, secret.expose()), &digest)
@@ -258,10 +265,10 @@ impl Session {
     /// AUTH CRAM-MD5 (RFC 2195), checked against the credentials file.
     async fn cram_md5(&mut self, initial: Option<&str>) -> Result<Reply, Fault> {
         let Some(creds) = self.ctx.credentials.clone() else {
-            return Ok(self.err(None, "Unsupported authentication mechanism."));
+            return Ok(self.refuse(Refusal::UnsupportedMechanism));
         };
         if initial.is_some() {
-            return Ok(self.err(None, "CRAM-MD5 takes no initial response."));
+            return Ok(self.refuse(Refusal::CramInitialResponse));
         }
         let challenge = new_timestamp(self.id);
         let Some(line) = self.sasl_response(&B64.encode(&challenge)).await? else {
@@ -272,7 +279,7 @@ impl Session {
             .as_ref()
             .and_then(|d| std::str::from_utf8(d.expose()).ok());
         let Some((user, digest)) = answer.and_then(|a| a.rsplit_once(' ')) else {
-            return Ok(self.err(Some(RespCode::Auth), "Malformed authentication data."));
+            return Ok(self.refuse(Refusal::MalformedAuthData));
         };
         let good = creds.secret(user).is_some_and(|secret| {
             digest::same(&digest::cram_md5(&challenge, secret.expose()), digest)
@@ -301,7 +308,7 @@ impl Session {
         };
         let decoded = B64.decode(response.expose()).ok().map(Secret);
         let Some(user) = decoded.and_then(|d| sasl::bearer_user(mechanism, d.expose())) else {
-            return Ok(self.err(Some(RespCode::Auth), "Malformed authentication data."));
+            return Ok(self.refuse(Refusal::MalformedAuthData));
         };
         Ok(self
             .login(
@@ -376,9 +383,10 @@ impl Session {
             client: self.ends,
         };
         let outcome = login::open(&ctx, backend, &req).await;
-        let result = outcome.as_ref().map_or_else(|r| r.result, |_| "ok");
-        let m = &self.ctx.metrics;
-        m.logins.with_label_values(&[mechanism, result]).inc();
+        let result = outcome
+            .as_ref()
+            .map_or_else(|f| f.result(), |_| LoginResult::Ok);
+        self.ctx.metrics.login(mechanism, result);
         match outcome {
             Ok(opened) => {
                 let limits = &self.ctx.limits;
@@ -397,13 +405,11 @@ impl Session {
                 self.state = State::Transaction(Box::new(opened));
                 self.ok("Logged in.")
             }
-            Err(Refusal {
-                code: RespCode::Auth,
-                ..
-            }) => self.refuse_login(mechanism, &user, started).await,
-            Err(Refusal { code, text, result }) => {
+            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, started).await,
+            Err(failure) => {
+                let result = failure.result().as_str();
                 info!(user = %user, mechanism, route = %backend.name, result, "login refused");
-                self.err(Some(code), text)
+                self.refuse(Refusal::Login(failure))
             }
         }
     }
@@ -421,9 +427,7 @@ impl Session {
         let m = &self.ctx.metrics;
         if matches!(mechanism, "APOP" | "CRAM-MD5") {
             // Refused here, without asking the upstream.
-            m.logins
-                .with_label_values(&[mechanism, "auth_failed"])
-                .inc();
+            m.login(mechanism, LoginResult::AuthFailed);
         }
         let limits = &self.ctx.limits;
         let (ip, user_key, now) = (self.ends.client.ip(), user.to_lowercase(), Instant::now());
@@ -431,13 +435,17 @@ impl Session {
         limits.user_penalty.failed(user_key.clone(), now);
         let by_ip = limits.ip_penalty.delay(&ip, now);
         let by_user = limits.user_penalty.delay(&user_key, now);
-        let kind = if by_ip >= by_user { "ip" } else { "user" };
+        let kind = if by_ip >= by_user {
+            ThrottleKind::Ip
+        } else {
+            ThrottleKind::User
+        };
         let delay = by_ip.max(by_user).saturating_sub(started.elapsed());
         if !delay.is_zero() {
-            m.auth_throttled.with_label_values(&[kind]).inc();
+            m.throttled(kind);
             tokio::time::sleep(delay).await;
         }
         self.auth_failures += 1;
-        self.err(Some(RespCode::Auth), "Authentication failed.")
+        self.refuse(Refusal::Login(LoginFailure::AuthFailed))
     }
 }

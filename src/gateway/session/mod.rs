@@ -12,20 +12,18 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::login::{self, Opened, Refusal, Upstream};
+use super::answer::{answer, Refusal};
+use super::login::Opened;
 use super::upstream::Endpoints;
 use super::Context;
-use crate::config::{ListenerTls, MasterLogin};
+use crate::config::ListenerTls;
 use crate::imap::ClientError;
+use crate::metrics::{Outcome, ThrottleKind};
 use crate::net::conn::{ClientConn, ConnError};
 use crate::net::stream::Stream;
-use crate::pop3::command::{self, Command, CommandError};
-use crate::pop3::digest;
-use crate::pop3::response::{self, RespCode};
-use crate::pop3::sasl::{self, Exchange, Step};
-use crate::pop3::{Line, Secret};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
+use crate::pop3::command::{self, Command};
+use crate::pop3::response;
+use crate::pop3::Line;
 
 /// Consecutive unparsable lines tolerated before the connection is closed:
 /// something that sends that many is not a POP3 client.
@@ -34,9 +32,6 @@ const MAX_BAD_COMMANDS: u32 = 20;
 const FLUSH_BEFORE_WAIT: usize = 4096;
 /// UID set length per STORE/EXPUNGE command line.
 const MAX_SET_LEN: usize = 4000;
-
-const PLAINTEXT_REFUSED: &str =
-    "Plaintext authentication disallowed on non-secure connections; use STLS or POP3S (port 995).";
 
 enum State {
     Authorization { user: Option<String> },
@@ -167,9 +162,7 @@ pub async fn serve(
                     .inc();
                 drop(open);
                 ctx.metrics
-                    .sessions
-                    .with_label_values(&[labels[0], labels[1], "tls_failed"])
-                    .inc();
+                    .session_ended(labels[0], labels[1], Outcome::TlsFailed);
                 return;
             }
             ctx.metrics
@@ -223,7 +216,7 @@ pub async fn serve(
             End::Quit => {
                 let started = Instant::now();
                 let outcome = s.quit().await;
-                let reply = if outcome == "quit_failed" {
+                let reply = if outcome == Outcome::QuitFailed {
                     Reply::Err
                 } else {
                     Reply::Ok
@@ -232,35 +225,28 @@ pub async fn serve(
                 outcome
             }
             End::Client(ConnError::Timeout) => {
-                response::err(&mut s.conn.out, None, "Autologout; idle for too long.");
-                "idle_timeout"
+                s.refuse(Refusal::IdleTimeout);
+                Outcome::IdleTimeout
             }
-            End::Client(_) => "client_disconnected",
+            End::Client(_) => Outcome::ClientDisconnected,
             End::Upstream(e) => {
                 warn!(error = %e, "upstream connection failed");
                 // The client cannot be told mid-answer; closing tells it.
-                "upstream_failure"
+                Outcome::UpstreamFailure
             }
             End::TooManyErrors => {
-                response::err(&mut s.conn.out, None, "Too many bad commands, closing.");
-                "too_many_bad_commands"
+                s.refuse(Refusal::TooManyBadCommands);
+                Outcome::TooManyBadCommands
             }
-            End::TooManyAuthFailures => "auth_failures",
+            End::TooManyAuthFailures => Outcome::AuthFailures,
             End::LoginTimeout => {
-                response::err(
-                    &mut s.conn.out,
-                    None,
-                    "No login within the time allowed, closing.",
-                );
-                "login_timeout"
+                s.refuse(Refusal::LoginTimeout);
+                Outcome::LoginTimeout
             }
-            End::Shutdown => "shutdown",
+            End::Shutdown => Outcome::Shutdown,
         };
         drop(open);
-        ctx.metrics
-            .sessions
-            .with_label_values(&[labels[0], labels[1], outcome])
-            .inc();
+        ctx.metrics.session_ended(labels[0], labels[1], outcome);
         let Counts {
             retrieved,
             bytes,
@@ -273,7 +259,7 @@ pub async fn serve(
             deleted,
             bytes,
             duration_ms = started.elapsed().as_millis() as u64,
-            outcome,
+            outcome = outcome.as_str(),
             "session closed"
         );
         s.conn.close().await;
@@ -306,7 +292,7 @@ impl Session {
             let line = match next {
                 Ok(Line::Complete(line)) => line,
                 Ok(Line::TooLong) => {
-                    response::err(&mut self.conn.out, None, "Line too long.");
+                    self.refuse(Refusal::LineTooLong);
                     if self.bad_command() {
                         return End::TooManyErrors;
                     }
@@ -317,11 +303,7 @@ impl Session {
             let cmd = match command::parse(&line) {
                 Ok(cmd) => cmd,
                 Err(e) => {
-                    let text = match e {
-                        CommandError::Unknown => "Unknown command.".to_string(),
-                        e => format!("{e}."),
-                    };
-                    response::err(&mut self.conn.out, None, &text);
+                    self.refuse(Refusal::Unparsable(e));
                     if self.bad_command() {
                         return End::TooManyErrors;
                     }
@@ -343,11 +325,7 @@ impl Session {
             }
             self.count_command(name, reply, started);
             if self.auth_failures >= self.ctx.config.limits.auth_failures_per_connection {
-                self.ctx
-                    .metrics
-                    .auth_throttled
-                    .with_label_values(&["connection"])
-                    .inc();
+                self.ctx.metrics.throttled(ThrottleKind::Connection);
                 return End::TooManyAuthFailures;
             }
         }
@@ -378,8 +356,8 @@ impl Session {
         Reply::Ok
     }
 
-    fn err(&mut self, code: Option<RespCode>, text: &str) -> Reply {
-        response::err(&mut self.conn.out, code, text);
+    fn refuse(&mut self, refusal: Refusal) -> Reply {
+        answer(&refusal).write(&mut self.conn.out);
         Reply::Err
     }
 
@@ -400,6 +378,3 @@ impl Session {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -4,18 +4,21 @@
 use tracing::warn;
 
 use super::{Fault, Reply, Session, State, FLUSH_BEFORE_WAIT, MAX_SET_LEN};
+use crate::gateway::answer::Refusal;
 use crate::gateway::fetch::{Found, Section};
 use crate::gateway::login::Opened;
+use crate::gateway::maildrop::MessageError;
 use crate::gateway::maildrop::{uid_sets, Maildrop};
 use crate::gateway::upstream::{Backend, Imap};
 use crate::imap::ClientError;
-use crate::pop3::response::{self, RespCode};
+use crate::metrics::Outcome;
+use crate::pop3::response;
 use crate::pop3::{Command, DotStuffer, TopLimiter};
 
 impl Session {
     pub(super) async fn transaction(&mut self, cmd: Command) -> Result<Reply, Fault> {
         let State::Transaction(opened) = &mut self.state else {
-            return Ok(self.err(None, "Not logged in."));
+            return Ok(self.refuse(Refusal::NotLoggedIn));
         };
         let template = &self.ctx.config.uidl_format;
         let out = &mut self.conn.out;
@@ -37,11 +40,11 @@ impl Session {
             }
             Command::Retr(n) => return self.send_message(n, None).await,
             Command::Top(n, lines) => return self.send_message(n, Some(lines)).await,
-            _ => return Ok(self.err(None, "Already logged in.")),
+            _ => return Ok(self.refuse(Refusal::AlreadyLoggedIn)),
         };
         Ok(match result {
             Ok(()) => Reply::Ok,
-            Err(e) => self.err(None, &format!("{e}.")),
+            Err(e) => self.refuse(Refusal::Message(e)),
         })
     }
 
@@ -49,11 +52,11 @@ impl Session {
     /// literal through the dot-stuffer into the client socket.
     async fn send_message(&mut self, n: u32, top: Option<u64>) -> Result<Reply, Fault> {
         let State::Transaction(opened) = &mut self.state else {
-            return Ok(self.err(None, "Not logged in."));
+            return Ok(self.refuse(Refusal::NotLoggedIn));
         };
         let (uid, size) = match opened.maildrop.fetchable(n) {
             Ok(found) => found,
-            Err(e) => return Ok(self.err(None, &format!("{e}."))),
+            Err(e) => return Ok(self.refuse(Refusal::Message(e))),
         };
         // TOP n 0 needs no body at all.
         let section = if top == Some(0) {
@@ -80,14 +83,11 @@ impl Session {
             Found::Body => {}
             Found::Missing => {
                 maildrop.mark_gone(n);
-                return Ok(self.err(
-                    None,
-                    "Message was removed from the mailbox by another client.",
-                ));
+                return Ok(self.refuse(Refusal::Message(MessageError::Gone)));
             }
             Found::Refused(e) => {
                 warn!(uid, error = %e, "upstream refused the body");
-                return Ok(self.err(None, "Message cannot be read now."));
+                return Ok(self.refuse(Refusal::CannotRead));
             }
         }
         match top {
@@ -124,12 +124,12 @@ impl Session {
 
     /// QUIT: in AUTHORIZATION just goodbye; in TRANSACTION the UPDATE state
     /// (RFC 1939 section 6). Not cancelled by shutdown once begun.
-    pub(super) async fn quit(&mut self) -> &'static str {
+    pub(super) async fn quit(&mut self) -> Outcome {
         let State::Transaction(opened) =
             std::mem::replace(&mut self.state, State::Authorization { user: None })
         else {
             self.ok("Logging out.");
-            return "quit";
+            return Outcome::Quit;
         };
         let Opened {
             backend,
@@ -155,16 +155,13 @@ impl Session {
                 } else {
                     self.ok("Logging out.");
                 }
-                "quit"
+                Outcome::Quit
             }
             Err(e) => {
                 m.quit_failures.inc();
                 warn!(error = %e, "could not remove deleted messages at QUIT");
-                self.err(
-                    Some(RespCode::SysTemp),
-                    "Some deleted messages were not removed; try again later.",
-                );
-                "quit_failed"
+                self.refuse(Refusal::NotRemoved);
+                Outcome::QuitFailed
             }
         };
         // The client need not wait for the upstream goodbye.

@@ -16,13 +16,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHal
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{serve, Origin};
-use crate::config::{Config, ListenerTls, DEFAULT_ROUTE};
-use crate::gateway::upstream::{Backend, Connector};
-use crate::gateway::Context;
-use crate::metrics::Metrics;
-use crate::net::stream::Stream;
 pub use peer::{body, Peer, PASSWORD, USER};
+use popgate::config::{Config, ListenerTls, DEFAULT_ROUTE};
+use popgate::gateway::session::{serve, Origin};
+use popgate::gateway::upstream::{Backend, Connector};
+use popgate::gateway::Context;
+use popgate::metrics::Metrics;
+use popgate::net::stream::Stream;
 
 /// Bound on any single wait, so a broken session fails the test instead of
 /// hanging it. Not a performance figure.
