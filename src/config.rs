@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::files::FileError;
-use crate::gateway::uidl::UidlTemplate;
+use crate::pop3::uidl::UidlTemplate;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,9 +10,11 @@ pub mod files;
 pub mod gateway;
 pub mod http;
 pub mod imap;
+pub mod listener;
 pub mod metrics;
 pub mod net;
 pub mod pop3;
+pub mod secret;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -82,7 +84,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let Prepared { ctx, certificates } = prepare(config).map_err(std::io::Error::other)?;
-    net::listener::log_panics();
+    listener::log_panics();
     let metrics = ctx.metrics.clone();
     let drain = ctx.config.shutdown.drain_timeout;
     let max = ctx.config.session.max_connections;
@@ -98,7 +100,12 @@ pub async fn run(
         .values()
         .map(|b| {
             let ready = (b.name == gateway::DEFAULT_ROUTE).then(|| health.clone());
-            tokio::spawn(gateway::upstream::health_loop(b.clone(), ready))
+            let report = move |ok| {
+                if let Some(h) = &ready {
+                    h.upstream_ok.store(ok, Ordering::Relaxed);
+                }
+            };
+            tokio::spawn(gateway::upstream::health_loop(b.clone(), report))
         })
         .collect();
     if let (Some(listener), Some(settings)) = (listeners.http, &ctx.config.metrics) {
@@ -165,7 +172,7 @@ pub async fn run(
                 Arc::from([])
             },
         };
-        loops.push(tokio::spawn(net::listener::accept_loop(
+        loops.push(tokio::spawn(listener::accept_loop(
             listener,
             ctx.clone(),
             origin,

@@ -14,7 +14,7 @@ use super::maildrop::Maildrop;
 use super::upstream::{Backend, Endpoints, Imap, OpenGuard};
 use super::Context;
 use crate::metrics::LimitKind;
-use crate::pop3::Secret;
+use crate::secret::Secret;
 
 /// A logged-in session's upstream side.
 pub struct Opened {

@@ -6,9 +6,9 @@ use std::fmt::Write;
 
 use bytes::{BufMut, BytesMut};
 
-use super::uidl::UidlTemplate;
-use crate::imap::client::Listing;
+use crate::imap::Listing;
 use crate::pop3::response;
+use crate::pop3::uidl::UidlTemplate;
 
 const DELETED: u8 = 1;
 const RETRIEVED: u8 = 2;

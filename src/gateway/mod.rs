@@ -8,7 +8,6 @@ pub mod login;
 pub mod maildrop;
 pub mod route;
 pub mod session;
-pub mod uidl;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -18,7 +17,7 @@ use std::sync::Arc;
 use crate::config::Config;
 pub use crate::config::DEFAULT_ROUTE;
 use crate::metrics::Metrics;
-use crate::pop3::Secret;
+use crate::secret::Secret;
 use upstream::Backend;
 
 /// What every session of one server instance shares.

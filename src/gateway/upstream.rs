@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,6 @@ use std::sync::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{self, UpstreamTls};
-use crate::http::Health;
 use crate::imap::{Client, ClientError};
 use crate::metrics::{FailureReason, LimitKind, Metrics};
 use crate::net::stream::Stream;
@@ -303,9 +301,9 @@ fn reason(e: &ClientError) -> FailureReason {
 }
 
 /// Connects every `health_check_interval` and keeps `popgate_upstream_up`
-/// current (and `health.upstream_ok` for the default backend, which alone
-/// decides readiness). Logs only changes.
-pub async fn health_loop(backend: Arc<Backend>, health: Option<Arc<Health>>) {
+/// current, telling `report` each result (the default backend's decide
+/// readiness). Logs only changes.
+pub async fn health_loop(backend: Arc<Backend>, report: impl Fn(bool)) {
     let up_gauge = backend
         .metrics
         .upstream_up
@@ -322,9 +320,7 @@ pub async fn health_loop(backend: Arc<Backend>, health: Option<Arc<Health>>) {
             }
             Err(_) => false,
         };
-        if let Some(h) = &health {
-            h.upstream_ok.store(ok, Ordering::Relaxed);
-        }
+        report(ok);
         up_gauge.set(i64::from(ok));
         if last != Some(ok) {
             if ok {

@@ -14,7 +14,8 @@ use crate::gateway::login::{self, Upstream};
 use crate::metrics::{LoginResult, ThrottleKind};
 use crate::pop3::response;
 use crate::pop3::sasl::{self, Exchange, SaslError, Step};
-use crate::pop3::{digest, Command, Line, Secret};
+use crate::pop3::{digest, Command, Line};
+use crate::secret::Secret;
 
 /// How the user proved who they are.
 enum Proof {

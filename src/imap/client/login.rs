@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{refused, Client, ClientError};
 use crate::imap::parse::{self, Response, Status, Untagged};
 use crate::imap::quote::{self, ImapString};
-use crate::pop3::Secret;
+use crate::secret::Secret;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Sends STARTTLS and waits for its OK. The caller then upgrades the

@@ -8,21 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Client, ClientError};
 use crate::imap::parse::{Status, Untagged};
 use crate::imap::quote::{self, ImapString};
-
-/// What SELECT told us.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Selected {
-    pub uid_validity: u32,
-    pub exists: u32,
-}
-
-/// One message of the login snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listing {
-    pub uid: u32,
-    pub size: u64,
-    pub deleted: bool,
-}
+use crate::imap::{Listing, Selected};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// SELECTs the mailbox and takes the login snapshot: UID, size and

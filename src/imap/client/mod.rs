@@ -15,11 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::framer::{FrameError, Framer};
 use super::parse::{self, Response, Untagged};
-use crate::pop3::Secret;
+use crate::secret::Secret;
 
 pub use super::parse::Status;
 pub use bodies::BodyStart;
-pub use mailbox::{Listing, Selected};
 
 /// Longest response line we accept; snapshot lines are far shorter.
 const MAX_LINE: usize = 64 * 1024;

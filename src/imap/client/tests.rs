@@ -5,8 +5,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::bodies::is_body_literal;
-use super::{Client, ClientError, Listing, Selected};
-use crate::pop3::Secret;
+use super::{Client, ClientError};
+use crate::imap::{Listing, Selected};
+use crate::secret::Secret;
 use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
 
 /// A scripted server: for each step, the command line it expects (a

@@ -11,12 +11,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{error, warn};
 
-use super::proxy;
-use super::stream::Stream;
 use crate::gateway::answer::{answer, Refusal};
 use crate::gateway::session::{self, Origin};
 use crate::gateway::Context;
 use crate::metrics::{LimitKind, Metrics};
+use crate::net::proxy;
+use crate::net::stream::Stream;
 
 /// Time a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
