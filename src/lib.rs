@@ -8,9 +8,9 @@
 pub mod config;
 pub mod files;
 pub mod gateway;
-pub mod http;
+pub(crate) mod http;
 pub mod imap;
-pub mod listener;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod net;
 pub mod pop3;
@@ -30,13 +30,13 @@ use gateway::session::Origin;
 
 /// The sockets popgate serves: POP3 listeners in config order, and the
 /// HTTP sidecar's if one is configured.
-pub struct Listeners {
+pub struct Sockets {
     pub pop3: Vec<TcpListener>,
     pub http: Option<TcpListener>,
 }
 
 /// Binds every configured socket.
-pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+pub async fn bind(config: &Config) -> std::io::Result<Sockets> {
     async fn one(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
         TcpListener::bind(addr)
             .await
@@ -50,7 +50,7 @@ pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
         Some(m) => Some(one(m.address).await?),
         None => None,
     };
-    Ok(Listeners { pop3, http })
+    Ok(Sockets { pop3, http })
 }
 
 /// What a server needs beyond the config: the shared context and the TLS
@@ -80,7 +80,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
 /// deletions.
 pub async fn run(
     config: Config,
-    listeners: Listeners,
+    listeners: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let Prepared { ctx, certificates } = prepare(config).map_err(std::io::Error::other)?;
@@ -105,7 +105,7 @@ pub async fn run(
                     h.upstream_ok.store(ok, Ordering::Relaxed);
                 }
             };
-            tokio::spawn(gateway::upstream::health_loop(b.clone(), report))
+            tokio::spawn(gateway::backend::health_loop(b.clone(), report))
         })
         .collect();
     if let (Some(listener), Some(settings)) = (listeners.http, &ctx.config.metrics) {

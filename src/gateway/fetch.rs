@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use tracing::debug;
 
+use super::backend::{Backend, Imap};
 use super::maildrop::{uid_sets, Budget, Maildrop};
-use super::upstream::{Backend, Imap};
 use crate::imap::ClientError;
 
 /// How far one body fetch reaches ahead of the message asked for: a few

@@ -142,17 +142,17 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
 }
 
 /// All limits of one server instance.
-pub struct Limits {
+pub struct Limiters {
     pub per_ip: Arc<Counter<IpAddr>>,
     pub per_user: Arc<Counter<String>>,
     pub ip_penalty: Penalty<IpAddr>,
     pub user_penalty: Penalty<String>,
 }
 
-impl Limits {
+impl Limiters {
     /// `exclusive`: RFC 1939's maildrop lock, one session per user.
-    pub fn new(config: &crate::config::Limits, exclusive: bool) -> Limits {
-        Limits {
+    pub fn new(config: &crate::config::Limits, exclusive: bool) -> Limiters {
+        Limiters {
             per_ip: Counter::new(config.connections_per_ip),
             per_user: Counter::new(if exclusive {
                 1

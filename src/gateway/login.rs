@@ -8,10 +8,10 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::answer::LoginFailure;
+use super::backend::{Backend, Endpoints, Imap, OpenGuard};
 use super::fetch::Pipeline;
 use super::limits::Slot;
 use super::maildrop::Maildrop;
-use super::upstream::{Backend, Endpoints, Imap, OpenGuard};
 use super::Context;
 use crate::metrics::LimitKind;
 use crate::secret::Secret;
@@ -35,12 +35,12 @@ const IN_USE: LoginFailure = LoginFailure::InUse;
 pub struct Request<'a> {
     /// The maildrop's owner, for the per-user session limit.
     pub owner: &'a str,
-    pub credentials: Upstream<'a>,
+    pub credentials: UpstreamProof<'a>,
     pub client: Endpoints,
 }
 
 /// What proves the login upstream.
-pub enum Upstream<'a> {
+pub enum UpstreamProof<'a> {
     /// LOGIN or AUTHENTICATE PLAIN; `authzid` names the maildrop when a
     /// master user logs in on someone's behalf.
     Password {
@@ -74,12 +74,12 @@ pub async fn open(
     if let Err(e) = backend
         .timed("login", async {
             match req.credentials {
-                Upstream::Password {
+                UpstreamProof::Password {
                     authzid,
                     user,
                     password,
                 } => imap.login(authzid, user, password).await,
-                Upstream::Token {
+                UpstreamProof::Token {
                     mechanism,
                     response,
                 } => imap.authenticate(mechanism, response).await,

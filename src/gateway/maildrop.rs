@@ -69,10 +69,6 @@ impl Maildrop {
         self.messages.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-
     fn live(&self) -> impl Iterator<Item = (usize, &Message)> {
         self.messages
             .iter()

@@ -1,14 +1,14 @@
 //! The translation between a POP3 session and an IMAP connection.
 
-pub mod answer;
-pub mod credentials;
-pub mod fetch;
-pub mod limits;
-pub mod login;
-pub mod maildrop;
-pub mod route;
+pub(crate) mod answer;
+pub mod backend;
+pub(crate) mod credentials;
+pub(crate) mod fetch;
+pub(crate) mod limits;
+pub(crate) mod login;
+pub(crate) mod maildrop;
+pub(crate) mod route;
 pub mod session;
-pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use crate::config::Config;
 pub use crate::config::DEFAULT_ROUTE;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use upstream::Backend;
+use backend::Backend;
 
 /// What every session of one server instance shares.
 pub struct Context {
@@ -31,7 +31,7 @@ pub struct Context {
     pub credentials: Option<Arc<credentials::Credentials>>,
     /// The upstream master user and password for those logins.
     pub master: Option<(String, Secret)>,
-    pub limits: limits::Limits,
+    pub limits: limits::Limiters,
     next_session: AtomicU64,
 }
 
@@ -77,7 +77,7 @@ impl Context {
             master,
             backends,
             router: route::Router::new(&config),
-            limits: limits::Limits::new(&config.limits, config.session.exclusive),
+            limits: limits::Limiters::new(&config.limits, config.session.exclusive),
             config,
             metrics,
             next_session: AtomicU64::new(1),

@@ -1,7 +1,7 @@
 //! The upstream side: an IMAP client that streams. `framer` and `parse` are
 //! free of I/O; `client` owns the socket.
 
-pub mod client;
+pub(crate) mod client;
 pub mod framer;
 pub mod parse;
 pub mod quote;

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 
 pub use peer::{body, Peer, PASSWORD, USER};
 use popgate::config::{Config, ListenerTls, DEFAULT_ROUTE};
+use popgate::gateway::backend::{Backend, Connector};
 use popgate::gateway::session::{serve, Origin};
-use popgate::gateway::upstream::{Backend, Connector};
 use popgate::gateway::Context;
 use popgate::metrics::Metrics;
 use popgate::net::stream::Stream;

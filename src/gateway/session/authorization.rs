@@ -7,10 +7,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use tracing::info;
 
-use super::{Fault, Reply, Session, State};
+use super::{Fault, Pop3Session, Reply, State};
 use crate::config::{ListenerTls, MasterLogin};
 use crate::gateway::answer::{LoginFailure, Refusal};
-use crate::gateway::login::{self, Upstream};
+use crate::gateway::login::{self, UpstreamProof};
 use crate::metrics::{LoginResult, ThrottleKind};
 use crate::pop3::response;
 use crate::pop3::sasl::{self, Exchange, SaslError, Step};
@@ -46,7 +46,7 @@ pub(super) fn new_timestamp(session: u64) -> String {
     )
 }
 
-impl Session {
+impl Pop3Session {
     /// May passwords be sent on this connection now?
     fn auth_allowed(&self) -> bool {
         self.plaintext_ok || self.conn.is_tls()
@@ -337,7 +337,7 @@ impl Session {
                 } else {
                     authzid
                 };
-                let creds = Upstream::Password {
+                let creds = UpstreamProof::Password {
                     authzid,
                     user: &route.user,
                     password,
@@ -351,14 +351,14 @@ impl Session {
                     .expect("credentials come with a master user");
                 let auth = &ctx.config.auth;
                 let creds = match auth.master_login {
-                    MasterLogin::Authzid => Upstream::Password {
+                    MasterLogin::Authzid => UpstreamProof::Password {
                         authzid: &route.user,
                         user: master,
                         password,
                     },
                     MasterLogin::Separator => {
                         as_master = format!("{}{}{master}", route.user, auth.master_separator);
-                        Upstream::Password {
+                        UpstreamProof::Password {
                             authzid: "",
                             user: &as_master,
                             password,
@@ -372,7 +372,7 @@ impl Session {
                 response,
             } => (
                 route.user.as_str(),
-                Upstream::Token {
+                UpstreamProof::Token {
                     mechanism,
                     response,
                 },

@@ -13,8 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::answer::{answer, Refusal};
+use super::backend::Endpoints;
 use super::login::Opened;
-use super::upstream::Endpoints;
 use super::Context;
 use crate::config::ListenerTls;
 use crate::imap::ClientError;
@@ -82,7 +82,7 @@ struct Counts {
     deleted: usize,
 }
 
-struct Session {
+struct Pop3Session {
     ctx: Arc<Context>,
     conn: ClientConn<Stream>,
     origin: Origin,
@@ -180,7 +180,7 @@ pub async fn serve(
             .plaintext_networks
             .iter()
             .any(|n| n.contains(&peer.ip()));
-        let mut s = Session {
+        let mut s = Pop3Session {
             ctx: ctx.clone(),
             conn,
             origin: origin.clone(),
@@ -272,7 +272,7 @@ pub async fn serve(
     .await
 }
 
-impl Session {
+impl Pop3Session {
     async fn run(&mut self) -> End {
         loop {
             let next = if matches!(self.state, State::Authorization { .. }) {

@@ -3,19 +3,19 @@
 
 use tracing::warn;
 
-use super::{Fault, Reply, Session, State, FLUSH_BEFORE_WAIT, MAX_SET_LEN};
+use super::{Fault, Pop3Session, Reply, State, FLUSH_BEFORE_WAIT, MAX_SET_LEN};
 use crate::gateway::answer::Refusal;
+use crate::gateway::backend::{Backend, Imap};
 use crate::gateway::fetch::{Found, Section};
 use crate::gateway::login::Opened;
 use crate::gateway::maildrop::MessageError;
 use crate::gateway::maildrop::{uid_sets, Maildrop};
-use crate::gateway::upstream::{Backend, Imap};
 use crate::imap::ClientError;
 use crate::metrics::Outcome;
 use crate::pop3::response;
 use crate::pop3::{Command, DotStuffer, TopLimiter};
 
-impl Session {
+impl Pop3Session {
     pub(super) async fn transaction(&mut self, cmd: Command) -> Result<Reply, Fault> {
         let State::Transaction(opened) = &mut self.state else {
             return Ok(self.refuse(Refusal::NotLoggedIn));

@@ -18,7 +18,6 @@ use super::parse::{self, Response, Untagged};
 use crate::secret::Secret;
 
 pub use super::parse::Status;
-pub use bodies::BodyStart;
 
 /// Longest response line we accept; snapshot lines are far shorter.
 const MAX_LINE: usize = 64 * 1024;
