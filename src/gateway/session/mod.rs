@@ -2,6 +2,7 @@
 //! UPDATE at QUIT, driving the upstream IMAP connection.
 
 mod authorization;
+mod mechanisms;
 mod transaction;
 
 use std::net::SocketAddr;
