@@ -167,7 +167,8 @@ impl Limiters {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Counter, Penalty};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn counter_limits_and_forgets() {

@@ -250,7 +250,10 @@ pub fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{uid_sets, Budget, Maildrop, MessageError};
+    use crate::imap::Listing;
+    use crate::pop3::uidl::UidlTemplate;
+    use bytes::BytesMut;
     use proptest::prelude::*;
 
     fn drop3() -> Maildrop {

@@ -66,7 +66,8 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Route, Router};
+    use crate::config::Config;
 
     fn router(sdps: bool) -> Router {
         let yaml = format!(
