@@ -3,7 +3,9 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use super::{config, config_limits, Gateway, Peer, PASSWORD, USER};
+use md5::{Digest, Md5};
+
+use super::{config, config_limits, config_with_credentials, Gateway, Peer, PASSWORD, USER};
 
 fn plain(user: &str, password: &str) -> String {
     B64.encode(format!("\0{user}\0{password}"))
@@ -265,4 +267,52 @@ async fn no_login_within_the_time_allowed_closes() {
     );
     assert!(pop.closed().await);
     assert!(gw.finished().await);
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn apop_logs_in_through_the_master_user() {
+    let cfg = config_with_credentials("apop");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(2), cfg).await;
+    let start = gw.greeting.find('<').expect("an APOP timestamp");
+    let timestamp = &gw.greeting[start..];
+    let digest = md5_hex(format!("{timestamp}{PASSWORD}").as_bytes());
+    assert_eq!(
+        pop.cmd(&format!("APOP {USER} {digest}")).await,
+        "+OK Logged in."
+    );
+    assert!(pop.cmd("STAT").await.starts_with("+OK 2 "));
+}
+
+#[tokio::test]
+async fn apop_with_a_wrong_digest_is_refused_without_asking_upstream() {
+    let cfg = config_with_credentials("apop-bad");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    assert_eq!(
+        pop.cmd(&format!("APOP {USER} 0123456789abcdef0123456789abcdef"))
+            .await,
+        "-ERR [AUTH] Authentication failed."
+    );
+    assert_eq!(gw.peer.connections(), 0);
+}
+
+#[tokio::test]
+async fn cram_md5_logs_in() {
+    let cfg = config_with_credentials("cram");
+    let (_gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    let challenge = pop.cmd("AUTH CRAM-MD5").await;
+    let challenge = B64.decode(challenge.strip_prefix("+ ").unwrap()).unwrap();
+    let mut key = [0u8; 64];
+    key[..PASSWORD.len()].copy_from_slice(PASSWORD.as_bytes());
+    let inner: Vec<u8> = key.iter().map(|b| b ^ 0x36).chain(challenge).collect();
+    let mut outer: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
+    outer.extend_from_slice(&Md5::digest(&inner));
+    let answer = B64.encode(format!("{USER} {}", md5_hex(&outer)));
+    assert_eq!(pop.cmd(&answer).await, "+OK Logged in.");
 }

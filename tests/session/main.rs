@@ -16,7 +16,23 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHal
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use peer::{body, Peer, PASSWORD, USER};
+pub use peer::{body, Peer, MASTER, MASTER_PASSWORD, PASSWORD, USER};
+
+/// A config with APOP and CRAM-MD5 enabled: `alice` has `secret` in the
+/// credentials file, and the master user logs in for her.
+pub fn config_with_credentials(name: &str) -> Config {
+    let dir = std::env::temp_dir().join(format!("popgate-session-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let creds = dir.join("credentials");
+    std::fs::write(&creds, format!("{USER}:{PASSWORD}\n")).expect("credentials");
+    let master = dir.join("master");
+    std::fs::write(&master, format!("{MASTER_PASSWORD}\n")).expect("master password");
+    config(&format!(
+        "auth:\n  credentials_file: {}\n  master_user: {MASTER}\n  master_password_file: {}\n",
+        creds.display(),
+        master.display()
+    ))
+}
 use popgate::config::{Config, ListenerTls, DEFAULT_ROUTE};
 use popgate::gateway::backend::{Backend, Connector};
 use popgate::gateway::session::{serve, Origin};
@@ -45,6 +61,8 @@ pub fn config_limits(limits: &str, extra: &str) -> Config {
 /// A running session: the POP3 client's end and what the server did.
 pub struct Gateway {
     pub ctx: Arc<Context>,
+    /// The greeting line the session sent.
+    pub greeting: String,
     pub peer: Peer,
     force: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -76,9 +94,10 @@ impl Gateway {
         .expect("backend");
         ctx.backends.insert(DEFAULT_ROUTE.into(), backend);
         let ctx = Arc::new(ctx);
-        let (gw, mut pop) = Gateway::connect(ctx, peer);
+        let (mut gw, mut pop) = Gateway::connect(ctx, peer);
         let greeting = pop.line().await;
         assert!(greeting.starts_with("+OK POP3 gateway ready"), "{greeting}");
+        gw.greeting = greeting;
         (gw, pop)
     }
 
@@ -115,6 +134,7 @@ impl Gateway {
         };
         let gw = Gateway {
             ctx,
+            greeting: String::new(),
             peer,
             force,
             task,

@@ -11,6 +11,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "secret";
 pub const UID_VALIDITY: u32 = 42;
+/// The master user that logs in for APOP and CRAM-MD5 users.
+pub const MASTER: &str = "master";
+pub const MASTER_PASSWORD: &str = "master-pw";
 const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR UIDPLUS ID LITERAL+";
 
 #[derive(Debug, Clone)]
@@ -244,7 +247,15 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
         ["AUTHENTICATE", "PLAIN", payload] => {
             let raw = B64.decode(payload).unwrap_or_default();
             let parts: Vec<&[u8]> = raw.split(|&c| c == 0).collect();
-            if parts.len() == 3 && parts[1] == USER.as_bytes() && parts[2] == PASSWORD.as_bytes() {
+            if parts.len() == 3
+                && (parts[0].is_empty() || parts[0] == USER.as_bytes())
+                && parts[1] == USER.as_bytes()
+                && parts[2] == PASSWORD.as_bytes()
+                || parts.len() == 3
+                    && parts[0] == USER.as_bytes()
+                    && parts[1] == MASTER.as_bytes()
+                    && parts[2] == MASTER_PASSWORD.as_bytes()
+            {
                 put(&mut out, format!("{tag} OK [CAPABILITY {}] in\r\n", b.caps));
             } else {
                 put(
