@@ -30,6 +30,22 @@ async fn a_server_that_greets_with_bye_is_unavailable() {
 }
 
 #[tokio::test]
+async fn a_garbled_greeting_is_unavailable() {
+    let peer = Peer::with_messages(1);
+    peer.set(|b| b.greeting = Some("HELLO THERE".into()));
+    assert_eq!(login_answer(peer).await.1, UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_drop_after_the_client_address_is_sent_is_unavailable() {
+    let peer = Peer::with_messages(1);
+    peer.set(|b| b.drop_at = Some("x-originating-ip".into()));
+    let (gw, answer) = login_answer(peer).await;
+    assert_eq!(answer, UNAVAILABLE);
+    assert_eq!(gw.peer.count("x-originating-ip"), 1, "{:?}", gw.peer.log());
+}
+
+#[tokio::test]
 async fn a_drop_at_login_is_unavailable() {
     let peer = Peer::with_messages(1);
     peer.set(|b| b.drop_at = Some("AUTHENTICATE".into()));

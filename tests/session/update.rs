@@ -212,3 +212,14 @@ async fn leaving_without_quit_changes_nothing() {
         1
     );
 }
+
+#[tokio::test]
+async fn without_uidplus_a_drop_at_the_search_removes_nothing() {
+    let peer = Peer::with_messages(3);
+    without_uidplus(&peer);
+    peer.set(|b| b.drop_at = Some("SEARCH".into()));
+    let (gw, answer) = delete_and_quit(peer).await;
+    assert_eq!(answer, NOT_REMOVED);
+    assert_eq!(gw.peer.uids(), vec![1, 2, 3]);
+    assert_eq!(gw.peer.count("EXPUNGE"), 0);
+}

@@ -147,7 +147,7 @@ impl Pop3Session {
             return Ok(self.refuse(Refusal::PlaintextDisallowed));
         }
         let State::Authorization { user } = &mut self.state else {
-            unreachable!()
+            return Ok(self.refuse(Refusal::AlreadyLoggedIn));
         };
         let reply = match cmd {
             Command::User(name) => {
@@ -216,10 +216,10 @@ impl Pop3Session {
                 (owner.as_str(), creds)
             }
             Proof::Verified => {
-                let (master, password) = ctx
-                    .master
-                    .as_ref()
-                    .expect("credentials come with a master user");
+                // The config check pairs a credentials file with a master user.
+                let Some((master, password)) = ctx.master.as_ref() else {
+                    return self.refuse(Refusal::Login(LoginFailure::Unavailable));
+                };
                 let auth = &ctx.config.auth;
                 let creds = match auth.master_login {
                     MasterLogin::Authzid => UpstreamProof::Password {
