@@ -23,7 +23,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts until `stop` fires, then drops the listener so new connections
 /// are refused. Each session holds a permit of `limit` while it runs.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<Context>,
     origin: Origin,
@@ -100,7 +100,7 @@ pub(crate) async fn contained(
 /// backtrace: a backtrace per session would cost memory and log volume
 /// that a client could trigger at will. The session span in effect at the
 /// panic names the session.
-pub fn log_panics() {
+pub(crate) fn log_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {

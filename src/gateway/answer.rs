@@ -12,7 +12,7 @@ use crate::pop3::CommandError;
 
 /// Why a login could not open the maildrop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginFailure {
+pub(crate) enum LoginFailure {
     /// The credentials were refused.
     AuthFailed,
     /// The upstream is unreachable, failed, or asked to come back later.
@@ -27,7 +27,7 @@ pub enum LoginFailure {
 
 impl LoginFailure {
     /// The `result` label of `popgate_logins_total`.
-    pub fn result(self) -> LoginResult {
+    pub(crate) fn result(self) -> LoginResult {
         match self {
             LoginFailure::AuthFailed => LoginResult::AuthFailed,
             LoginFailure::Unavailable => LoginResult::UpstreamUnavailable,
@@ -39,7 +39,7 @@ impl LoginFailure {
 
 /// What went wrong, as far as the client is concerned.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     Unparsable(CommandError),
     LineTooLong,
     TooManyBadCommands,
@@ -69,7 +69,7 @@ pub enum Refusal {
 }
 
 /// The answer to a refusal.
-pub fn answer(refusal: &Refusal) -> Answer {
+pub(crate) fn answer(refusal: &Refusal) -> Answer {
     use Refusal::*;
     let (code, text): (Option<RespCode>, Cow<'static, str>) = match refusal {
         Unparsable(e) => (None, format!("{e}.").into()),

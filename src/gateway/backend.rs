@@ -22,12 +22,12 @@ use crate::metrics::{FailureReason, LimitKind, Metrics};
 use crate::net::stream::Stream;
 use crate::net::tls;
 
-pub type Imap = Client<Stream>;
+pub(crate) type Imap = Client<Stream>;
 
 /// Holds an upstream connection's place: keeps
 /// `popgate_upstream_connections_open` right and the backend's connection
 /// limit counted for as long as it lives.
-pub struct OpenGuard {
+pub(crate) struct OpenGuard {
     gauge: prometheus::IntGauge,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -49,8 +49,8 @@ pub enum Connector {
 /// One IMAP backend, prepared once at start: address, TLS, connection
 /// limit, and the metrics labelled with its route name.
 pub struct Backend {
-    pub name: String,
-    pub config: config::Upstream,
+    pub(crate) name: String,
+    pub(crate) config: config::Upstream,
     tls_connector: Option<(TlsConnector, ServerName<'static>)>,
     limit: Option<Arc<Semaphore>>,
     connector: Connector,
@@ -62,7 +62,7 @@ pub struct Backend {
 
 impl Backend {
     /// `key` is the config key, for error messages.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         key: &str,
         config: &config::Upstream,
@@ -113,12 +113,12 @@ impl Backend {
         }))
     }
 
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         &self.config.address.0
     }
 
     /// Whether the backend offered `cap` before login at the last check.
-    pub fn offered(&self, cap: &str) -> bool {
+    pub(crate) fn offered(&self, cap: &str) -> bool {
         let caps = self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner());
         caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }
@@ -135,18 +135,18 @@ impl Backend {
 
 /// The two ends of a client's connection, as forwarded with IMAP ID.
 #[derive(Debug, Clone, Copy)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// The client (from the PROXY header when there is one).
-    pub client: SocketAddr,
+    pub(crate) client: SocketAddr,
     /// Our address the client connected to.
-    pub local: SocketAddr,
+    pub(crate) local: SocketAddr,
 }
 
 impl Backend {
     /// Connects, reads the greeting, and with TLS configured secures the
     /// link (implicit or STARTTLS); then tells the upstream who the client
     /// is. Failures are logged and counted.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         client: Option<Endpoints>,
     ) -> Result<(Imap, OpenGuard), ClientError> {
@@ -259,7 +259,7 @@ impl Backend {
 
     /// Runs one upstream command, recording its latency and any failure
     /// that is not a plain refusal (NO/BAD).
-    pub async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         command: &'static str,
         fut: impl Future<Output = Result<T, ClientError>>,
@@ -278,7 +278,7 @@ impl Backend {
 
     /// Logs and counts an upstream failure; plain refusals (NO/BAD) are the
     /// caller's business.
-    pub fn note_failure(&self, command: &'static str, e: &ClientError) {
+    pub(crate) fn note_failure(&self, command: &'static str, e: &ClientError) {
         if !e.is_refusal() {
             warn!(route = %self.name, command, error = %e, "upstream failed");
             self.failed(reason(e));
@@ -303,7 +303,7 @@ fn reason(e: &ClientError) -> FailureReason {
 /// Connects every `health_check_interval` and keeps `popgate_upstream_up`
 /// current, telling `report` each result (the default backend's decide
 /// readiness). Logs only changes.
-pub async fn health_loop(backend: Arc<Backend>, report: impl Fn(bool)) {
+pub(crate) async fn health_loop(backend: Arc<Backend>, report: impl Fn(bool)) {
     let up_gauge = backend
         .metrics
         .upstream_up

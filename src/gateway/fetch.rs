@@ -25,7 +25,7 @@ const HEADER_BATCH: usize = 32;
 
 /// What is fetched of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Section {
+pub(crate) enum Section {
     /// The whole message (RETR, TOP n with n > 0).
     Full,
     /// The header only (TOP n 0).
@@ -56,7 +56,7 @@ impl Section {
 
 /// How [`Pipeline::begin`] found a message.
 #[derive(Debug)]
-pub enum Found {
+pub(crate) enum Found {
     /// Its body is next on the connection: read it with [`Pipeline::chunk`].
     Body,
     /// The server has no body for it: expunged by someone else.
@@ -86,7 +86,7 @@ enum State {
 }
 
 /// Owns the upstream's body fetches for one session.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     state: State,
 }
 
@@ -99,7 +99,7 @@ impl Default for Pipeline {
 impl Pipeline {
     /// Makes message `n` (UID `uid`) the next body on the connection,
     /// sending a fetch when no batch in flight holds it.
-    pub async fn begin(
+    pub(crate) async fn begin(
         &mut self,
         backend: &Backend,
         imap: &mut Imap,
@@ -132,7 +132,7 @@ impl Pipeline {
 
     /// The next octets of the body [`Pipeline::begin`] found; `None` at
     /// its end.
-    pub async fn chunk(
+    pub(crate) async fn chunk(
         &mut self,
         backend: &Backend,
         imap: &mut Imap,
@@ -156,7 +156,7 @@ impl Pipeline {
 
     /// Reads past whatever is left of the fetch in flight, so the
     /// connection is in step for the next command.
-    pub async fn drain(&mut self, backend: &Backend, imap: &mut Imap) -> Result<(), ClientError> {
+    pub(crate) async fn drain(&mut self, backend: &Backend, imap: &mut Imap) -> Result<(), ClientError> {
         let tag = match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => return Ok(()),
             State::Between(b) | State::Streaming(b) => b.tag,

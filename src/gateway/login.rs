@@ -17,14 +17,14 @@ use crate::metrics::LimitKind;
 use crate::secret::Secret;
 
 /// A logged-in session's upstream side.
-pub struct Opened {
-    pub backend: Arc<Backend>,
-    pub imap: Imap,
+pub(crate) struct Opened {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) imap: Imap,
     /// RETR and TOP's body fetches.
-    pub fetch: Pipeline,
-    pub maildrop: Maildrop,
-    pub user_slot: Slot<String>,
-    pub counted: OpenGuard,
+    pub(crate) fetch: Pipeline,
+    pub(crate) maildrop: Maildrop,
+    pub(crate) user_slot: Slot<String>,
+    pub(crate) counted: OpenGuard,
 }
 
 const AUTH_FAILED: LoginFailure = LoginFailure::AuthFailed;
@@ -32,15 +32,15 @@ const UNAVAILABLE: LoginFailure = LoginFailure::Unavailable;
 const IN_USE: LoginFailure = LoginFailure::InUse;
 
 /// A login to perform upstream.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The maildrop's owner, for the per-user session limit.
-    pub owner: &'a str,
-    pub credentials: UpstreamProof<'a>,
-    pub client: Endpoints,
+    pub(crate) owner: &'a str,
+    pub(crate) credentials: UpstreamProof<'a>,
+    pub(crate) client: Endpoints,
 }
 
 /// What proves the login upstream.
-pub enum UpstreamProof<'a> {
+pub(crate) enum UpstreamProof<'a> {
     /// LOGIN or AUTHENTICATE PLAIN; `authzid` names the maildrop when a
     /// master user logs in on someone's behalf.
     Password {
@@ -56,7 +56,7 @@ pub enum UpstreamProof<'a> {
     },
 }
 
-pub async fn open(
+pub(crate) async fn open(
     ctx: &Arc<Context>,
     backend: &Arc<Backend>,
     req: &Request<'_>,

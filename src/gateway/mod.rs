@@ -26,12 +26,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every backend by route name; `default` is the top-level upstream.
     pub backends: HashMap<String, Arc<Backend>>,
-    pub router: route::Router,
+    pub(crate) router: route::Router,
     /// Present when APOP and CRAM-MD5 are enabled.
-    pub credentials: Option<Arc<credentials::Credentials>>,
+    pub(crate) credentials: Option<Arc<credentials::Credentials>>,
     /// The upstream master user and password for those logins.
-    pub master: Option<(String, Secret)>,
-    pub limits: limits::Limiters,
+    pub(crate) master: Option<(String, Secret)>,
+    pub(crate) limits: limits::Limiters,
     next_session: AtomicU64,
 }
 
@@ -84,11 +84,11 @@ impl Context {
         })
     }
 
-    pub fn default_backend(&self) -> &Arc<Backend> {
+    pub(crate) fn default_backend(&self) -> &Arc<Backend> {
         &self.backends[DEFAULT_ROUTE]
     }
 
-    pub fn session_id(&self) -> u64 {
+    pub(crate) fn session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 }
