@@ -156,7 +156,11 @@ impl Pipeline {
 
     /// Reads past whatever is left of the fetch in flight, so the
     /// connection is in step for the next command.
-    pub(crate) async fn drain(&mut self, backend: &Backend, imap: &mut Imap) -> Result<(), ClientError> {
+    pub(crate) async fn drain(
+        &mut self,
+        backend: &Backend,
+        imap: &mut Imap,
+    ) -> Result<(), ClientError> {
         let tag = match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => return Ok(()),
             State::Between(b) | State::Streaming(b) => b.tag,

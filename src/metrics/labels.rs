@@ -39,6 +39,19 @@ label_values!(
 );
 
 label_values!(
+    /// How the user logged in (`popgate_logins_total{mechanism}`).
+    Mechanism {
+        User => "USER",
+        Plain => "PLAIN",
+        Login => "LOGIN",
+        Apop => "APOP",
+        CramMd5 => "CRAM-MD5",
+        Xoauth2 => "XOAUTH2",
+        Oauthbearer => "OAUTHBEARER",
+    }
+);
+
+label_values!(
     /// How a login ended (`popgate_logins_total{result}`).
     LoginResult {
         Ok => "ok",

@@ -4,7 +4,7 @@
 
 mod labels;
 
-pub use labels::{FailureReason, LimitKind, LoginResult, Outcome, ThrottleKind};
+pub use labels::{FailureReason, LimitKind, LoginResult, Mechanism, Outcome, ThrottleKind};
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
@@ -196,7 +196,8 @@ impl Metrics {
     /// Creates the series of every known label value at 0, so that rates
     /// see the first event and dashboards show 0 rather than no data.
     pub fn init_labels(&self, listeners: &[(String, &'static str)], routes: &[String]) {
-        const MECHANISMS: &[&str] = &["USER", "PLAIN", "LOGIN"];
+        // The mechanisms every setup offers; the others appear when used.
+        const MECHANISMS: &[Mechanism] = &[Mechanism::User, Mechanism::Plain, Mechanism::Login];
         for (listener, tls) in listeners {
             let (listener, tls) = (listener.as_str(), *tls);
             self.sessions_open.with_label_values(&[listener, tls]);
@@ -212,7 +213,7 @@ impl Metrics {
         }
         for m in MECHANISMS {
             for r in LoginResult::ALL {
-                self.logins.with_label_values(&[m, r.as_str()]);
+                self.logins.with_label_values(&[m.as_str(), r.as_str()]);
             }
         }
         for route in routes {
@@ -244,9 +245,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn login(&self, mechanism: &str, result: LoginResult) {
+    pub fn login(&self, mechanism: Mechanism, result: LoginResult) {
         self.logins
-            .with_label_values(&[mechanism, result.as_str()])
+            .with_label_values(&[mechanism.as_str(), result.as_str()])
             .inc();
     }
 

@@ -9,7 +9,7 @@ use super::{Fault, Pop3Session, Reply, State};
 use crate::config::{ListenerTls, MasterLogin};
 use crate::gateway::answer::{LoginFailure, Refusal};
 use crate::gateway::login::{self, UpstreamProof};
-use crate::metrics::{LoginResult, ThrottleKind};
+use crate::metrics::{LoginResult, Mechanism, ThrottleKind};
 use crate::pop3::response;
 use crate::pop3::sasl;
 use crate::pop3::Command;
@@ -160,7 +160,7 @@ impl Pop3Session {
                         authzid: String::new(),
                         password,
                     };
-                    self.login("USER", name, proof).await
+                    self.login(Mechanism::User, name, proof).await
                 }
                 None => self.refuse(Refusal::NoUserGiven),
             },
@@ -192,7 +192,7 @@ impl Pop3Session {
     /// Logs in upstream for `user` (the POP3 login name, routed here).
     pub(super) async fn login(
         &mut self,
-        mechanism: &'static str,
+        mechanism: Mechanism,
         user: String,
         proof: Proof,
     ) -> Reply {
@@ -266,7 +266,7 @@ impl Pop3Session {
                 limits.user_penalty.succeeded(&user.to_lowercase());
                 info!(
                     user = %user,
-                    mechanism,
+                    mechanism = mechanism.as_str(),
                     route = %backend.name,
                     messages = opened.maildrop.len(),
                     login_ms = started.elapsed().as_millis() as u64,
@@ -280,6 +280,7 @@ impl Pop3Session {
             Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, started).await,
             Err(failure) => {
                 let result = failure.result().as_str();
+                let mechanism = mechanism.as_str();
                 info!(user = %user, mechanism, route = %backend.name, result, "login refused");
                 self.refuse(Refusal::Login(failure))
             }
@@ -291,13 +292,14 @@ impl Pop3Session {
     /// never held up. Unknown users get the same answer.
     pub(super) async fn refuse_login(
         &mut self,
-        mechanism: &'static str,
+        mechanism: Mechanism,
         user: &str,
         started: Instant,
     ) -> Reply {
-        info!(user = %user, mechanism, result = "auth_failed", "login refused");
+        let mechanism_name = mechanism.as_str();
+        info!(user = %user, mechanism = mechanism_name, result = "auth_failed", "login refused");
         let m = &self.ctx.metrics;
-        if matches!(mechanism, "APOP" | "CRAM-MD5") {
+        if matches!(mechanism, Mechanism::Apop | Mechanism::CramMd5) {
             // Refused here, without asking the upstream.
             m.login(mechanism, LoginResult::AuthFailed);
         }

@@ -10,6 +10,7 @@ use base64::Engine;
 use super::authorization::{new_timestamp, Proof};
 use super::{Fault, Pop3Session, Reply};
 use crate::gateway::answer::Refusal;
+use crate::metrics::Mechanism;
 use crate::pop3::response;
 use crate::pop3::sasl::{self, Exchange, SaslError, Step};
 use crate::pop3::{digest, Line};
@@ -37,7 +38,11 @@ impl Pop3Session {
         loop {
             match step {
                 Step::Done(c) => {
-                    let mech = if mech == "PLAIN" { "PLAIN" } else { "LOGIN" };
+                    let mech = if mech == "PLAIN" {
+                        Mechanism::Plain
+                    } else {
+                        Mechanism::Login
+                    };
                     let proof = Proof::Password {
                         authzid: c.authzid,
                         password: c.password,
@@ -86,9 +91,10 @@ impl Pop3Session {
             digest::same(&digest::apop(&timestamp, secret.expose()), &digest)
         });
         if good {
-            self.login("APOP", user, Proof::Verified).await
+            self.login(Mechanism::Apop, user, Proof::Verified).await
         } else {
-            self.refuse_login("APOP", &user, Instant::now()).await
+            self.refuse_login(Mechanism::Apop, &user, Instant::now())
+                .await
         }
     }
 
@@ -116,18 +122,19 @@ impl Pop3Session {
         });
         let user = user.to_string();
         Ok(if good {
-            self.login("CRAM-MD5", user, Proof::Verified).await
+            self.login(Mechanism::CramMd5, user, Proof::Verified).await
         } else {
-            self.refuse_login("CRAM-MD5", &user, Instant::now()).await
+            self.refuse_login(Mechanism::CramMd5, &user, Instant::now())
+                .await
         })
     }
 
     /// XOAUTH2 and OAUTHBEARER: the client's response goes upstream as is.
     async fn bearer(&mut self, mech: &str, initial: Option<&str>) -> Result<Reply, Fault> {
-        let mechanism = if mech == "XOAUTH2" {
-            "XOAUTH2"
+        let (label, mechanism) = if mech == "XOAUTH2" {
+            (Mechanism::Xoauth2, "XOAUTH2")
         } else {
-            "OAUTHBEARER"
+            (Mechanism::Oauthbearer, "OAUTHBEARER")
         };
         let response = match initial {
             Some(i) => Secret(i.as_bytes().to_vec()),
@@ -142,7 +149,7 @@ impl Pop3Session {
         };
         Ok(self
             .login(
-                mechanism,
+                label,
                 user,
                 Proof::Token {
                     mechanism,
