@@ -97,9 +97,9 @@ impl Default for Pipeline {
 }
 
 impl Pipeline {
-    /// Makes message `n` (UID `uid`) the next body on the connection,
-    /// sending a fetch when no batch in flight holds it.
-    pub(crate) async fn begin(
+    /// Makes sure a fetch holding message `n` (UID `uid`) is on its way:
+    /// the batch in flight, or a new one sent now.
+    pub(crate) async fn request(
         &mut self,
         backend: &Backend,
         imap: &mut Imap,
@@ -107,7 +107,7 @@ impl Pipeline {
         n: u32,
         uid: u32,
         section: Section,
-    ) -> Result<Found, ClientError> {
+    ) -> Result<(), ClientError> {
         let covered = matches!(&self.state,
             State::Between(b) if b.section == section && b.pending.contains(&uid));
         if !covered {
@@ -116,6 +116,18 @@ impl Pipeline {
             self.send(backend, imap, uids.into_iter().map(|(_, u)| u), section)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Makes `uid`'s body, requested with [`Pipeline::request`], the next
+    /// on the connection.
+    pub(crate) async fn begin(
+        &mut self,
+        backend: &Backend,
+        imap: &mut Imap,
+        uid: u32,
+        section: Section,
+    ) -> Result<Found, ClientError> {
         loop {
             let several = match self.find(backend, imap, uid).await? {
                 Ok(()) => return Ok(Found::Body),

@@ -64,11 +64,6 @@ impl Pop3Session {
         } else {
             Section::Full
         };
-        // A pipelining client may still lack the end of the last message
-        // while we wait on the upstream: send it first.
-        if self.conn.out.len() >= FLUSH_BEFORE_WAIT {
-            self.conn.flush().await?;
-        }
         let Opened {
             backend,
             imap,
@@ -76,10 +71,15 @@ impl Pop3Session {
             maildrop,
             ..
         } = &mut **opened;
-        match fetch
-            .begin(backend, imap, maildrop, n, uid, section)
-            .await?
-        {
+        fetch
+            .request(backend, imap, maildrop, n, uid, section)
+            .await?;
+        // A pipelining client may still lack the end of the last message
+        // while we wait on the upstream: send it first.
+        if self.conn.out.len() >= FLUSH_BEFORE_WAIT {
+            self.conn.flush().await?;
+        }
+        match fetch.begin(backend, imap, uid, section).await? {
             Found::Body => {}
             Found::Missing => {
                 maildrop.mark_gone(n);
