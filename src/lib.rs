@@ -8,11 +8,13 @@
 pub mod config;
 pub mod files;
 pub mod gateway;
-pub mod http;
+pub(crate) mod http;
 pub mod imap;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod net;
 pub mod pop3;
+pub mod secret;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -28,13 +30,13 @@ use gateway::session::Origin;
 
 /// The sockets popgate serves: POP3 listeners in config order, and the
 /// HTTP sidecar's if one is configured.
-pub struct Listeners {
+pub struct Sockets {
     pub pop3: Vec<TcpListener>,
     pub http: Option<TcpListener>,
 }
 
 /// Binds every configured socket.
-pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+pub async fn bind(config: &Config) -> std::io::Result<Sockets> {
     async fn one(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
         TcpListener::bind(addr)
             .await
@@ -48,7 +50,7 @@ pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
         Some(m) => Some(one(m.address).await?),
         None => None,
     };
-    Ok(Listeners { pop3, http })
+    Ok(Sockets { pop3, http })
 }
 
 /// What a server needs beyond the config: the shared context and the TLS
@@ -78,10 +80,11 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
 /// deletions.
 pub async fn run(
     config: Config,
-    listeners: Listeners,
+    listeners: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let Prepared { ctx, certificates } = prepare(config).map_err(std::io::Error::other)?;
+    listener::log_panics();
     let metrics = ctx.metrics.clone();
     let drain = ctx.config.shutdown.drain_timeout;
     let max = ctx.config.session.max_connections;
@@ -97,7 +100,12 @@ pub async fn run(
         .values()
         .map(|b| {
             let ready = (b.name == gateway::DEFAULT_ROUTE).then(|| health.clone());
-            tokio::spawn(gateway::upstream::health_loop(b.clone(), ready))
+            let report = move |ok| {
+                if let Some(h) = &ready {
+                    h.upstream_ok.store(ok, Ordering::Relaxed);
+                }
+            };
+            tokio::spawn(gateway::backend::health_loop(b.clone(), report))
         })
         .collect();
     if let (Some(listener), Some(settings)) = (listeners.http, &ctx.config.metrics) {
@@ -165,7 +173,7 @@ pub async fn run(
                 Arc::from([])
             },
         };
-        loops.push(tokio::spawn(net::listener::accept_loop(
+        loops.push(tokio::spawn(listener::accept_loop(
             listener,
             ctx.clone(),
             origin,

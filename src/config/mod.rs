@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::gateway::uidl::UidlTemplate;
+use crate::pop3::uidl::UidlTemplate;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,7 +375,7 @@ pub struct Session {
     /// Set `\Seen` at QUIT on messages retrieved with RETR, as Dovecot's POP3.
     pub mark_seen: bool,
     /// Allow one session per user at a time (RFC 1939's exclusive lock);
-    /// a second login gets `-ERR [IN-USE]`.
+    /// a second login is refused with the `[IN-USE]` response code.
     pub exclusive: bool,
 }
 

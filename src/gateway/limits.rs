@@ -13,20 +13,20 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 /// Counts holders per key; a holder is a [`Slot`].
-pub struct Counter<K: Hash + Eq + Clone> {
+pub(crate) struct Counter<K: Hash + Eq + Clone> {
     counts: DashMap<K, usize>,
     max: usize,
 }
 
 /// Held while a connection or session counts against its key.
-pub struct Slot<K: Hash + Eq + Clone> {
+pub(crate) struct Slot<K: Hash + Eq + Clone> {
     counter: Arc<Counter<K>>,
     key: K,
 }
 
 impl<K: Hash + Eq + Clone> Counter<K> {
     /// `max` 0 means unlimited.
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Counter {
             counts: DashMap::new(),
             max,
@@ -34,7 +34,7 @@ impl<K: Hash + Eq + Clone> Counter<K> {
     }
 
     /// Takes a slot for `key`, or `None` if it holds `max` already.
-    pub fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
+    pub(crate) fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
         let mut n = self.counts.entry(key.clone()).or_insert(0);
         if self.max > 0 && *n >= self.max {
             return None;
@@ -70,7 +70,7 @@ struct Failures {
 }
 
 /// Recent login failures per key, and the delay they earn.
-pub struct Penalty<K: Hash + Eq + Clone> {
+pub(crate) struct Penalty<K: Hash + Eq + Clone> {
     failures: DashMap<K, Failures>,
     max_delay: Duration,
     /// Failures older than this are forgotten.
@@ -79,7 +79,7 @@ pub struct Penalty<K: Hash + Eq + Clone> {
 }
 
 impl<K: Hash + Eq + Clone> Penalty<K> {
-    pub fn new(max_delay: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(max_delay: Duration, capacity: usize) -> Self {
         Penalty {
             failures: DashMap::new(),
             max_delay,
@@ -90,7 +90,7 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
 
     /// How long a login for `key` must wait now: 0 without recent failures,
     /// then 1 s, 2 s, 4 s ... up to the maximum.
-    pub fn delay(&self, key: &K, now: Instant) -> Duration {
+    pub(crate) fn delay(&self, key: &K, now: Instant) -> Duration {
         let Some(f) = self.failures.get(key).map(|f| *f) else {
             return Duration::ZERO;
         };
@@ -101,7 +101,7 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
         Duration::from_secs(secs).min(self.max_delay)
     }
 
-    pub fn failed(&self, key: K, now: Instant) {
+    pub(crate) fn failed(&self, key: K, now: Instant) {
         if self.max_delay.is_zero() {
             return;
         }
@@ -119,7 +119,7 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
         f.last = now;
     }
 
-    pub fn succeeded(&self, key: &K) {
+    pub(crate) fn succeeded(&self, key: &K) {
         self.failures.remove(key);
     }
 
@@ -142,17 +142,17 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
 }
 
 /// All limits of one server instance.
-pub struct Limits {
-    pub per_ip: Arc<Counter<IpAddr>>,
-    pub per_user: Arc<Counter<String>>,
-    pub ip_penalty: Penalty<IpAddr>,
-    pub user_penalty: Penalty<String>,
+pub(crate) struct Limiters {
+    pub(crate) per_ip: Arc<Counter<IpAddr>>,
+    pub(crate) per_user: Arc<Counter<String>>,
+    pub(crate) ip_penalty: Penalty<IpAddr>,
+    pub(crate) user_penalty: Penalty<String>,
 }
 
-impl Limits {
+impl Limiters {
     /// `exclusive`: RFC 1939's maildrop lock, one session per user.
-    pub fn new(config: &crate::config::Limits, exclusive: bool) -> Limits {
-        Limits {
+    pub(crate) fn new(config: &crate::config::Limits, exclusive: bool) -> Limiters {
+        Limiters {
             per_ip: Counter::new(config.connections_per_ip),
             per_user: Counter::new(if exclusive {
                 1
@@ -167,7 +167,8 @@ impl Limits {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Counter, Penalty};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn counter_limits_and_forgets() {

@@ -3,92 +3,44 @@
 
 use std::sync::Arc;
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::answer::LoginFailure;
+use super::backend::{Backend, Endpoints, Imap, OpenGuard};
+use super::fetch::Pipeline;
 use super::limits::Slot;
 use super::maildrop::Maildrop;
-use super::upstream::{Backend, Endpoints, Imap, OpenGuard};
 use super::Context;
-use crate::pop3::{RespCode, Secret};
+use crate::metrics::LimitKind;
+use crate::secret::Secret;
 
 /// A logged-in session's upstream side.
-pub struct Opened {
-    pub backend: Arc<Backend>,
-    pub imap: Imap,
-    /// A body fetch already sent upstream ahead of the client's request.
-    pub prefetch: Option<Prefetch>,
-    pub maildrop: Maildrop,
-    pub user_slot: Slot<String>,
-    pub counted: OpenGuard,
+pub(crate) struct Opened {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) imap: Imap,
+    /// RETR and TOP's body fetches.
+    pub(crate) fetch: Pipeline,
+    pub(crate) maildrop: Maildrop,
+    pub(crate) user_slot: Slot<String>,
+    pub(crate) counted: OpenGuard,
 }
 
-/// A body fetch covering the requested message and the ones after it, so
-/// that their answers are on the way before the client asks (every client
-/// captured reads in order). One command, because servers interleave the
-/// answers of pipelined FETCHes.
-pub struct Prefetch {
-    pub tag: String,
-    pub section: &'static str,
-    /// (message number, UID) still to be read from the answer, in order.
-    pub rest: VecDeque<(u32, u32)>,
-}
-
-impl Prefetch {
-    /// Takes message `n` out of the batch if it is there for `section`:
-    /// the fetch's tag, and the UIDs before it that must be read past.
-    pub fn claim(&mut self, n: u32, section: &str) -> Option<(String, Vec<u32>)> {
-        if section != self.section || !self.rest.iter().any(|&(m, _)| m == n) {
-            return None;
-        }
-        let mut skipped = Vec::new();
-        while let Some((m, uid)) = self.rest.pop_front() {
-            if m == n {
-                break;
-            }
-            skipped.push(uid);
-        }
-        Some((self.tag.clone(), skipped))
-    }
-}
-
-/// Why a login failed, as the POP3 client will hear it.
-#[derive(Debug)]
-pub struct Refusal {
-    pub code: RespCode,
-    pub text: &'static str,
-    /// The `result` label of `popgate_logins_total`.
-    pub result: &'static str,
-}
-
-const AUTH_FAILED: Refusal = Refusal {
-    code: RespCode::Auth,
-    text: "Authentication failed.",
-    result: "auth_failed",
-};
-const UNAVAILABLE: Refusal = Refusal {
-    code: RespCode::SysTemp,
-    text: "Mail server unavailable, try again later.",
-    result: "upstream_unavailable",
-};
-const IN_USE: Refusal = Refusal {
-    code: RespCode::InUse,
-    text: "Mailbox is in use.",
-    result: "in_use",
-};
+const AUTH_FAILED: LoginFailure = LoginFailure::AuthFailed;
+const UNAVAILABLE: LoginFailure = LoginFailure::Unavailable;
+const IN_USE: LoginFailure = LoginFailure::InUse;
 
 /// A login to perform upstream.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// The maildrop's owner, for the per-user session limit.
-    pub owner: &'a str,
-    pub credentials: Upstream<'a>,
-    pub client: Endpoints,
+    pub(crate) owner: &'a str,
+    pub(crate) credentials: UpstreamProof<'a>,
+    pub(crate) client: Endpoints,
 }
 
 /// What proves the login upstream.
-pub enum Upstream<'a> {
+pub(crate) enum UpstreamProof<'a> {
     /// LOGIN or AUTHENTICATE PLAIN; `authzid` names the maildrop when a
     /// master user logs in on someone's behalf.
     Password {
@@ -104,20 +56,14 @@ pub enum Upstream<'a> {
     },
 }
 
-pub async fn open(
+pub(crate) async fn open(
     ctx: &Arc<Context>,
     backend: &Arc<Backend>,
     req: &Request<'_>,
-) -> Result<Opened, Refusal> {
+) -> Result<Opened, LoginFailure> {
     let Some(user_slot) = ctx.limits.per_user.acquire(req.owner.to_lowercase()) else {
-        ctx.metrics
-            .limit_rejections
-            .with_label_values(&["sessions_per_user"])
-            .inc();
-        return Err(Refusal {
-            text: "Mailbox is in use by another POP3 session.",
-            ..IN_USE
-        });
+        ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
+        return Err(LoginFailure::UserLimit);
     };
     let started = Instant::now();
     let (mut imap, counted) = backend
@@ -128,12 +74,12 @@ pub async fn open(
     if let Err(e) = backend
         .timed("login", async {
             match req.credentials {
-                Upstream::Password {
+                UpstreamProof::Password {
                     authzid,
                     user,
                     password,
                 } => imap.login(authzid, user, password).await,
-                Upstream::Token {
+                UpstreamProof::Token {
                     mechanism,
                     response,
                 } => imap.authenticate(mechanism, response).await,
@@ -162,11 +108,7 @@ pub async fn open(
             warn!(mailbox = %ctx.config.mailbox, reason = %e, "upstream refused SELECT");
             return Err(match e.code() {
                 Some("INUSE") => IN_USE,
-                Some("NONEXISTENT") => Refusal {
-                    code: RespCode::SysPerm,
-                    text: "Mailbox does not exist.",
-                    result: "mailbox_error",
-                },
+                Some("NONEXISTENT") => LoginFailure::NoMailbox,
                 _ => UNAVAILABLE,
             });
         }
@@ -180,7 +122,7 @@ pub async fn open(
     Ok(Opened {
         backend: backend.clone(),
         imap,
-        prefetch: None,
+        fetch: Pipeline::default(),
         maildrop: Maildrop::new(selected.uid_validity, &listing),
         user_slot,
         counted,

@@ -6,9 +6,9 @@ use std::fmt::Write;
 
 use bytes::{BufMut, BytesMut};
 
-use super::uidl::UidlTemplate;
-use crate::imap::client::Listing;
+use crate::imap::Listing;
 use crate::pop3::response;
+use crate::pop3::uidl::UidlTemplate;
 
 const DELETED: u8 = 1;
 const RETRIEVED: u8 = 2;
@@ -23,21 +23,21 @@ struct Message {
 }
 
 #[derive(Debug)]
-pub struct Maildrop {
+pub(crate) struct Maildrop {
     uid_validity: u32,
     messages: Vec<Message>,
 }
 
 /// How far a batch fetch may reach beyond the message asked for.
 #[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    pub messages: usize,
+pub(crate) struct Budget {
+    pub(crate) messages: usize,
     /// Octets of the messages after the first.
-    pub octets: u64,
+    pub(crate) octets: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
+pub(crate) enum MessageError {
     #[error("No such message")]
     NoSuchMessage,
     #[error("Message is deleted")]
@@ -49,7 +49,7 @@ pub enum MessageError {
 impl Maildrop {
     /// Builds the snapshot; messages already flagged `\Deleted` upstream are
     /// hidden, as if another client had removed them.
-    pub fn new(uid_validity: u32, listing: &[Listing]) -> Maildrop {
+    pub(crate) fn new(uid_validity: u32, listing: &[Listing]) -> Maildrop {
         let messages = listing
             .iter()
             .filter(|l| !l.deleted)
@@ -65,12 +65,8 @@ impl Maildrop {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.messages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
     }
 
     fn live(&self) -> impl Iterator<Item = (usize, &Message)> {
@@ -94,7 +90,7 @@ impl Maildrop {
     }
 
     /// UID and size of a message to fetch; gone messages are refused.
-    pub fn fetchable(&self, n: u32) -> Result<(u32, u64), MessageError> {
+    pub(crate) fn fetchable(&self, n: u32) -> Result<(u32, u64), MessageError> {
         let m = self.get(n)?;
         if m.marks & GONE != 0 {
             return Err(MessageError::Gone);
@@ -104,7 +100,7 @@ impl Maildrop {
 
     /// Message `n` and the fetchable ones right after it that fit the
     /// budget, as (number, UID). `n` itself must be fetchable.
-    pub fn batch_from(&self, n: u32, budget: Budget) -> Vec<(u32, u32)> {
+    pub(crate) fn batch_from(&self, n: u32, budget: Budget) -> Vec<(u32, u32)> {
         let mut out = vec![(n, self.messages[n as usize - 1].uid)];
         let mut octets = 0u64;
         for (i, m) in self.messages.iter().enumerate().skip(n as usize) {
@@ -120,21 +116,21 @@ impl Maildrop {
         out
     }
 
-    pub fn stat(&self, out: &mut BytesMut) {
+    pub(crate) fn stat(&self, out: &mut BytesMut) {
         let (count, octets) = self
             .live()
             .fold((0usize, 0u64), |(c, o), (_, m)| (c + 1, o + m.size));
         response::ok(out, &format!("{count} {octets}"));
     }
 
-    pub fn list(&self, n: Option<u32>, out: &mut BytesMut) -> Result<(), MessageError> {
+    pub(crate) fn list(&self, n: Option<u32>, out: &mut BytesMut) -> Result<(), MessageError> {
         let count = self.live().count();
         self.answer(n, &format!("{count} messages:"), out, |m, line| {
             let _ = write!(line, "{}", m.size);
         })
     }
 
-    pub fn uidl(
+    pub(crate) fn uidl(
         &self,
         template: &UidlTemplate,
         n: Option<u32>,
@@ -177,37 +173,37 @@ impl Maildrop {
         Ok(())
     }
 
-    pub fn delete(&mut self, n: u32) -> Result<(), MessageError> {
+    pub(crate) fn delete(&mut self, n: u32) -> Result<(), MessageError> {
         self.get(n)?;
         self.messages[n as usize - 1].marks |= DELETED;
         Ok(())
     }
 
-    pub fn mark_retrieved(&mut self, n: u32) {
+    pub(crate) fn mark_retrieved(&mut self, n: u32) {
         if let Some(m) = self.messages.get_mut(n as usize - 1) {
             m.marks |= RETRIEVED;
         }
     }
 
-    pub fn mark_gone(&mut self, n: u32) {
+    pub(crate) fn mark_gone(&mut self, n: u32) {
         if let Some(m) = self.messages.get_mut(n as usize - 1) {
             m.marks |= GONE;
         }
     }
 
     /// RSET: unmarks every message marked deleted.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         for m in &mut self.messages {
             m.marks &= !DELETED;
         }
     }
 
-    pub fn deleted_uids(&self) -> Vec<u32> {
+    pub(crate) fn deleted_uids(&self) -> Vec<u32> {
         self.uids_where(|m| m.marks & DELETED != 0)
     }
 
     /// Retrieved and not deleted: these get `\Seen` at QUIT.
-    pub fn retrieved_uids(&self) -> Vec<u32> {
+    pub(crate) fn retrieved_uids(&self) -> Vec<u32> {
         self.uids_where(|m| m.marks & (RETRIEVED | DELETED) == RETRIEVED)
     }
 
@@ -222,7 +218,7 @@ impl Maildrop {
 
 /// IMAP sequence sets for sorted UIDs (`1:4,7,9:12`), each at most about
 /// `max_len` bytes so no command line grows past server limits.
-pub fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
+pub(crate) fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
     let mut sets = Vec::new();
     let mut cur = String::new();
     let mut i = 0;
@@ -254,7 +250,10 @@ pub fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{uid_sets, Budget, Maildrop, MessageError};
+    use crate::imap::Listing;
+    use crate::pop3::uidl::UidlTemplate;
+    use bytes::BytesMut;
     use proptest::prelude::*;
 
     fn drop3() -> Maildrop {

@@ -1,13 +1,14 @@
 //! The translation between a POP3 session and an IMAP connection.
 
-pub mod credentials;
-pub mod limits;
-pub mod login;
-pub mod maildrop;
-pub mod route;
+pub(crate) mod answer;
+pub mod backend;
+pub(crate) mod credentials;
+pub(crate) mod fetch;
+pub(crate) mod limits;
+pub(crate) mod login;
+pub(crate) mod maildrop;
+pub(crate) mod route;
 pub mod session;
-pub mod uidl;
-pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +17,8 @@ use std::sync::Arc;
 use crate::config::Config;
 pub use crate::config::DEFAULT_ROUTE;
 use crate::metrics::Metrics;
-use crate::pop3::Secret;
-use upstream::Backend;
+use crate::secret::Secret;
+use backend::Backend;
 
 /// What every session of one server instance shares.
 pub struct Context {
@@ -25,12 +26,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Every backend by route name; `default` is the top-level upstream.
     pub backends: HashMap<String, Arc<Backend>>,
-    pub router: route::Router,
+    pub(crate) router: route::Router,
     /// Present when APOP and CRAM-MD5 are enabled.
-    pub credentials: Option<Arc<credentials::Credentials>>,
+    pub(crate) credentials: Option<Arc<credentials::Credentials>>,
     /// The upstream master user and password for those logins.
-    pub master: Option<(String, Secret)>,
-    pub limits: limits::Limits,
+    pub(crate) master: Option<(String, Secret)>,
+    pub(crate) limits: limits::Limiters,
     next_session: AtomicU64,
 }
 
@@ -68,18 +69,18 @@ impl Context {
             master,
             backends,
             router: route::Router::new(&config),
-            limits: limits::Limits::new(&config.limits, config.session.exclusive),
+            limits: limits::Limiters::new(&config.limits, config.session.exclusive),
             config,
             metrics,
             next_session: AtomicU64::new(1),
         })
     }
 
-    pub fn default_backend(&self) -> &Arc<Backend> {
+    pub(crate) fn default_backend(&self) -> &Arc<Backend> {
         &self.backends[DEFAULT_ROUTE]
     }
 
-    pub fn session_id(&self) -> u64 {
+    pub(crate) fn session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 }

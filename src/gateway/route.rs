@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::config::{Config, DEFAULT_ROUTE};
 
-pub struct Router {
+pub(crate) struct Router {
     /// Lower-cased domain -> (backend, strip the domain).
     domains: HashMap<String, (String, bool)>,
     sdps: bool,
@@ -14,13 +14,13 @@ pub struct Router {
 
 /// Where a login goes and as whom.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Route<'a> {
-    pub backend: &'a str,
-    pub user: String,
+pub(crate) struct Route<'a> {
+    pub(crate) backend: &'a str,
+    pub(crate) user: String,
 }
 
 impl Router {
-    pub fn new(config: &Config) -> Router {
+    pub(crate) fn new(config: &Config) -> Router {
         Router {
             domains: config
                 .routing
@@ -33,7 +33,7 @@ impl Router {
         }
     }
 
-    pub fn route<'a>(&'a self, login: &str) -> Route<'a> {
+    pub(crate) fn route<'a>(&'a self, login: &str) -> Route<'a> {
         if let Some((user, domain)) = login.rsplit_once('@') {
             if let Some((backend, strip)) = self.domains.get(&domain.to_lowercase()) {
                 return Route {
@@ -66,7 +66,8 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Route, Router};
+    use crate::config::Config;
 
     fn router(sdps: bool) -> Router {
         let yaml = format!(

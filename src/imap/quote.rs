@@ -30,7 +30,7 @@ pub fn encode(value: &[u8]) -> ImapString {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{encode, ImapString};
 
     #[test]
     fn quotes_and_escapes() {

@@ -1,7 +1,7 @@
-//! Sockets: the accept loops, the buffered POP3 connection, shutdown.
+//! The transport below the sessions: plain or TLS streams, the buffered
+//! POP3 connection, TLS material and PROXY protocol headers.
 
-pub mod conn;
-pub mod listener;
+pub(crate) mod conn;
 pub mod proxy;
 pub mod stream;
 pub mod tls;

@@ -35,7 +35,22 @@ pub fn ok(out: &mut BytesMut, text: &str) {
     out.put_slice(b"\r\n");
 }
 
-pub fn err(out: &mut BytesMut, code: Option<RespCode>, text: &str) {
+/// A negative answer: an optional response code and a sentence for the
+/// user. Built from what went wrong by `gateway::answer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub code: Option<RespCode>,
+    pub text: std::borrow::Cow<'static, str>,
+}
+
+impl Answer {
+    /// Appends the status line.
+    pub fn write(&self, out: &mut BytesMut) {
+        err(out, self.code, &self.text);
+    }
+}
+
+fn err(out: &mut BytesMut, code: Option<RespCode>, text: &str) {
     out.put_slice(b"-ERR ");
     if let Some(code) = code {
         out.put_u8(b'[');

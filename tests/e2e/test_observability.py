@@ -69,6 +69,7 @@ FAMILIES = {
     "popgate_messages_sent_total": "counter",
     "popgate_messages_deleted_total": "counter",
     "popgate_quit_failures_total": "counter",
+    "popgate_session_panics_total": "counter",
     "popgate_snapshot_messages": "histogram",
     "popgate_upstream_connections_total": "counter",
     "popgate_upstream_failures_total": "counter",
@@ -391,6 +392,7 @@ def test_every_alert_is_documented_for_on_call():
         "PopgateLoginFailureSpike",
         "PopgateCommandLatencyHigh",
         "PopgateQuitFailures",
+        "PopgateSessionPanics",
         "PopgateLimitsHit",
         "PopgateNoInstanceReady",
     }

@@ -23,6 +23,21 @@ def test_refused_removal_makes_quit_fail(dovecot, user):
     assert user.uids() == before
 
 
+def test_refused_expunge_takes_our_flags_back_for_the_next_session(dovecot, user):
+    user.deliver(*(simple_message(i) for i in range(3)))
+    before = user.uids()
+    with FaultyProxy(dovecot.imap_port, refuse=r"^UID EXPUNGE") as proxy:
+        with Popgate(proxy.port) as pg:
+            with user.pop3(pg.port) as c:
+                c.answer("DELE 2")
+                assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP] ")
+            assert proxy.refused
+            assert user.uids() == before
+            assert not any("\\Deleted" in f for f in user.dv.flags(user.name).values())
+            with user.pop3(pg.port) as c:
+                assert c.answer("STAT").startswith(b"+OK 3 ")
+
+
 def test_without_uidplus_only_our_messages_are_expunged(dovecot, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     u = user.uids()
@@ -43,12 +58,14 @@ def test_without_uidplus_other_deleted_flags_block_the_expunge(dovecot, user):
             with user.pop3(pg.port) as c:
                 user.dv.set_flags(user.name, u[2], "\\Deleted")  # another client
                 c.answer("DELE 1")
-                assert c.answer("QUIT").startswith(b"+OK")
+                # QUIT says the removal did not happen, and it did not.
+                assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP] ")
             assert b" EXPUNGE\r\n" not in b"".join(proxy.seen)
-            # Nothing was expunged, and our deletion is hidden from now on.
             assert user.uids() == u
+            assert "\\Deleted" not in user.dv.flags(user.name)[u[0]], "our flag was taken back"
+            # The next session still sees the message and may delete it again.
             with user.pop3(pg.port) as c:
-                assert c.answer("STAT").startswith(b"+OK 1 ")
+                assert c.answer("STAT").startswith(b"+OK 2 ")
 
 
 @pytest.mark.parametrize("hidden", [("SASL-IR",), ("AUTH=PLAIN",), ("AUTH=PLAIN", "LITERAL+")])

@@ -1,10 +1,22 @@
-//! AUTHORIZATION state: CAPA, STLS, USER/PASS, APOP and SASL, and the
-//! upstream login they lead to.
+//! AUTHORIZATION state: CAPA, STLS, USER/PASS, the dispatch of the other
+//! logins (in `mechanisms.rs`), and the upstream login they all lead to.
 
-use super::*;
+use std::time::Instant;
+
+use tracing::info;
+
+use super::{Fault, Pop3Session, Reply, State};
+use crate::config::{ListenerTls, MasterLogin};
+use crate::gateway::answer::{LoginFailure, Refusal};
+use crate::gateway::login::{self, UpstreamProof};
+use crate::metrics::{LoginResult, Mechanism, ThrottleKind};
+use crate::pop3::response;
+use crate::pop3::sasl;
+use crate::pop3::Command;
+use crate::secret::Secret;
 
 /// How the user proved who they are.
-enum Proof {
+pub(super) enum Proof {
     /// A password the upstream checks (USER/PASS, PLAIN, LOGIN).
     Password { authzid: String, password: Secret },
     /// A digest popgate checked against the credentials file (APOP,
@@ -32,7 +44,7 @@ pub(super) fn new_timestamp(session: u64) -> String {
     )
 }
 
-impl Session {
+impl Pop3Session {
     /// May passwords be sent on this connection now?
     fn auth_allowed(&self) -> bool {
         self.plaintext_ok || self.conn.is_tls()
@@ -40,7 +52,7 @@ impl Session {
 
     /// The SASL mechanisms that can succeed on this connection now: never
     /// advertise one that cannot (curl picks the strongest offered).
-    fn mechanisms(&self) -> Vec<&'static str> {
+    pub(super) fn mechanisms(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.ctx.credentials.is_some() {
             out.push("CRAM-MD5"); // reveals no password, so fine without TLS
@@ -98,20 +110,16 @@ impl Session {
     /// had come through TLS, so it is refused instead.
     pub(super) async fn stls(&mut self) -> Result<Reply, Fault> {
         if !self.stls_offered() {
-            return Ok(self.err(None, "STLS is not available now."));
+            return Ok(self.refuse(Refusal::StlsUnavailable));
         }
         if self.conn.has_pending_input() {
-            return Ok(self.err(
-                None,
-                "Commands sent after STLS before TLS; send STLS alone.",
-            ));
+            return Ok(self.refuse(Refusal::StlsPipelined));
         }
+        // A starttls listener always has a certificate (checked at start).
+        let Some(acceptor) = self.origin.acceptor.clone() else {
+            return Ok(self.refuse(Refusal::StlsUnavailable));
+        };
         self.ok("Begin TLS negotiation now.");
-        let acceptor = self
-            .origin
-            .acceptor
-            .clone()
-            .expect("starttls listener has a certificate");
         let listener = self.origin.listener.clone();
         let result = self.conn.start_tls(&acceptor).await;
         let label = if result.is_ok() { "ok" } else { "error" };
@@ -136,10 +144,10 @@ impl Session {
             _ => false,
         };
         if needs_secret && !self.auth_allowed() {
-            return Ok(self.err(Some(RespCode::Auth), PLAINTEXT_REFUSED));
+            return Ok(self.refuse(Refusal::PlaintextDisallowed));
         }
         let State::Authorization { user } = &mut self.state else {
-            unreachable!()
+            return Ok(self.refuse(Refusal::AlreadyLoggedIn));
         };
         let reply = match cmd {
             Command::User(name) => {
@@ -152,9 +160,9 @@ impl Session {
                         authzid: String::new(),
                         password,
                     };
-                    self.login("USER", name, proof).await
+                    self.login(Mechanism::User, name, proof).await
                 }
-                None => self.err(None, "No user name given; send USER first."),
+                None => self.refuse(Refusal::NoUserGiven),
             },
             Command::Apop { user, digest } => self.apop(user, digest).await,
             Command::Auth {
@@ -176,148 +184,18 @@ impl Session {
                 *user = None;
                 self.authenticate(&mech, initial.as_deref()).await?
             }
-            _ => self.err(None, "Not logged in."),
+            _ => self.refuse(Refusal::NotLoggedIn),
         };
         Ok(reply)
     }
 
-    /// Runs a SASL exchange (RFC 5034), then the upstream login.
-    async fn authenticate(&mut self, mech: &str, initial: Option<&str>) -> Result<Reply, Fault> {
-        if !self.mechanisms().contains(&mech) {
-            return Ok(self.err(None, "Unsupported authentication mechanism."));
-        }
-        match mech {
-            "CRAM-MD5" => return self.cram_md5(initial).await,
-            "XOAUTH2" | "OAUTHBEARER" => return self.bearer(mech, initial).await,
-            _ => {}
-        }
-        let (mut exchange, mut step) = match Exchange::start(mech, initial) {
-            Ok(started) => started,
-            Err(e) => return Ok(self.err(None, &format!("{e}."))),
-        };
-        loop {
-            match step {
-                Step::Done(c) => {
-                    let mech = if mech == "PLAIN" { "PLAIN" } else { "LOGIN" };
-                    let proof = Proof::Password {
-                        authzid: c.authzid,
-                        password: c.password,
-                    };
-                    return Ok(self.login(mech, c.user, proof).await);
-                }
-                Step::Challenge(challenge) => {
-                    response::continuation(&mut self.conn.out, challenge);
-                    let line = match self.conn.next_line().await? {
-                        Line::Complete(line) => Secret(line.to_vec()),
-                        Line::TooLong => return Ok(self.err(None, "Authentication data too long.")),
-                    };
-                    step = match exchange.step(line.expose()) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let code = (e != sasl::SaslError::Cancelled).then_some(RespCode::Auth);
-                            return Ok(self.err(code, &format!("{e}.")));
-                        }
-                    };
-                }
-            }
-        }
-    }
-
-    /// Reads one SASL response line after a challenge; `None` if the
-    /// exchange ended (an -ERR is already queued).
-    async fn sasl_response(&mut self, challenge: &str) -> Result<Option<Secret>, Fault> {
-        response::continuation(&mut self.conn.out, challenge);
-        match self.conn.next_line().await? {
-            Line::Complete(line) if &line[..] == b"*" => {
-                self.err(None, "Authentication cancelled.");
-                Ok(None)
-            }
-            Line::Complete(line) => Ok(Some(Secret(line.to_vec()))),
-            Line::TooLong => {
-                self.err(None, "Authentication data too long.");
-                Ok(None)
-            }
-        }
-    }
-
-    /// APOP (RFC 1939 section 7), checked against the credentials file.
-    async fn apop(&mut self, user: String, digest: String) -> Reply {
-        let (Some(timestamp), Some(creds)) = (self.timestamp.clone(), self.ctx.credentials.clone())
-        else {
-            return self.err(None, "APOP is not available.");
-        };
-        let good = creds.secret(&user).is_some_and(|secret| {
-            digest::same(&digest::apop(&timestamp, secret.expose()), &digest)
-        });
-        if good {
-            self.login("APOP", user, Proof::Verified).await
-        } else {
-            self.refuse_login("APOP", &user, Instant::now()).await
-        }
-    }
-
-    /// AUTH CRAM-MD5 (RFC 2195), checked against the credentials file.
-    async fn cram_md5(&mut self, initial: Option<&str>) -> Result<Reply, Fault> {
-        let Some(creds) = self.ctx.credentials.clone() else {
-            return Ok(self.err(None, "Unsupported authentication mechanism."));
-        };
-        if initial.is_some() {
-            return Ok(self.err(None, "CRAM-MD5 takes no initial response."));
-        }
-        let challenge = new_timestamp(self.id);
-        let Some(line) = self.sasl_response(&B64.encode(&challenge)).await? else {
-            return Ok(Reply::Err);
-        };
-        let decoded = B64.decode(line.expose()).ok().map(Secret);
-        let answer = decoded
-            .as_ref()
-            .and_then(|d| std::str::from_utf8(d.expose()).ok());
-        let Some((user, digest)) = answer.and_then(|a| a.rsplit_once(' ')) else {
-            return Ok(self.err(Some(RespCode::Auth), "Malformed authentication data."));
-        };
-        let good = creds.secret(user).is_some_and(|secret| {
-            digest::same(&digest::cram_md5(&challenge, secret.expose()), digest)
-        });
-        let user = user.to_string();
-        Ok(if good {
-            self.login("CRAM-MD5", user, Proof::Verified).await
-        } else {
-            self.refuse_login("CRAM-MD5", &user, Instant::now()).await
-        })
-    }
-
-    /// XOAUTH2 and OAUTHBEARER: the client's response goes upstream as is.
-    async fn bearer(&mut self, mech: &str, initial: Option<&str>) -> Result<Reply, Fault> {
-        let mechanism = if mech == "XOAUTH2" {
-            "XOAUTH2"
-        } else {
-            "OAUTHBEARER"
-        };
-        let response = match initial {
-            Some(i) => Secret(i.as_bytes().to_vec()),
-            None => match self.sasl_response("").await? {
-                Some(r) => r,
-                None => return Ok(Reply::Err),
-            },
-        };
-        let decoded = B64.decode(response.expose()).ok().map(Secret);
-        let Some(user) = decoded.and_then(|d| sasl::bearer_user(mechanism, d.expose())) else {
-            return Ok(self.err(Some(RespCode::Auth), "Malformed authentication data."));
-        };
-        Ok(self
-            .login(
-                mechanism,
-                user,
-                Proof::Token {
-                    mechanism,
-                    response,
-                },
-            )
-            .await)
-    }
-
     /// Logs in upstream for `user` (the POP3 login name, routed here).
-    async fn login(&mut self, mechanism: &'static str, user: String, proof: Proof) -> Reply {
+    pub(super) async fn login(
+        &mut self,
+        mechanism: Mechanism,
+        user: String,
+        proof: Proof,
+    ) -> Reply {
         let started = Instant::now();
         let ctx = self.ctx.clone();
         let route = ctx.router.route(&user);
@@ -330,7 +208,7 @@ impl Session {
                 } else {
                     authzid
                 };
-                let creds = Upstream::Password {
+                let creds = UpstreamProof::Password {
                     authzid,
                     user: &route.user,
                     password,
@@ -338,20 +216,20 @@ impl Session {
                 (owner.as_str(), creds)
             }
             Proof::Verified => {
-                let (master, password) = ctx
-                    .master
-                    .as_ref()
-                    .expect("credentials come with a master user");
+                // The config check pairs a credentials file with a master user.
+                let Some((master, password)) = ctx.master.as_ref() else {
+                    return self.refuse(Refusal::Login(LoginFailure::Unavailable));
+                };
                 let auth = &ctx.config.auth;
                 let creds = match auth.master_login {
-                    MasterLogin::Authzid => Upstream::Password {
+                    MasterLogin::Authzid => UpstreamProof::Password {
                         authzid: &route.user,
                         user: master,
                         password,
                     },
                     MasterLogin::Separator => {
                         as_master = format!("{}{}{master}", route.user, auth.master_separator);
-                        Upstream::Password {
+                        UpstreamProof::Password {
                             authzid: "",
                             user: &as_master,
                             password,
@@ -365,7 +243,7 @@ impl Session {
                 response,
             } => (
                 route.user.as_str(),
-                Upstream::Token {
+                UpstreamProof::Token {
                     mechanism,
                     response,
                 },
@@ -377,9 +255,10 @@ impl Session {
             client: self.ends,
         };
         let outcome = login::open(&ctx, backend, &req).await;
-        let result = outcome.as_ref().map_or_else(|r| r.result, |_| "ok");
-        let m = &self.ctx.metrics;
-        m.logins.with_label_values(&[mechanism, result]).inc();
+        let result = outcome
+            .as_ref()
+            .map_or_else(|f| f.result(), |_| LoginResult::Ok);
+        self.ctx.metrics.login(mechanism, result);
         match outcome {
             Ok(opened) => {
                 let limits = &self.ctx.limits;
@@ -387,7 +266,7 @@ impl Session {
                 limits.user_penalty.succeeded(&user.to_lowercase());
                 info!(
                     user = %user,
-                    mechanism,
+                    mechanism = mechanism.as_str(),
                     route = %backend.name,
                     messages = opened.maildrop.len(),
                     login_ms = started.elapsed().as_millis() as u64,
@@ -398,13 +277,12 @@ impl Session {
                 self.state = State::Transaction(Box::new(opened));
                 self.ok("Logged in.")
             }
-            Err(Refusal {
-                code: RespCode::Auth,
-                ..
-            }) => self.refuse_login(mechanism, &user, started).await,
-            Err(Refusal { code, text, result }) => {
+            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, started).await,
+            Err(failure) => {
+                let result = failure.result().as_str();
+                let mechanism = mechanism.as_str();
                 info!(user = %user, mechanism, route = %backend.name, result, "login refused");
-                self.err(Some(code), text)
+                self.refuse(Refusal::Login(failure))
             }
         }
     }
@@ -412,19 +290,18 @@ impl Session {
     /// A failed login answers late, the later the more failures there were
     /// recently from this address or for this user; a correct login is
     /// never held up. Unknown users get the same answer.
-    async fn refuse_login(
+    pub(super) async fn refuse_login(
         &mut self,
-        mechanism: &'static str,
+        mechanism: Mechanism,
         user: &str,
         started: Instant,
     ) -> Reply {
-        info!(user = %user, mechanism, result = "auth_failed", "login refused");
+        let mechanism_name = mechanism.as_str();
+        info!(user = %user, mechanism = mechanism_name, result = "auth_failed", "login refused");
         let m = &self.ctx.metrics;
-        if matches!(mechanism, "APOP" | "CRAM-MD5") {
+        if matches!(mechanism, Mechanism::Apop | Mechanism::CramMd5) {
             // Refused here, without asking the upstream.
-            m.logins
-                .with_label_values(&[mechanism, "auth_failed"])
-                .inc();
+            m.login(mechanism, LoginResult::AuthFailed);
         }
         let limits = &self.ctx.limits;
         let (ip, user_key, now) = (self.ends.client.ip(), user.to_lowercase(), Instant::now());
@@ -432,13 +309,17 @@ impl Session {
         limits.user_penalty.failed(user_key.clone(), now);
         let by_ip = limits.ip_penalty.delay(&ip, now);
         let by_user = limits.user_penalty.delay(&user_key, now);
-        let kind = if by_ip >= by_user { "ip" } else { "user" };
+        let kind = if by_ip >= by_user {
+            ThrottleKind::Ip
+        } else {
+            ThrottleKind::User
+        };
         let delay = by_ip.max(by_user).saturating_sub(started.elapsed());
         if !delay.is_zero() {
-            m.auth_throttled.with_label_values(&[kind]).inc();
+            m.throttled(kind);
             tokio::time::sleep(delay).await;
         }
         self.auth_failures += 1;
-        self.err(Some(RespCode::Auth), "Authentication failed.")
+        self.refuse(Refusal::Login(LoginFailure::AuthFailed))
     }
 }

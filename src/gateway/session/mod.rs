@@ -2,50 +2,37 @@
 //! UPDATE at QUIT, driving the upstream IMAP connection.
 
 mod authorization;
+mod mechanisms;
 mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::login::{self, Opened, Prefetch, Refusal, Upstream};
-use super::maildrop::{uid_sets, Budget, Maildrop};
-use super::upstream::{Backend, Endpoints, Imap};
+use super::answer::{answer, Refusal};
+use super::backend::Endpoints;
+use super::login::Opened;
 use super::Context;
-use crate::config::{ListenerTls, MasterLogin};
-use crate::imap::client::BodyEvent;
+use crate::config::ListenerTls;
 use crate::imap::ClientError;
+use crate::metrics::{Outcome, ThrottleKind};
 use crate::net::conn::{ClientConn, ConnError};
 use crate::net::stream::Stream;
-use crate::pop3::command::{self, Command, CommandError};
-use crate::pop3::digest;
-use crate::pop3::response::{self, RespCode};
-use crate::pop3::sasl::{self, Exchange, Step};
-use crate::pop3::{DotStuffer, Line, Secret, TopLimiter};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
+use crate::pop3::command::{self, Command};
+use crate::pop3::response;
+use crate::pop3::Line;
 
 /// Consecutive unparsable lines tolerated before the connection is closed:
 /// something that sends that many is not a POP3 client.
 const MAX_BAD_COMMANDS: u32 = 20;
-/// How far one body fetch reaches ahead of the message asked for: a few
-/// bodies up to 1 MiB in all, many headers (TOP n 0 answers are small).
-/// An unused part is read and dropped, so the bounds keep that cheap.
-const BODY_BATCH: usize = 16;
-const BATCH_OCTETS: u64 = 1024 * 1024;
-const HEADER_BATCH: usize = 32;
 /// Pending output worth sending before waiting on the upstream.
 const FLUSH_BEFORE_WAIT: usize = 4096;
 /// UID set length per STORE/EXPUNGE command line.
 const MAX_SET_LEN: usize = 4000;
-
-const PLAINTEXT_REFUSED: &str =
-    "Plaintext authentication disallowed on non-secure connections; use STLS or POP3S (port 995).";
 
 enum State {
     Authorization { user: Option<String> },
@@ -96,7 +83,7 @@ struct Counts {
     deleted: usize,
 }
 
-struct Session {
+struct Pop3Session {
     ctx: Arc<Context>,
     conn: ClientConn<Stream>,
     origin: Origin,
@@ -116,6 +103,22 @@ struct Session {
     counts: Counts,
 }
 
+/// Holds `popgate_sessions_open` up for as long as it lives.
+struct OpenGauge(prometheus::IntGauge);
+
+impl OpenGauge {
+    fn up(gauge: prometheus::IntGauge) -> OpenGauge {
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Which listener a session came from, for metrics.
 #[derive(Clone)]
 pub struct Origin {
@@ -130,8 +133,9 @@ pub struct Origin {
 
 /// Serves one client until it quits, drops, idles out or `force_close` fires.
 pub async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
+    local: SocketAddr,
     ctx: Arc<Context>,
     origin: Origin,
     mut force_close: watch::Receiver<bool>,
@@ -142,32 +146,24 @@ pub async fn serve(
         let started = Instant::now();
         info!("session opened");
         let labels = [&*origin.listener, origin.tls.label()];
-        let open = ctx.metrics.sessions_open.with_label_values(&labels);
-        open.inc();
+        // Counted down on every way out, a panic included.
+        let open = OpenGauge::up(ctx.metrics.sessions_open.with_label_values(&labels));
         let cfg = &ctx.config.session;
-        let local = stream.local_addr().ok();
-        let mut conn =
-            ClientConn::new(Stream::Plain(stream), cfg.max_line_length, cfg.idle_timeout);
+        let mut conn = ClientConn::new(stream, cfg.max_line_length, cfg.idle_timeout);
         if origin.tls == ListenerTls::Implicit {
-            if let Err(e) = conn
-                .start_tls(
-                    origin
-                        .acceptor
-                        .as_ref()
-                        .expect("implicit TLS has a certificate"),
-                )
-                .await
-            {
+            let handshake = match origin.acceptor.as_ref() {
+                Some(acceptor) => conn.start_tls(acceptor).await,
+                None => Err(ConnError::Io(std::io::Error::other("no certificate"))),
+            };
+            if let Err(e) = handshake {
                 debug!(error = %e, "TLS handshake failed");
                 ctx.metrics
                     .tls_handshakes
                     .with_label_values(&[&*origin.listener, "error"])
                     .inc();
-                open.dec();
+                drop(open);
                 ctx.metrics
-                    .sessions
-                    .with_label_values(&[labels[0], labels[1], "tls_failed"])
-                    .inc();
+                    .session_ended(labels[0], labels[1], Outcome::TlsFailed);
                 return;
             }
             ctx.metrics
@@ -177,7 +173,7 @@ pub async fn serve(
         }
         let ends = Endpoints {
             client: peer,
-            local: local.unwrap_or(peer),
+            local,
         };
         let plaintext_ok = ctx
             .config
@@ -185,7 +181,7 @@ pub async fn serve(
             .plaintext_networks
             .iter()
             .any(|n| n.contains(&peer.ip()));
-        let mut s = Session {
+        let mut s = Pop3Session {
             ctx: ctx.clone(),
             conn,
             origin: origin.clone(),
@@ -221,7 +217,7 @@ pub async fn serve(
             End::Quit => {
                 let started = Instant::now();
                 let outcome = s.quit().await;
-                let reply = if outcome == "quit_failed" {
+                let reply = if outcome == Outcome::QuitFailed {
                     Reply::Err
                 } else {
                     Reply::Ok
@@ -230,35 +226,28 @@ pub async fn serve(
                 outcome
             }
             End::Client(ConnError::Timeout) => {
-                response::err(&mut s.conn.out, None, "Autologout; idle for too long.");
-                "idle_timeout"
+                s.refuse(Refusal::IdleTimeout);
+                Outcome::IdleTimeout
             }
-            End::Client(_) => "client_disconnected",
+            End::Client(_) => Outcome::ClientDisconnected,
             End::Upstream(e) => {
                 warn!(error = %e, "upstream connection failed");
                 // The client cannot be told mid-answer; closing tells it.
-                "upstream_failure"
+                Outcome::UpstreamFailure
             }
             End::TooManyErrors => {
-                response::err(&mut s.conn.out, None, "Too many bad commands, closing.");
-                "too_many_bad_commands"
+                s.refuse(Refusal::TooManyBadCommands);
+                Outcome::TooManyBadCommands
             }
-            End::TooManyAuthFailures => "auth_failures",
+            End::TooManyAuthFailures => Outcome::AuthFailures,
             End::LoginTimeout => {
-                response::err(
-                    &mut s.conn.out,
-                    None,
-                    "No login within the time allowed, closing.",
-                );
-                "login_timeout"
+                s.refuse(Refusal::LoginTimeout);
+                Outcome::LoginTimeout
             }
-            End::Shutdown => "shutdown",
+            End::Shutdown => Outcome::Shutdown,
         };
-        open.dec();
-        ctx.metrics
-            .sessions
-            .with_label_values(&[labels[0], labels[1], outcome])
-            .inc();
+        drop(open);
+        ctx.metrics.session_ended(labels[0], labels[1], outcome);
         let Counts {
             retrieved,
             bytes,
@@ -271,20 +260,20 @@ pub async fn serve(
             deleted,
             bytes,
             duration_ms = started.elapsed().as_millis() as u64,
-            outcome,
+            outcome = outcome.as_str(),
             "session closed"
         );
+        s.conn.close().await;
         // Dropping the state without QUIT leaves the mailbox untouched.
         if let State::Transaction(opened) = s.state {
-            tokio::spawn(opened.imap.logout().in_current_span());
+            opened.imap.logout().await;
         }
-        s.conn.close().await;
     }
     .instrument(span)
     .await
 }
 
-impl Session {
+impl Pop3Session {
     async fn run(&mut self) -> End {
         loop {
             let next = if matches!(self.state, State::Authorization { .. }) {
@@ -304,7 +293,7 @@ impl Session {
             let line = match next {
                 Ok(Line::Complete(line)) => line,
                 Ok(Line::TooLong) => {
-                    response::err(&mut self.conn.out, None, "Line too long.");
+                    self.refuse(Refusal::LineTooLong);
                     if self.bad_command() {
                         return End::TooManyErrors;
                     }
@@ -315,11 +304,7 @@ impl Session {
             let cmd = match command::parse(&line) {
                 Ok(cmd) => cmd,
                 Err(e) => {
-                    let text = match e {
-                        CommandError::Unknown => "Unknown command.".to_string(),
-                        e => format!("{e}."),
-                    };
-                    response::err(&mut self.conn.out, None, &text);
+                    self.refuse(Refusal::Unparsable(e));
                     if self.bad_command() {
                         return End::TooManyErrors;
                     }
@@ -341,11 +326,7 @@ impl Session {
             }
             self.count_command(name, reply, started);
             if self.auth_failures >= self.ctx.config.limits.auth_failures_per_connection {
-                self.ctx
-                    .metrics
-                    .auth_throttled
-                    .with_label_values(&["connection"])
-                    .inc();
+                self.ctx.metrics.throttled(ThrottleKind::Connection);
                 return End::TooManyAuthFailures;
             }
         }
@@ -376,8 +357,8 @@ impl Session {
         Reply::Ok
     }
 
-    fn err(&mut self, code: Option<RespCode>, text: &str) -> Reply {
-        response::err(&mut self.conn.out, code, text);
+    fn refuse(&mut self, refusal: Refusal) -> Reply {
+        answer(&refusal).write(&mut self.conn.out);
         Reply::Err
     }
 

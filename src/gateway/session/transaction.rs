@@ -1,12 +1,24 @@
 //! TRANSACTION and UPDATE states: the maildrop commands, streaming RETR
 //! and TOP with batched fetches, and QUIT applying the marks upstream.
 
-use super::*;
+use tracing::warn;
 
-impl Session {
+use super::{Fault, Pop3Session, Reply, State, FLUSH_BEFORE_WAIT, MAX_SET_LEN};
+use crate::gateway::answer::Refusal;
+use crate::gateway::backend::{Backend, Imap};
+use crate::gateway::fetch::{Found, Section};
+use crate::gateway::login::Opened;
+use crate::gateway::maildrop::MessageError;
+use crate::gateway::maildrop::{uid_sets, Maildrop};
+use crate::imap::ClientError;
+use crate::metrics::Outcome;
+use crate::pop3::response;
+use crate::pop3::{Command, DotStuffer, TopLimiter};
+
+impl Pop3Session {
     pub(super) async fn transaction(&mut self, cmd: Command) -> Result<Reply, Fault> {
         let State::Transaction(opened) = &mut self.state else {
-            unreachable!()
+            return Ok(self.refuse(Refusal::NotLoggedIn));
         };
         let template = &self.ctx.config.uidl_format;
         let out = &mut self.conn.out;
@@ -28,11 +40,11 @@ impl Session {
             }
             Command::Retr(n) => return self.send_message(n, None).await,
             Command::Top(n, lines) => return self.send_message(n, Some(lines)).await,
-            _ => return Ok(self.err(None, "Already logged in.")),
+            _ => return Ok(self.refuse(Refusal::AlreadyLoggedIn)),
         };
         Ok(match result {
             Ok(()) => Reply::Ok,
-            Err(e) => self.err(None, &format!("{e}.")),
+            Err(e) => self.refuse(Refusal::Message(e)),
         })
     }
 
@@ -40,96 +52,63 @@ impl Session {
     /// literal through the dot-stuffer into the client socket.
     async fn send_message(&mut self, n: u32, top: Option<u64>) -> Result<Reply, Fault> {
         let State::Transaction(opened) = &mut self.state else {
-            unreachable!()
+            return Ok(self.refuse(Refusal::NotLoggedIn));
         };
         let (uid, size) = match opened.maildrop.fetchable(n) {
             Ok(found) => found,
-            Err(e) => return Ok(self.err(None, &format!("{e}."))),
+            Err(e) => return Ok(self.refuse(Refusal::Message(e))),
         };
         // TOP n 0 needs no body at all.
         let section = if top == Some(0) {
-            "BODY.PEEK[HEADER]"
+            Section::Header
         } else {
-            "BODY.PEEK[]"
+            Section::Full
         };
-        let ctx = self.ctx.clone();
-        let backend = opened.backend.clone();
-        let tag = match opened.prefetch.as_mut().and_then(|b| b.claim(n, section)) {
-            Some((tag, skipped)) => {
-                // The client skipped some of the batch: read past them.
-                for uid in skipped {
-                    discard(&backend, &mut opened.imap, &tag, uid).await?;
-                }
-                tag
-            }
-            None => {
-                drain(&backend, &mut opened.imap, opened.prefetch.take()).await?;
-                let numbers = opened.maildrop.batch_from(n, batch_budget(section));
-                let uids: Vec<u32> = numbers.iter().map(|&(_, uid)| uid).collect();
-                let set = uid_sets(&uids, usize::MAX).concat();
-                let tag = backend
-                    .timed("UID FETCH body", opened.imap.fetch_bodies(&set, section))
-                    .await?;
-                opened.prefetch = Some(Prefetch {
-                    tag: tag.clone(),
-                    section,
-                    rest: numbers.into_iter().skip(1).collect(),
-                });
-                tag
-            }
-        };
+        let Opened {
+            backend,
+            imap,
+            fetch,
+            maildrop,
+            ..
+        } = &mut **opened;
+        fetch
+            .request(backend, imap, maildrop, n, uid, section)
+            .await?;
         // A pipelining client may still lack the end of the last message
         // while we wait on the upstream: send it first.
         if self.conn.out.len() >= FLUSH_BEFORE_WAIT {
             self.conn.flush().await?;
         }
-        let mut stuffer = DotStuffer::default();
-        let mut limiter = top.map(TopLimiter::new);
-        let mut begun = false;
-        loop {
-            let event = match opened.imap.body_event(&tag, uid).await {
-                Ok(event) => event,
-                Err(e) if e.is_refusal() && !begun => {
-                    warn!(uid, error = %e, "upstream refused the body");
-                    return Ok(self.err(None, "Message cannot be read now."));
-                }
-                Err(e) => {
-                    backend.note_failure("UID FETCH body", &e);
-                    return Err(e.into());
-                }
-            };
-            match event {
-                BodyEvent::Begin(_) => {
-                    begun = true;
-                    match top {
-                        None => response::ok(&mut self.conn.out, &format!("{size} octets")),
-                        Some(_) => response::ok(&mut self.conn.out, ""),
-                    }
-                }
-                BodyEvent::Chunk(data) => {
-                    let data = match &mut limiter {
-                        Some(l) => &data[..l.take(&data)],
-                        None => &data[..],
-                    };
-                    self.counts.bytes += data.len() as u64;
-                    ctx.metrics.sent_bytes.inc_by(data.len() as u64);
-                    stuffer.feed(data, &mut self.conn.out);
-                    self.conn.flush_if_full().await?;
-                }
-                BodyEvent::End => break,
-                BodyEvent::Missing => break,
+        match fetch.begin(backend, imap, uid, section).await? {
+            Found::Body => {}
+            Found::Missing => {
+                maildrop.mark_gone(n);
+                return Ok(self.refuse(Refusal::Message(MessageError::Gone)));
+            }
+            Found::Refused(e) => {
+                warn!(uid, error = %e, "upstream refused the body");
+                return Ok(self.refuse(Refusal::CannotRead));
             }
         }
-        if !begun {
-            opened.maildrop.mark_gone(n);
-            return Ok(self.err(
-                None,
-                "Message was removed from the mailbox by another client.",
-            ));
+        match top {
+            None => response::ok(&mut self.conn.out, &format!("{size} octets")),
+            Some(_) => response::ok(&mut self.conn.out, ""),
+        }
+        let mut stuffer = DotStuffer::default();
+        let mut limiter = top.map(TopLimiter::new);
+        while let Some(data) = fetch.chunk(backend, imap).await? {
+            let data = match &mut limiter {
+                Some(l) => &data[..l.take(&data)],
+                None => &data[..],
+            };
+            self.counts.bytes += data.len() as u64;
+            self.ctx.metrics.sent_bytes.inc_by(data.len() as u64);
+            stuffer.feed(data, &mut self.conn.out);
+            self.conn.flush_if_full().await?;
         }
         stuffer.finish(&mut self.conn.out);
         let command = if top.is_none() {
-            opened.maildrop.mark_retrieved(n);
+            maildrop.mark_retrieved(n);
             self.counts.retrieved += 1;
             "RETR"
         } else {
@@ -145,25 +124,25 @@ impl Session {
 
     /// QUIT: in AUTHORIZATION just goodbye; in TRANSACTION the UPDATE state
     /// (RFC 1939 section 6). Not cancelled by shutdown once begun.
-    pub(super) async fn quit(&mut self) -> &'static str {
+    pub(super) async fn quit(&mut self) -> Outcome {
         let State::Transaction(opened) =
             std::mem::replace(&mut self.state, State::Authorization { user: None })
         else {
             self.ok("Logging out.");
-            return "quit";
+            return Outcome::Quit;
         };
         let Opened {
             backend,
             mut imap,
-            prefetch,
+            mut fetch,
             maildrop,
             user_slot,
             counted,
         } = *opened;
         let mark_seen = self.ctx.config.session.mark_seen;
-        let result = match drain(&backend, &mut imap, prefetch).await {
+        let result = match fetch.drain(&backend, &mut imap).await {
             Ok(()) => update(&backend, &mut imap, &maildrop, mark_seen).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         drop(user_slot);
         let m = &self.ctx.metrics;
@@ -176,16 +155,13 @@ impl Session {
                 } else {
                     self.ok("Logging out.");
                 }
-                "quit"
+                Outcome::Quit
             }
             Err(e) => {
                 m.quit_failures.inc();
                 warn!(error = %e, "could not remove deleted messages at QUIT");
-                self.err(
-                    Some(RespCode::SysTemp),
-                    "Some deleted messages were not removed; try again later.",
-                );
-                "quit_failed"
+                self.refuse(Refusal::NotRemoved);
+                Outcome::QuitFailed
             }
         };
         // The client need not wait for the upstream goodbye.
@@ -196,65 +172,25 @@ impl Session {
     }
 }
 
-/// Reads past the rest of a batch the client did not use, so the upstream
-/// connection is in step again.
-async fn drain(
-    backend: &Backend,
-    imap: &mut Imap,
-    prefetch: Option<Prefetch>,
-) -> Result<(), ClientError> {
-    if let Some(p) = prefetch {
-        for (_, uid) in p.rest {
-            discard(backend, imap, &p.tag, uid).await?;
-        }
-        imap.discard_held().await?;
-    }
-    Ok(())
-}
-
-/// Reads and drops one message's body.
-async fn discard(
-    backend: &Backend,
-    imap: &mut Imap,
-    tag: &str,
-    uid: u32,
-) -> Result<(), ClientError> {
-    loop {
-        match imap.body_event(tag, uid).await {
-            Ok(BodyEvent::End | BodyEvent::Missing) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.is_refusal() => return Ok(()),
-            Err(e) => {
-                backend.note_failure("UID FETCH body", &e);
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// How much a batch may fetch ahead: a few bodies, many headers.
-fn batch_budget(section: &str) -> Budget {
-    if section == "BODY.PEEK[HEADER]" {
-        Budget {
-            messages: HEADER_BATCH,
-            octets: u64::MAX,
-        }
-    } else {
-        Budget {
-            messages: BODY_BATCH,
-            octets: BATCH_OCTETS,
-        }
-    }
+/// Why QUIT's UPDATE did not remove every deleted message.
+#[derive(Debug, thiserror::Error)]
+enum UpdateFailure {
+    #[error(transparent)]
+    Upstream(#[from] ClientError),
+    #[error("upstream lacks UIDPLUS and other messages carry \\Deleted")]
+    OthersFlagged,
 }
 
 /// Applies the session's marks upstream: `\Seen` on retrieved messages,
 /// then removal of exactly the deleted UIDs. Returns how many were removed.
+/// When removal fails, our `\Deleted` flags are taken back, so the next
+/// session sees those messages and can delete them again.
 async fn update(
     backend: &Backend,
     imap: &mut Imap,
     maildrop: &Maildrop,
     mark_seen: bool,
-) -> Result<usize, ClientError> {
+) -> Result<usize, UpdateFailure> {
     if mark_seen {
         for set in uid_sets(&maildrop.retrieved_uids(), MAX_SET_LEN) {
             // Not worth failing QUIT over: the mail itself is unaffected.
@@ -263,7 +199,7 @@ async fn update(
                 .await
             {
                 if !e.is_refusal() {
-                    return Err(e);
+                    return Err(e.into());
                 }
                 warn!(error = %e, "could not set \\Seen");
             }
@@ -274,28 +210,52 @@ async fn update(
         return Ok(0);
     }
     let sets = uid_sets(&deleted, MAX_SET_LEN);
-    for set in &sets {
+    let removed = remove(backend, imap, &deleted, &sets).await;
+    if removed.is_err() {
+        unflag(backend, imap, &sets).await;
+    }
+    removed.map(|()| deleted.len())
+}
+
+/// Flags `deleted` (as `sets`) and expunges exactly them.
+async fn remove(
+    backend: &Backend,
+    imap: &mut Imap,
+    deleted: &[u32],
+    sets: &[String],
+) -> Result<(), UpdateFailure> {
+    for set in sets {
         backend
             .timed("UID STORE", imap.add_flag(set, "\\Deleted"))
             .await?;
     }
     if imap.has_capability("UIDPLUS") {
-        for set in &sets {
+        for set in sets {
             backend.timed("UID EXPUNGE", imap.uid_expunge(set)).await?;
         }
-    } else {
-        // A bare EXPUNGE would also remove what other clients flagged. Only
-        // expunge when every flagged message is one of ours; otherwise leave
-        // ours flagged, which hides them from POP3 until the server's own
-        // expunge runs.
-        let flagged = backend.timed("UID SEARCH", imap.search_deleted()).await?;
-        if flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {
-            backend.timed("EXPUNGE", imap.expunge()).await?;
-        } else {
-            warn!(
-                "upstream lacks UIDPLUS and other messages carry \\Deleted; leaving ours flagged"
-            );
+        return Ok(());
+    }
+    // A bare EXPUNGE would also remove what other clients flagged: only
+    // expunge when every flagged message is one of ours.
+    let flagged = backend.timed("UID SEARCH", imap.search_deleted()).await?;
+    if !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {
+        return Err(UpdateFailure::OthersFlagged);
+    }
+    backend.timed("EXPUNGE", imap.expunge()).await?;
+    Ok(())
+}
+
+/// Takes our `\Deleted` flags back after a failed removal. If the link is
+/// gone this cannot be done; the flagged messages then stay hidden from
+/// POP3 until the server expunges them.
+async fn unflag(backend: &Backend, imap: &mut Imap, sets: &[String]) {
+    for set in sets {
+        let undone = imap.remove_flag(set, "\\Deleted");
+        if let Err(e) = backend.timed("UID STORE", undone).await {
+            warn!(error = %e, "could not take back \\Deleted after a failed removal");
+            if !e.is_refusal() {
+                return;
+            }
         }
     }
-    Ok(deleted.len())
 }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,18 +17,17 @@ use std::sync::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{self, UpstreamTls};
-use crate::http::Health;
 use crate::imap::{Client, ClientError};
-use crate::metrics::Metrics;
+use crate::metrics::{FailureReason, LimitKind, Metrics};
 use crate::net::stream::Stream;
 use crate::net::tls;
 
-pub type Imap = Client<Stream>;
+pub(crate) type Imap = Client<Stream>;
 
 /// Holds an upstream connection's place: keeps
 /// `popgate_upstream_connections_open` right and the backend's connection
 /// limit counted for as long as it lives.
-pub struct OpenGuard {
+pub(crate) struct OpenGuard {
     gauge: prometheus::IntGauge,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -40,13 +38,22 @@ impl Drop for OpenGuard {
     }
 }
 
+/// How a backend reaches its server: TCP to the configured address, or an
+/// in-memory pipe opened by a function (in-process tests' scripted peers).
+#[derive(Clone)]
+pub enum Connector {
+    Tcp,
+    Memory(Arc<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>),
+}
+
 /// One IMAP backend, prepared once at start: address, TLS, connection
 /// limit, and the metrics labelled with its route name.
 pub struct Backend {
-    pub name: String,
-    pub config: config::Upstream,
+    pub(crate) name: String,
+    pub(crate) config: config::Upstream,
     tls_connector: Option<(TlsConnector, ServerName<'static>)>,
     limit: Option<Arc<Semaphore>>,
+    connector: Connector,
     metrics: Arc<Metrics>,
     /// Capabilities announced before login, as the health check last saw
     /// them; decides which SASL mechanisms can be passed through.
@@ -55,11 +62,22 @@ pub struct Backend {
 
 impl Backend {
     /// `key` is the config key, for error messages.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         key: &str,
         config: &config::Upstream,
         metrics: Arc<Metrics>,
+    ) -> Result<Arc<Backend>, String> {
+        Backend::with_connector(name, key, config, metrics, Connector::Tcp)
+    }
+
+    /// A backend reached through `connector` instead of TCP.
+    pub fn with_connector(
+        name: &str,
+        key: &str,
+        config: &config::Upstream,
+        metrics: Arc<Metrics>,
+        connector: Connector,
     ) -> Result<Arc<Backend>, String> {
         let tls_connector = match config.tls {
             UpstreamTls::None => None,
@@ -89,23 +107,26 @@ impl Backend {
             tls_connector,
             limit: (config.max_connections > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_connections))),
+            connector,
             metrics,
             greeting_caps: Mutex::new(Vec::new()),
         }))
     }
 
-    pub fn address(&self) -> &str {
+    pub(crate) fn address(&self) -> &str {
         &self.config.address.0
     }
 
     /// Whether the backend offered `cap` before login at the last check.
-    pub fn offered(&self, cap: &str) -> bool {
+    pub(crate) fn offered(&self, cap: &str) -> bool {
         let caps = self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner());
         caps.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }
 
     async fn handshake(&self, tcp: TcpStream) -> std::io::Result<Stream> {
-        let (connector, name) = self.tls_connector.as_ref().expect("TLS configured");
+        let Some((connector, name)) = self.tls_connector.as_ref() else {
+            return Err(std::io::Error::other("no TLS configured for this upstream"));
+        };
         Ok(Stream::Client(Box::new(
             connector.connect(name.clone(), tcp).await?,
         )))
@@ -114,18 +135,18 @@ impl Backend {
 
 /// The two ends of a client's connection, as forwarded with IMAP ID.
 #[derive(Debug, Clone, Copy)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     /// The client (from the PROXY header when there is one).
-    pub client: SocketAddr,
+    pub(crate) client: SocketAddr,
     /// Our address the client connected to.
-    pub local: SocketAddr,
+    pub(crate) local: SocketAddr,
 }
 
 impl Backend {
     /// Connects, reads the greeting, and with TLS configured secures the
     /// link (implicit or STARTTLS); then tells the upstream who the client
     /// is. Failures are logged and counted.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         client: Option<Endpoints>,
     ) -> Result<(Imap, OpenGuard), ClientError> {
@@ -136,10 +157,7 @@ impl Backend {
                 Ok(p) => Some(p),
                 Err(_) => {
                     warn!(upstream = %self.address(), "upstream connection limit reached");
-                    self.metrics
-                        .limit_rejections
-                        .with_label_values(&["upstream_connections"])
-                        .inc();
+                    self.metrics.limit_rejected(LimitKind::UpstreamConnections);
                     return Err(ClientError::Protocol(
                         "upstream connection limit reached".into(),
                     ));
@@ -150,22 +168,27 @@ impl Backend {
             .upstream_connects
             .with_label_values(&[&self.name])
             .inc();
-        let tcp = match tokio::time::timeout(up.connect_timeout, TcpStream::connect(self.address()))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                warn!(upstream = %self.address(), error = %e, "cannot connect to upstream");
-                self.failed("connect");
-                return Err(ClientError::Io(e));
-            }
-            Err(_) => {
-                warn!(upstream = %self.address(), "upstream connect timed out");
-                self.failed("connect_timeout");
-                return Err(ClientError::Timeout);
+        let plain = match &self.connector {
+            Connector::Memory(open) => Stream::Memory(open()),
+            Connector::Tcp => {
+                let connecting = TcpStream::connect(self.address());
+                let tcp = match tokio::time::timeout(up.connect_timeout, connecting).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        warn!(upstream = %self.address(), error = %e, "cannot connect to upstream");
+                        self.failed(FailureReason::Connect);
+                        return Err(ClientError::Io(e));
+                    }
+                    Err(_) => {
+                        warn!(upstream = %self.address(), "upstream connect timed out");
+                        self.failed(FailureReason::ConnectTimeout);
+                        return Err(ClientError::Timeout);
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                Stream::Plain(tcp)
             }
         };
-        let _ = tcp.set_nodelay(true);
         let gauge = self.metrics.upstream_open.with_label_values(&[&self.name]);
         gauge.inc();
         let guard = OpenGuard {
@@ -173,8 +196,8 @@ impl Backend {
             _permit: permit,
         };
         let stream = match up.tls {
-            UpstreamTls::Implicit => self.tls_handshake(tcp).await?,
-            _ => Stream::Plain(tcp),
+            UpstreamTls::Implicit => self.tls_handshake(plain).await?,
+            _ => plain,
         };
         let mut imap = self
             .timed("greeting", Client::start(stream, up.timeout))
@@ -184,14 +207,11 @@ impl Backend {
                 .await
                 .inspect_err(|e| {
                     if e.is_refusal() {
-                        self.failed("tls");
+                        self.failed(FailureReason::Tls);
                     }
                 })?;
-            let tcp = imap
-                .stream_mut()
-                .take_plain()
-                .expect("plain before STARTTLS");
-            *imap.stream_mut() = self.tls_handshake(tcp).await?;
+            let plain = std::mem::replace(imap.stream_mut(), Stream::Upgrading);
+            *imap.stream_mut() = self.tls_handshake(plain).await?;
             self.timed("CAPABILITY", imap.refresh_capabilities())
                 .await?;
         }
@@ -218,16 +238,20 @@ impl Backend {
         Ok((imap, guard))
     }
 
-    async fn tls_handshake(&self, tcp: TcpStream) -> Result<Stream, ClientError> {
+    async fn tls_handshake(&self, mut plain: Stream) -> Result<Stream, ClientError> {
+        let Some(tcp) = plain.take_plain() else {
+            self.failed(FailureReason::Tls);
+            return Err(ClientError::Protocol("TLS needs a TCP connection".into()));
+        };
         match tokio::time::timeout(self.config.timeout, self.handshake(tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => {
                 warn!(upstream = %self.address(), error = %e, "upstream TLS handshake failed");
-                self.failed("tls");
+                self.failed(FailureReason::Tls);
                 Err(ClientError::Io(e))
             }
             Err(_) => {
-                self.failed("timeout");
+                self.failed(FailureReason::Timeout);
                 Err(ClientError::Timeout)
             }
         }
@@ -235,7 +259,7 @@ impl Backend {
 
     /// Runs one upstream command, recording its latency and any failure
     /// that is not a plain refusal (NO/BAD).
-    pub async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         command: &'static str,
         fut: impl Future<Output = Result<T, ClientError>>,
@@ -254,35 +278,32 @@ impl Backend {
 
     /// Logs and counts an upstream failure; plain refusals (NO/BAD) are the
     /// caller's business.
-    pub fn note_failure(&self, command: &'static str, e: &ClientError) {
+    pub(crate) fn note_failure(&self, command: &'static str, e: &ClientError) {
         if !e.is_refusal() {
             warn!(route = %self.name, command, error = %e, "upstream failed");
             self.failed(reason(e));
         }
     }
 
-    fn failed(&self, reason: &'static str) {
-        self.metrics
-            .upstream_failures
-            .with_label_values(&[&self.name, reason])
-            .inc();
+    fn failed(&self, reason: FailureReason) {
+        self.metrics.upstream_failed(&self.name, reason);
     }
 }
 
-fn reason(e: &ClientError) -> &'static str {
+/// The failure label of an error that is not a refusal.
+fn reason(e: &ClientError) -> FailureReason {
     match e {
-        ClientError::Io(_) => "io",
-        ClientError::Timeout => "timeout",
-        ClientError::Closed => "closed",
-        ClientError::Protocol(_) => "protocol",
-        ClientError::Refused { .. } => "refused",
+        ClientError::Io(_) => FailureReason::Io,
+        ClientError::Timeout => FailureReason::Timeout,
+        ClientError::Closed => FailureReason::Closed,
+        ClientError::Protocol(_) | ClientError::Refused { .. } => FailureReason::Protocol,
     }
 }
 
 /// Connects every `health_check_interval` and keeps `popgate_upstream_up`
-/// current (and `health.upstream_ok` for the default backend, which alone
-/// decides readiness). Logs only changes.
-pub async fn health_loop(backend: Arc<Backend>, health: Option<Arc<Health>>) {
+/// current, telling `report` each result (the default backend's decide
+/// readiness). Logs only changes.
+pub(crate) async fn health_loop(backend: Arc<Backend>, report: impl Fn(bool)) {
     let up_gauge = backend
         .metrics
         .upstream_up
@@ -299,9 +320,7 @@ pub async fn health_loop(backend: Arc<Backend>, health: Option<Arc<Health>>) {
             }
             Err(_) => false,
         };
-        if let Some(h) = &health {
-            h.upstream_ok.store(ok, Ordering::Relaxed);
-        }
+        report(ok);
         up_gauge.set(i64::from(ok));
         if last != Some(ok) {
             if ok {

@@ -41,9 +41,22 @@ impl std::fmt::Display for UidlTemplate {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for UidlTemplate {
+use serde::Deserialize;
+
+impl<'de> Deserialize<'de> for UidlTemplate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::parsed::deserialize(d)
+        // Parsed inside the visitor, so that a YAML error carries the line.
+        struct Template;
+        impl serde::de::Visitor<'_> for Template {
+            type Value = UidlTemplate;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a UIDL template")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<UidlTemplate, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Template)
     }
 }
 

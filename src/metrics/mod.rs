@@ -2,6 +2,10 @@
 //! user names, client addresses or anything secret: only names chosen by the
 //! admin (listener, route) and fixed vocabularies (command, result, reason).
 
+mod labels;
+
+pub use labels::{FailureReason, LimitKind, LoginResult, Mechanism, Outcome, ThrottleKind};
+
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -18,6 +22,7 @@ pub struct Metrics {
     pub messages_sent: IntCounterVec,
     pub messages_deleted: IntCounter,
     pub quit_failures: IntCounter,
+    pub session_panics: IntCounter,
     pub snapshot_messages: Histogram,
     pub upstream_connects: IntCounterVec,
     pub upstream_failures: IntCounterVec,
@@ -115,6 +120,10 @@ impl Metrics {
                 "popgate_quit_failures_total",
                 "QUITs whose removal the upstream refused or could not finish: mail the user deleted is still there."
             )),
+            session_panics: register!(IntCounter::new(
+                "popgate_session_panics_total",
+                "Sessions ended by a panic (a bug): the client was disconnected, other sessions went on."
+            )),
             snapshot_messages: register!(Histogram::with_opts(
                 HistogramOpts::new(
                     "popgate_snapshot_messages",
@@ -187,48 +196,14 @@ impl Metrics {
     /// Creates the series of every known label value at 0, so that rates
     /// see the first event and dashboards show 0 rather than no data.
     pub fn init_labels(&self, listeners: &[(String, &'static str)], routes: &[String]) {
-        const OUTCOMES: &[&str] = &[
-            "quit",
-            "quit_failed",
-            "idle_timeout",
-            "client_disconnected",
-            "upstream_failure",
-            "too_many_bad_commands",
-            "auth_failures",
-            "login_timeout",
-            "shutdown",
-            "tls_failed",
-        ];
-        const MECHANISMS: &[&str] = &["USER", "PLAIN", "LOGIN"];
-        const RESULTS: &[&str] = &[
-            "ok",
-            "auth_failed",
-            "upstream_unavailable",
-            "in_use",
-            "mailbox_error",
-        ];
-        const REASONS: &[&str] = &[
-            "connect",
-            "connect_timeout",
-            "tls",
-            "timeout",
-            "closed",
-            "io",
-            "protocol",
-        ];
-        const LIMITS: &[&str] = &[
-            "connections",
-            "connections_per_ip",
-            "sessions_per_user",
-            "upstream_connections",
-            "proxy_untrusted",
-            "proxy_header",
-        ];
+        // The mechanisms every setup offers; the others appear when used.
+        const MECHANISMS: &[Mechanism] = &[Mechanism::User, Mechanism::Plain, Mechanism::Login];
         for (listener, tls) in listeners {
             let (listener, tls) = (listener.as_str(), *tls);
             self.sessions_open.with_label_values(&[listener, tls]);
-            for outcome in OUTCOMES {
-                self.sessions.with_label_values(&[listener, tls, outcome]);
+            for outcome in Outcome::ALL {
+                self.sessions
+                    .with_label_values(&[listener, tls, outcome.as_str()]);
             }
             if tls != "none" {
                 for result in ["ok", "error"] {
@@ -237,24 +212,55 @@ impl Metrics {
             }
         }
         for m in MECHANISMS {
-            for r in RESULTS {
-                self.logins.with_label_values(&[m, r]);
+            for r in LoginResult::ALL {
+                self.logins.with_label_values(&[m.as_str(), r.as_str()]);
             }
         }
         for route in routes {
             let route = route.as_str();
             self.upstream_connects.with_label_values(&[route]);
             self.upstream_open.with_label_values(&[route]);
-            for reason in REASONS {
-                self.upstream_failures.with_label_values(&[route, reason]);
+            for reason in FailureReason::ALL {
+                self.upstream_failures
+                    .with_label_values(&[route, reason.as_str()]);
             }
         }
-        for kind in LIMITS {
-            self.limit_rejections.with_label_values(&[kind]);
+        for kind in LimitKind::ALL {
+            self.limit_rejections.with_label_values(&[kind.as_str()]);
         }
-        for kind in ["ip", "user", "connection"] {
-            self.auth_throttled.with_label_values(&[kind]);
+        for kind in ThrottleKind::ALL {
+            self.auth_throttled.with_label_values(&[kind.as_str()]);
         }
+    }
+
+    pub fn limit_rejected(&self, kind: LimitKind) {
+        self.limit_rejections
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    pub fn throttled(&self, kind: ThrottleKind) {
+        self.auth_throttled
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    pub fn login(&self, mechanism: Mechanism, result: LoginResult) {
+        self.logins
+            .with_label_values(&[mechanism.as_str(), result.as_str()])
+            .inc();
+    }
+
+    pub fn upstream_failed(&self, route: &str, reason: FailureReason) {
+        self.upstream_failures
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
+    }
+
+    pub fn session_ended(&self, listener: &str, tls: &str, outcome: Outcome) {
+        self.sessions
+            .with_label_values(&[listener, tls, outcome.as_str()])
+            .inc();
     }
 
     /// The text exposition format.
@@ -273,7 +279,7 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::Metrics;
 
     #[test]
     fn renders_build_info() {

@@ -1,0 +1,254 @@
+//! The client against scripted servers.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::bodies::is_body_literal;
+use super::{Client, ClientError};
+use crate::imap::{Listing, Selected};
+use crate::secret::Secret;
+use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+
+/// A scripted server: for each step, the command line it expects (a
+/// prefix) and what it answers.
+async fn serve(
+    stream: DuplexStream,
+    greeting: &'static [u8],
+    script: Vec<(&'static str, &'static [u8])>,
+) {
+    let mut s = BufReader::new(stream);
+    s.write_all(greeting).await.unwrap();
+    for (expect, answer) in script {
+        let mut line = String::new();
+        s.read_line(&mut line).await.unwrap();
+        assert!(
+            line.starts_with(expect),
+            "expected {expect:?}, got {line:?}"
+        );
+        s.write_all(answer).await.unwrap();
+    }
+}
+
+fn pair(greeting: &'static [u8], script: Vec<(&'static str, &'static [u8])>) -> DuplexStream {
+    // A small pipe so responses arrive in pieces; still large enough
+    // for a command line, as kernel socket buffers are.
+    let (ours, theirs) = tokio::io::duplex(64);
+    tokio::spawn(serve(theirs, greeting, script));
+    ours
+}
+
+/// The next body of fetch `tag`: (its UID, announced length, octets), or
+/// `None` at the end of the answer.
+async fn read_body(c: &mut Client<DuplexStream>, tag: &str) -> Option<(Option<u32>, u64, Vec<u8>)> {
+    let start = c.next_body(tag).await.unwrap()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = c.body_chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    Some((start.uid, start.len, body))
+}
+
+const GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n";
+
+#[tokio::test]
+async fn session_tolerates_unsolicited_responses_everywhere() {
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 AUTHENTICATE PLAIN AHUAcCB3", b"* 9 EXISTS\r\nA1 OK [CAPABILITY IMAP4rev1 UIDPLUS] in\r\n"),
+            // SELECT and the snapshot FETCH arrive in one write; the
+            // scripted server reads the second line before answering.
+            ("A2 SELECT \"INBOX\"", b""),
+            (
+                "A3 UID FETCH 1:* (UID RFC822.SIZE FLAGS)",
+                b"* FLAGS (\\Seen)\r\n* 2 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n* 1 FETCH (FLAGS (\\Seen))\r\nA2 OK [READ-WRITE] done\r\n\
+* 1 FETCH (UID 5 RFC822.SIZE 10 FLAGS ())\r\n* 3 EXISTS\r\n* 2 FETCH (FLAGS (\\Deleted) UID 7 RFC822.SIZE 3)\r\nA3 OK done\r\n",
+            ),
+            (
+                "A4 UID FETCH 5:6,8 (UID BODY.PEEK[])",
+                b"* 3 EXPUNGE\r\n* 2 FETCH (FLAGS (\\Seen))\r\n* 1 FETCH (UID 5 BODY[] {12}\r\n01)\r\n{3}\r\n89 FLAGS ())\r\n\
+* 4 FETCH (UID 8 BODY[] {2}\r\nhi)\r\n* 4 EXISTS\r\nA4 OK done\r\n",
+            ),
+            ("A5 UID FETCH 9 (UID BODY.PEEK[])", b"A5 OK nothing\r\n"),
+            ("A6 UID STORE 5 +FLAGS.SILENT (\\Deleted)", b"A6 NO [SERVERBUG] nope\r\n"),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.login("", "u", &Secret(b"p w".to_vec())).await.unwrap();
+    assert!(
+        c.has_capability("UIDPLUS"),
+        "capabilities from the login completion"
+    );
+    let (sel, list) = c.open_mailbox("INBOX").await.unwrap();
+    assert_eq!(
+        sel,
+        Selected {
+            uid_validity: 42,
+            exists: 2
+        }
+    );
+    assert_eq!(
+        list,
+        vec![
+            Listing {
+                uid: 5,
+                size: 10,
+                deleted: false
+            },
+            Listing {
+                uid: 7,
+                size: 3,
+                deleted: true
+            }
+        ]
+    );
+
+    // One fetch for three messages, the middle one expunged meanwhile.
+    let tag = c.fetch_bodies("5:6,8", "BODY.PEEK[]").await.unwrap();
+    assert_eq!(
+        read_body(&mut c, &tag).await,
+        Some((Some(5), 12, b"01)\r\n{3}\r\n89".to_vec()))
+    );
+    // 6 was expunged meanwhile: no body for it.
+    assert_eq!(
+        read_body(&mut c, &tag).await,
+        Some((Some(8), 2, b"hi".to_vec()))
+    );
+    assert_eq!(read_body(&mut c, &tag).await, None);
+
+    let tag = c.fetch_bodies("9", "BODY.PEEK[]").await.unwrap();
+    assert_eq!(read_body(&mut c, &tag).await, None);
+
+    let e = c.add_flag("5", "\\Deleted").await.unwrap_err();
+    assert!(e.is_refusal() && e.code() == Some("SERVERBUG"), "{e}");
+}
+
+#[tokio::test]
+async fn login_falls_back_to_login_with_literals() {
+    let stream = pair(
+        b"* OK [CAPABILITY IMAP4rev1] ready\r\n",
+        vec![
+            ("A1 LOGIN \"a\\\"b\" {3}", b"+ go\r\n"),
+            ("äx", b"A1 OK in\r\n"),
+            (
+                "A2 CAPABILITY",
+                b"* CAPABILITY IMAP4rev1 LITERAL+\r\nA2 OK\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.login("", "a\"b", &Secret("äx".as_bytes().to_vec()))
+        .await
+        .unwrap();
+    assert!(c.has_capability("LITERAL+"));
+}
+
+#[tokio::test]
+async fn bearer_tokens_pass_through_and_errors_are_answered() {
+    let stream = pair(
+        b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] ready\r\n",
+        vec![
+            (
+                "A1 AUTHENTICATE XOAUTH2 dG9rZW4=",
+                b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\n",
+            ),
+            // RFC 7628: the client answers the error challenge with an
+            // empty line, then gets the final NO.
+            ("\r\n", b"A1 NO [AUTHENTICATIONFAILED] bad token\r\n"),
+            (
+                "A2 AUTHENTICATE XOAUTH2 Z29vZA==",
+                b"A2 OK [CAPABILITY IMAP4rev1 UIDPLUS] in\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let e = c
+        .authenticate("XOAUTH2", &Secret(b"dG9rZW4=".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_refusal() && e.code() == Some("AUTHENTICATIONFAILED"),
+        "{e}"
+    );
+    c.authenticate("XOAUTH2", &Secret(b"Z29vZA==".to_vec()))
+        .await
+        .unwrap();
+    assert!(c.has_capability("UIDPLUS"));
+}
+
+#[tokio::test]
+async fn bye_and_eof_are_errors() {
+    let stream = pair(b"* BYE [UNAVAILABLE] go away\r\n", vec![]);
+    let e = Client::start(stream, Duration::from_secs(5))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.is_refusal() && e.code() == Some("UNAVAILABLE"), "{e}");
+
+    let stream = pair(
+        GREETING,
+        vec![("A1 AUTHENTICATE", b"* BYE shutting down\r\n")],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let e = c.login("", "u", &Secret(b"p".to_vec())).await.unwrap_err();
+    assert!(matches!(e, ClientError::Closed), "{e}");
+}
+
+#[tokio::test]
+async fn leaving_in_the_middle_of_a_body_is_no_panic() {
+    // The reader stops after the first chunk of a long body, as a session
+    // does when its client goes away; LOGOUT must not trip over the rest.
+    let stream = pair(
+        GREETING,
+        vec![
+            (
+                "A1 UID FETCH 5 (UID BODY.PEEK[])",
+                b"* 1 FETCH (UID 5 BODY[] {300}\r\n0123456789012345678901234567890123456789\
+0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\
+0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789\
+01234567890123456789012345678901234567890123456789012345678901234567890123456789)\r\nA1 OK done\r\n",
+            ),
+            ("A2 LOGOUT", b"* BYE\r\nA2 OK\r\n"),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    let start = c.next_body(&tag).await.unwrap().unwrap();
+    assert_eq!(start.len, 300);
+    assert!(!c.body_chunk().await.unwrap().unwrap().is_empty());
+    c.logout().await;
+}
+
+#[tokio::test]
+async fn a_command_after_an_unfinished_body_reads_past_it() {
+    let stream = pair(
+        GREETING,
+        vec![
+            (
+                "A1 UID FETCH 5:6 (UID BODY.PEEK[])",
+                b"* 1 FETCH (UID 5 BODY[] {10}\r\n0123456789)\r\n\
+* 2 FETCH (UID 6 BODY[] {4}\r\nabcd)\r\nA1 OK done\r\n",
+            ),
+            ("A2 UID STORE 5 +FLAGS.SILENT (\\Seen)", b"A2 OK stored\r\n"),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5:6", "BODY.PEEK[]").await.unwrap();
+    assert_eq!(c.next_body(&tag).await.unwrap().unwrap().uid, Some(5));
+    // The second body is skipped whole by next_body, then the answer ends.
+    assert_eq!(c.next_body(&tag).await.unwrap().unwrap().uid, Some(6));
+    assert_eq!(c.next_body(&tag).await.unwrap(), None);
+    c.add_flag("5", "\\Seen").await.unwrap();
+}
+
+#[test]
+fn body_literal_detection() {
+    assert!(is_body_literal(b"* 1 FETCH (UID 3 BODY[] {10}"));
+    assert!(is_body_literal(b"* 1 FETCH (UID 3 BODY[TEXT]<0> {10}"));
+    assert!(is_body_literal(
+        b"* 1 FETCH (BODY[HEADER.FIELDS (A B)] {10}"
+    ));
+    assert!(!is_body_literal(b"* 1 FETCH (UID 3 RFC822.HEADER {10}"));
+    assert!(!is_body_literal(b"A1 OK {10}"));
+}

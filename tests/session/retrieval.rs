@@ -1,0 +1,260 @@
+//! RETR and TOP: streaming, batched body fetches, reads out of order, and
+//! servers that answer out of order or with bodies nobody asked for.
+
+use super::{body, Gateway, Peer};
+
+/// RETR `n` and checks the body against message `uid`.
+async fn retr(pop: &mut super::Pop, n: u32, uid: u32) {
+    let want = body(uid, 3);
+    assert_eq!(
+        pop.cmd(&format!("RETR {n}")).await,
+        format!("+OK {} octets", want.len())
+    );
+    assert_eq!(pop.body().await, want, "RETR {n}");
+}
+
+#[tokio::test]
+async fn retr_sends_the_message_dot_stuffed() {
+    let peer = Peer::default();
+    peer.add(
+        1,
+        b"Subject: dots\r\n\r\n.starts with a dot\r\n..two\r\n.\r\nend\r\n".to_vec(),
+    );
+    let (gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    pop.send("RETR 1").await;
+    assert!(pop.line().await.starts_with("+OK "));
+    let mut raw = Vec::new();
+    loop {
+        let l = pop.line().await;
+        if l == "." {
+            break;
+        }
+        raw.push(l);
+    }
+    assert_eq!(
+        raw,
+        vec![
+            "Subject: dots",
+            "",
+            "..starts with a dot",
+            "...two",
+            "..",
+            "end"
+        ]
+    );
+    assert_eq!(
+        gw.ctx
+            .metrics
+            .messages_sent
+            .with_label_values(&["RETR"])
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn retr_of_a_message_without_final_line_end_is_terminated() {
+    let peer = Peer::default();
+    peer.add(1, b"Subject: x\r\n\r\nno newline".to_vec());
+    let (_gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    pop.cmd("RETR 1").await;
+    assert_eq!(pop.multi().await, vec!["Subject: x", "", "no newline"]);
+}
+
+#[tokio::test]
+async fn top_sends_headers_and_n_lines() {
+    let (_gw, mut pop) = Gateway::new(Peer::with_messages(1)).await;
+    pop.login().await;
+    assert_eq!(pop.cmd("TOP 1 2").await, "+OK");
+    assert_eq!(
+        pop.multi().await,
+        vec![
+            "Subject: message 1",
+            "From: a@example.org",
+            "",
+            "line 0 of message 1",
+            "line 1 of message 1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn top_zero_fetches_only_headers() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(2)).await;
+    pop.login().await;
+    assert_eq!(pop.cmd("TOP 2 0").await, "+OK");
+    assert_eq!(pop.multi().await.len(), 3);
+    assert_eq!(gw.peer.count("BODY.PEEK[HEADER]"), 1);
+    assert_eq!(gw.peer.count("BODY.PEEK[])"), 0);
+}
+
+#[tokio::test]
+async fn retr_of_missing_messages_is_refused() {
+    let (_gw, mut pop) = Gateway::new(Peer::with_messages(2)).await;
+    pop.login().await;
+    assert_eq!(pop.cmd("RETR 3").await, "-ERR No such message.");
+    assert_eq!(pop.cmd("TOP 9 1").await, "-ERR No such message.");
+    retr(&mut pop, 2, 2).await;
+}
+
+#[tokio::test]
+async fn reading_in_order_takes_one_fetch() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(4)).await;
+    pop.login().await;
+    for n in 1..=4 {
+        retr(&mut pop, n, n).await;
+    }
+    assert_eq!(gw.peer.count("BODY.PEEK[]"), 1, "{:?}", gw.peer.log());
+    assert_eq!(pop.cmd("QUIT").await, "+OK Logging out.");
+    assert_eq!(gw.peer.flagged(|m| m.seen), vec![1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn skipped_messages_are_read_past() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(5)).await;
+    pop.login().await;
+    retr(&mut pop, 1, 1).await;
+    retr(&mut pop, 4, 4).await;
+    retr(&mut pop, 5, 5).await;
+    assert_eq!(gw.peer.count("BODY.PEEK[]"), 1);
+    assert_eq!(pop.cmd("QUIT").await, "+OK Logging out.");
+    assert_eq!(gw.peer.flagged(|m| m.seen), vec![1, 4, 5]);
+}
+
+#[tokio::test]
+async fn reading_backwards_fetches_anew() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(3)).await;
+    pop.login().await;
+    retr(&mut pop, 3, 3).await;
+    retr(&mut pop, 1, 1).await;
+    retr(&mut pop, 2, 2).await;
+    retr(&mut pop, 1, 1).await;
+    assert_eq!(gw.peer.count("BODY.PEEK[]"), 3, "{:?}", gw.peer.log());
+}
+
+#[tokio::test]
+async fn switching_between_top_and_retr_refetches() {
+    let (_gw, mut pop) = Gateway::new(Peer::with_messages(3)).await;
+    pop.login().await;
+    assert_eq!(pop.cmd("TOP 1 0").await, "+OK");
+    pop.multi().await;
+    retr(&mut pop, 2, 2).await;
+    assert_eq!(pop.cmd("TOP 3 0").await, "+OK");
+    assert_eq!(pop.multi().await[0], "Subject: message 3");
+    retr(&mut pop, 3, 3).await;
+}
+
+#[tokio::test]
+async fn deleted_messages_are_left_out_of_batches() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(4)).await;
+    pop.login().await;
+    pop.cmd("DELE 2").await;
+    retr(&mut pop, 1, 1).await;
+    let fetch = gw
+        .peer
+        .log()
+        .into_iter()
+        .find(|l| l.contains("BODY.PEEK"))
+        .unwrap();
+    assert!(fetch.starts_with("UID FETCH 1 "), "{fetch}");
+    retr(&mut pop, 3, 3).await;
+}
+
+#[tokio::test]
+async fn a_message_expunged_by_another_client_is_reported() {
+    let peer = Peer::with_messages(3);
+    let (gw, mut pop) = Gateway::new(peer.clone()).await;
+    pop.login().await;
+    peer.0.lock().unwrap().messages.remove(1);
+    retr(&mut pop, 1, 1).await;
+    assert_eq!(
+        pop.cmd("RETR 2").await,
+        "-ERR Message was removed from the mailbox by another client."
+    );
+    retr(&mut pop, 3, 3).await;
+    assert_eq!(
+        pop.cmd("RETR 2").await,
+        "-ERR Message was removed from the mailbox by another client."
+    );
+    assert_eq!(
+        gw.peer.count("UID FETCH 2 "),
+        1,
+        "refetched once on its own"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_body_fetch_is_an_error_for_that_message() {
+    let peer = Peer::with_messages(2);
+    peer.set(|b| {
+        b.refuse
+            .push(("BODY.PEEK".into(), "NO [SERVERBUG] cannot".into()))
+    });
+    let (_gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    assert_eq!(pop.cmd("RETR 1").await, "-ERR Message cannot be read now.");
+    retr(&mut pop, 1, 1).await;
+}
+
+#[tokio::test]
+async fn bodies_in_reverse_order_are_matched_by_uid() {
+    let peer = Peer::with_messages(3);
+    peer.set(|b| b.reverse_bodies = true);
+    let (_gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    for n in 1..=3 {
+        retr(&mut pop, n, n).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unsolicited_body_is_skipped() {
+    let peer = Peer::with_messages(4);
+    peer.set(|b| b.unsolicited_body = Some(4));
+    let (_gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    pop.cmd("DELE 4").await;
+    for n in 1..=3 {
+        retr(&mut pop, n, n).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_missing_from_a_batch_is_fetched_on_its_own() {
+    let peer = Peer::with_messages(3);
+    peer.set(|b| b.omit_in_batch = Some(2));
+    let (gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    for n in 1..=3 {
+        retr(&mut pop, n, n).await;
+    }
+    assert_eq!(gw.peer.count("UID FETCH 2 "), 1, "{:?}", gw.peer.log());
+}
+
+#[tokio::test]
+async fn the_uid_may_follow_the_body() {
+    let peer = Peer::with_messages(3);
+    peer.set(|b| b.uid_after_body = true);
+    let (_gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    retr(&mut pop, 1, 1).await;
+    retr(&mut pop, 3, 3).await;
+}
+
+#[tokio::test]
+async fn large_messages_stream_whole() {
+    let peer = Peer::default();
+    peer.add(1, body(1, 20_000));
+    peer.add(2, body(2, 3));
+    let (_gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    let want = body(1, 20_000);
+    assert_eq!(
+        pop.cmd("RETR 1").await,
+        format!("+OK {} octets", want.len())
+    );
+    assert_eq!(pop.body().await, want);
+    retr(&mut pop, 2, 2).await;
+}
