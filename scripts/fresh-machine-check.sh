@@ -157,7 +157,7 @@ if [ -d "$CARGO_HOME_DIR/registry" ]; then
 fi
 
 say "cloning $COMMIT into /root/popgate"
-git clone --quiet --no-checkout "$(git -C "$REPO" rev-parse --git-common-dir)" "$R/root/popgate"
+git clone --quiet --no-checkout "$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir)" "$R/root/popgate"
 git -C "$R/root/popgate" checkout --quiet --detach "$COMMIT"
 
 # A login shell's environment on a machine where rustup put cargo on PATH.

@@ -94,9 +94,10 @@ def tls_conf(cert_path: str, key_path: str, imaps_port: int = 0,
     return conf
 
 
-def _pdeathsig_preexec() -> None:
+def die_with_parent() -> None:
     """In the child: become a process group leader and ask the kernel to send
-    SIGTERM when the parent dies, so a killed test run leaves no Dovecot."""
+    SIGTERM when the parent dies, so a killed test run leaves no Dovecot
+    (nor popgate, for the benchmark)."""
     os.setpgid(0, 0)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -104,6 +105,9 @@ def _pdeathsig_preexec() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except Exception:
         pass
+
+
+_pdeathsig_preexec = die_with_parent
 
 
 def _setpgid_preexec() -> None:
@@ -469,7 +473,7 @@ protocol pop3 {{
         # and a reader of a pipe would wait forever.
         self._stdio = open(self.stdio_path, "ab")
         preexec = (
-            _pdeathsig_preexec
+            die_with_parent
             if threading.current_thread() is threading.main_thread()
             else _setpgid_preexec
         )
