@@ -16,7 +16,16 @@
 # pristine root is cached as a tarball in $FRESH_CACHE (default
 # /var/cache/popgate-fresh), keyed by the recipe that builds it; every run
 # unpacks a new copy and removes it afterwards, unmounting everything even
-# on failure.  FRESH_KEEP=1 keeps the run's root (unmounted) for debugging.
+# on failure.  FRESH_KEEP=1 keeps the run's root (unmounted) for debugging;
+# FRESH_REUSE=DIR runs again in such a kept run directory (the clone is
+# moved to COMMIT, its build kept), which is quicker while fixing a failure.
+#
+# The root gets this machine's network settings, as a new machine on the
+# same network would have them: /etc/resolv.conf, the local CA certificates
+# of /usr/local/share/ca-certificates (a TLS-intercepting proxy's, say; the
+# ca-certificates package adds them to the system's bundle) and the
+# variables that point TLS clients at that bundle (PIP_CERT, SSL_CERT_FILE
+# ...), when they are set.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,10 +77,22 @@ if [ ! -s "$TARBALL" ]; then
 fi
 
 # --- one run's root ---------------------------------------------------------
-RUN="$(mktemp -d "$WORKDIR/popgate-fresh.XXXXXX")"
+if [ -n "${FRESH_REUSE:-}" ]; then
+    RUN="$(cd "$FRESH_REUSE" && pwd)"
+    [ -d "$RUN/root/root/popgate" ] || die "$RUN holds no kept run"
+    FRESH_KEEP=1
+else
+    RUN="$(mktemp -d "$WORKDIR/popgate-fresh.XXXXXX")"
+fi
 R="$RUN/root"
 LOG="$RUN/log"
 mkdir -p "$R" "$LOG"
+
+# The TLS trust settings of this machine, passed into the root.
+TLS_ENV=()
+for var in PIP_CERT SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE; do
+    if [ -n "${!var:-}" ]; then TLS_ENV+=("$var=${!var}"); fi
+done
 
 # Every process whose root is the run's root (the chroot's, all started here).
 chroot_pids() {
@@ -118,8 +139,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "unpacking a fresh root into $R"
-tar -C "$R" -xf "$TARBALL"
+if [ -z "${FRESH_REUSE:-}" ]; then
+    say "unpacking a fresh root into $R"
+    tar -C "$R" -xf "$TARBALL"
+fi
 
 # $R is made a mount point of its own so that one `umount -R` takes
 # everything below it.
@@ -143,6 +166,9 @@ ln -s /proc/self/fd/2 "$R/dev/stderr"
 mount -t tmpfs -o mode=1777,nosuid,nodev shm "$R/dev/shm"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$R/tmp"
 cp -L /etc/resolv.conf "$R/etc/resolv.conf"
+mkdir -p "$R/usr/local/share/ca-certificates"
+find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' \
+    -exec cp -L {} "$R/usr/local/share/ca-certificates/" \;
 
 # The toolchain, read-only, at the paths rustup gave it; the crates.io
 # registry is shared (download time), the target directory is the clone's
@@ -156,14 +182,20 @@ if [ -d "$CARGO_HOME_DIR/registry" ]; then
     mount --bind "$CARGO_HOME_DIR/registry" "$R/root/.cargo/registry"
 fi
 
-say "cloning $COMMIT into /root/popgate"
-git clone --quiet --no-checkout "$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir)" "$R/root/popgate"
+ORIGIN="$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir)"
+if [ -n "${FRESH_REUSE:-}" ]; then
+    say "moving the kept clone to $COMMIT"
+    git -C "$R/root/popgate" fetch --quiet "$ORIGIN" "$COMMIT"
+else
+    say "cloning $COMMIT into /root/popgate"
+    git clone --quiet --no-checkout "$ORIGIN" "$R/root/popgate"
+fi
 git -C "$R/root/popgate" checkout --quiet --detach "$COMMIT"
 
 # A login shell's environment on a machine where rustup put cargo on PATH.
 in_root() {
     chroot "$R" /usr/bin/env -i HOME=/root USER=root LOGNAME=root SHELL=/bin/bash \
-        TERM=dumb LANG=C.UTF-8 CI=true \
+        TERM=dumb LANG=C.UTF-8 CI=true ${TLS_ENV[@]+"${TLS_ENV[@]}"} \
         PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         bash -c "cd /root/popgate && $1"
 }
@@ -193,6 +225,7 @@ say "starting scripts/demo.sh on port $PORT"
 # would ignore it), so that SIGINT to the group is what Ctrl-C does.
 setsid env --default-signal=INT chroot "$R" /usr/bin/env -i HOME=/root USER=root \
     LOGNAME=root SHELL=/bin/bash TERM=dumb LANG=C.UTF-8 POPGATE_DEMO_PORT="$PORT" \
+    ${TLS_ENV[@]+"${TLS_ENV[@]}"} \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c 'cd /root/popgate && exec scripts/demo.sh' </dev/null >"$LOG/demo.log" 2>&1 &
 DEMO=$!
