@@ -5,8 +5,10 @@
 # property tests, then the end-to-end tests that drive the real popgate
 # binary with real POP3 clients against a real Dovecot.
 #
-# Everything runs with a private TMPDIR, which must be empty at the end:
-# a test that leaves a temporary file or directory behind fails the run.
+# Everything runs with a private TMPDIR (and a private directory for the
+# test Dovecots, in /dev/shm when that is where they go), which must be
+# empty at the end: a test that leaves a temporary file or directory behind
+# fails the run.  pytest's own tmp_path directories are removed with them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,14 @@ VENV_PYTHON="$(bash scripts/venv.sh)"
 export PATH="$(dirname "$VENV_PYTHON"):$PATH"
 
 TEST_TMP="$(mktemp -d "${TMPDIR:-/tmp}/popgate-test.XXXXXX")"
-trap 'rm -rf "$TEST_TMP"' EXIT
+DOVECOT_TMP=""
+trap 'rm -rf "$TEST_TMP" ${DOVECOT_TMP:+"$DOVECOT_TMP"}' EXIT
+if [ -z "${POPGATE_E2E_TMPDIR:-}" ]; then
+    parent="$("$VENV_PYTHON" -c 'import sys; sys.path.insert(0, "tests/e2e"); import dovecot; print(dovecot._parent_dir())')"
+    DOVECOT_TMP="$(mktemp -d "$parent/pgtest.XXXXXX")"
+    chmod 755 "$DOVECOT_TMP"    # Dovecot's unprivileged processes look inside
+    export POPGATE_E2E_TMPDIR="$DOVECOT_TMP"
+fi
 export TMPDIR="$TEST_TMP"
 
 cargo fmt --check
@@ -29,13 +38,14 @@ cargo test --locked
 
 export POPGATE_BIN="$PWD/target/release/popgate"
 set +e
-"$VENV_PYTHON" -m pytest tests/e2e -q -p no:cacheprovider "$@"
+"$VENV_PYTHON" -m pytest tests/e2e -q -p no:cacheprovider --basetemp "$TEST_TMP/pytest" "$@"
 rc=$?
 set -e
 
-left="$(find "$TEST_TMP" -mindepth 1 -maxdepth 1 | sed "s|^$TEST_TMP/|  |")"
+rm -rf "$TEST_TMP/pytest"
+left="$(find "$TEST_TMP" ${DOVECOT_TMP:+"$DOVECOT_TMP"} -mindepth 1 -maxdepth 1)"
 if [ -n "$left" ]; then
-    printf 'test.sh: the tests left these behind in the temporary directory:\n%s\n' "$left" >&2
+    printf 'test.sh: the tests left these behind:\n%s\n' "$left" >&2
     [ "$rc" -ne 0 ] || rc=1
 fi
 exit "$rc"
