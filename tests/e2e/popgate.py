@@ -86,7 +86,7 @@ class Popgate:
         self.log_path = os.path.join(self.dir, "popgate.log")
         with open(self.config_path, "w") as f:
             f.write(
-                'listeners:\n  - address: "127.0.0.1:0"\n'
+                f'listeners:\n  - address: "127.0.0.1:{port}"\n'
                 f'upstream:\n  address: "127.0.0.1:{upstream_port}"\n{upstream_extra}'
                 f'log:\n  level: "{log_level}"\n'
                 + (f"limits:\n{limits}" if limits else "")
