@@ -21,7 +21,8 @@
 # moved to COMMIT, its build kept), which is quicker while fixing a failure.
 #
 # The root gets this machine's network settings, as a new machine on the
-# same network would have them: /etc/resolv.conf, the local CA certificates
+# same network would have them: /etc/resolv.conf, the /etc/hosts every
+# installed Debian has (debootstrap writes none), the local CA certificates
 # of /usr/local/share/ca-certificates (a TLS-intercepting proxy's, say; the
 # ca-certificates package adds them to the system's bundle) and the
 # variables that point TLS clients at that bundle (PIP_CERT, SSL_CERT_FILE
@@ -166,6 +167,9 @@ ln -s /proc/self/fd/2 "$R/dev/stderr"
 mount -t tmpfs -o mode=1777,nosuid,nodev shm "$R/dev/shm"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$R/tmp"
 cp -L /etc/resolv.conf "$R/etc/resolv.conf"
+if [ ! -e "$R/etc/hosts" ]; then
+    printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$R/etc/hosts"
+fi
 mkdir -p "$R/usr/local/share/ca-certificates"
 find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' \
     -exec cp -L {} "$R/usr/local/share/ca-certificates/" \;
