@@ -34,7 +34,6 @@ after stop() for inspection.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import imaplib
 import itertools
@@ -50,22 +49,13 @@ import threading
 import time
 from typing import Iterable, Mapping
 
+from reaper import Reaper
+
 HOST = "127.0.0.1"
 
-# Instances still running (strong references: an instance nobody holds any
-# more must still be stopped); stopped at interpreter exit.
-_RUNNING: "set[Dovecot]" = set()
-
-
-def _stop_all_at_exit() -> None:
-    for dv in list(_RUNNING):
-        try:
-            dv.stop()
-        except Exception:
-            pass
-
-
-atexit.register(_stop_all_at_exit)
+# Instances still running; stopped at interpreter exit.
+_RUNNING: "Reaper[Dovecot]" = Reaper(lambda dv: dv.stop())
+_stop_all_at_exit = _RUNNING.stop_all
 
 
 def free_port() -> int:

@@ -18,7 +18,6 @@ per-address connection limit are off; tests of those pass ``limits``.
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import shutil
@@ -30,27 +29,20 @@ import time
 from pathlib import Path
 
 from dovecot import die_with_parent
+from reaper import Reaper
 
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on (\d+\.\d+\.\d+\.\d+):(\d+)")
 _METRICS = re.compile(r"metrics and health checks on http://[\d.]+:(\d+)")
 
 
-# Instances not cleaned up yet (strong references: one nobody holds any
-# more must still be stopped and removed).
-_STARTED: "list[Popgate]" = []
+# Instances not cleaned up yet; cleaned up at interpreter exit.
+_STARTED: "Reaper[Popgate]" = Reaper(lambda pg: pg.cleanup())
 
 
 def cleanup_all() -> None:
     """Stops every instance still running and removes every directory."""
-    for pg in list(_STARTED):
-        try:
-            pg.cleanup()
-        except Exception:
-            pass
-
-
-atexit.register(cleanup_all)
+    _STARTED.stop_all()
 
 
 class PortInUse(RuntimeError):
@@ -81,7 +73,7 @@ class Popgate:
         die_with_parent: bool = False,
     ) -> None:
         self.dir = tempfile.mkdtemp(prefix="popgate-")
-        _STARTED.append(self)
+        _STARTED.add(self)
         self.config_path = os.path.join(self.dir, "popgate.yaml")
         self.log_path = os.path.join(self.dir, "popgate.log")
         with open(self.config_path, "w") as f:
@@ -177,8 +169,7 @@ class Popgate:
         try:
             self.stop()
         finally:
-            if self in _STARTED:
-                _STARTED.remove(self)
+            _STARTED.discard(self)
             if not os.environ.get("POPGATE_E2E_KEEP"):
                 shutil.rmtree(self.dir, ignore_errors=True)
 
