@@ -210,9 +210,12 @@ listing /dev/shm >"$LOG/shm.before"
 
 start=$SECONDS
 say "running scripts/test.sh in the fresh root"
+# In the background with `wait`, so that a signal to this script stops the
+# run at once (the traps run, the root's processes are stopped).
 set +e
-in_root 'scripts/test.sh' </dev/null 2>&1 | tee "$LOG/test.log"
-rc=${PIPESTATUS[0]}
+(in_root 'scripts/test.sh' </dev/null 2>&1 | tee "$LOG/test.log") &
+wait $!
+rc=$?
 set -e
 say "scripts/test.sh took $((SECONDS - start)) s, exit status $rc"
 [ "$rc" -eq 0 ] || die "scripts/test.sh exited with status $rc"
