@@ -33,10 +33,13 @@ sys.path.insert(1, str(REPO / "tests" / "e2e"))
 
 import report  # noqa: E402
 from report import Row  # noqa: E402
+from corpus import (  # noqa: E402
+    attachment_message, attachment_messages, small_message, small_messages,
+)
+from popgate import Popgate  # noqa: E402
 from workloads import (  # noqa: E402
-    PopgateProc, Sample, attachment_message, attachment_messages, big_retr,
-    concurrent_sessions, idle_sessions, listing, retr_all, seq_sessions,
-    small_message, small_messages, top_all,
+    Sample, big_retr, concurrent_sessions, idle_sessions, listing, retr_all,
+    seq_sessions, start_popgate, top_all,
 )
 
 ALL = "abcdefgi"
@@ -247,7 +250,7 @@ class Runner:
         self.settings: list[str] = []
         self.i_result: dict = {}
 
-    def interleave(self, key: str, native, popgate, pg: PopgateProc,
+    def interleave(self, key: str, native, popgate, pg: Popgate,
                    warm_native=None, warm_popgate=None) -> None:
         """Runs native(), popgate(), native(), popgate() ... for the rounds,
         after one untimed warm-up of each (warm_native/warm_popgate when
@@ -300,7 +303,7 @@ class Runner:
                 log(f"writing the {a.listing_msgs:,}-message Maildir for f")
                 dv.deliver_many("huge", small_messages(a.listing_msgs), flags="S")
             log(f"Dovecot ready with test mail in {time.monotonic() - t0:.1f} s")
-            pg = PopgateProc(self.binary, dv.imap_port, log_level=a.popgate_log_level).start()
+            pg = start_popgate(self.binary, dv.imap_port, log_level=a.popgate_log_level)
             try:
                 self.run_main(dv, pg)
             finally:
@@ -308,7 +311,7 @@ class Runner:
         finally:
             dv.stop()
 
-    def run_main(self, dv, pg: PopgateProc) -> None:
+    def run_main(self, dv, pg: Popgate) -> None:
         a, only = self.args, self.args.only
         N, P = dv.pop3_port, pg.port
         pw = PASSWORD
@@ -349,7 +352,7 @@ class Runner:
         if "f" in only:
             self.run_listing(dv, pg)
 
-    def run_listing(self, dv, pg: PopgateProc) -> None:
+    def run_listing(self, dv, pg: Popgate) -> None:
         """f: cold is the first session after every dovecot* file of the
         Maildir (UID list, index, transaction log, cache) was removed:
         Dovecot rescans the Maildir, assigns UIDs and builds its index, as
@@ -432,8 +435,8 @@ class Runner:
             out = {}
             for label, user, count in (("small", "idle", sessions),
                                        ("big", "idlebig", a.idle_big_sessions)):
-                pg = PopgateProc(self.binary, dv.imap_port, log_level=a.popgate_log_level,
-                                 max_connections=need + 100).start()
+                pg = start_popgate(self.binary, dv.imap_port, log_level=a.popgate_log_level,
+                                  max_connections=need + 100)
                 try:
                     r = idle_sessions(pg, user, PASSWORD, count)
                 finally:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark in one command: bash bench/run.sh [--quick] [options]
-# (the same as python3 bench/run.py; see bench/README.md).
+# (bench/run.py with the project's virtual environment; see bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 bench/run.py "$@"
+PY="$(bash scripts/venv.sh)"
+exec "$PY" bench/run.py "$@"

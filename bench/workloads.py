@@ -1,4 +1,5 @@
-"""The benchmark's workloads, its test mail, and the popgate process.
+"""The benchmark's workloads, and popgate started for them (the test mail
+is tests/e2e/corpus.py's, the launcher tests/e2e/popgate.py's).
 
 Every workload function talks POP3 to one port (Dovecot's own POP3 or
 popgate) and returns a ``Sample``: the figure of merit plus the wall time
@@ -8,23 +9,16 @@ that the client was not the bottleneck.
 
 from __future__ import annotations
 
-import atexit
-import base64
-import ctypes
 import errno
 import os
-import random
 import resource
 import selectors
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 from dovecot import free_port  # tests/e2e, on the path bench/run.py sets
+from popgate import Popgate, PortInUse
 from pop3client import HOST, Conn, Pop3Error
 
 # --------------------------------------------------------------- measuring
@@ -77,205 +71,27 @@ class Timer:
         self.busy = (m1[0] - self.m0[0]) / total if total > 0 else 0.0
 
 
-# --------------------------------------------------------------- test mail
-
-DOMAIN = "bench.popgate.test"
-
-
-def _headers(i: int, subject: str, extra: str = "") -> bytes:
-    return (
-        f"Return-Path: <sender{i % 97}@{DOMAIN}>\n"
-        f"From: Sender {i % 97} <sender{i % 97}@{DOMAIN}>\n"
-        f"To: Bench User <user@{DOMAIN}>\n"
-        f"Subject: {subject} {i}\n"
-        f"Date: Mon, 02 Mar 2026 10:{i % 60:02d}:{(i // 60) % 60:02d} +0000\n"
-        f"Message-ID: <bench-{i}-{random.getrandbits(32):08x}@{DOMAIN}>\n"
-        f"MIME-Version: 1.0\n{extra}"
-    ).encode()
-
-
-def attachment_message(i: int, size: int, rnd: random.Random | None = None,
-                       body: bytes | None = None) -> bytes:
-    """A message of about ``size`` octets: a short text part and a base64
-    attachment (76-character lines, LF line ends as Maildir stores them)."""
-    if body is None:
-        rnd = rnd or random.Random(i)
-        raw = rnd.randbytes(max(0, size - 600) * 3 // 4)
-        body = base64.encodebytes(raw)
-    return (
-        _headers(i, "Report", 'Content-Type: multipart/mixed; boundary="b1"\n')
-        + b"\n--b1\nContent-Type: text/plain; charset=utf-8\n\nSee the attachment.\n"
-        + b"--b1\nContent-Type: application/octet-stream; name=\"data.bin\"\n"
-        + b"Content-Transfer-Encoding: base64\n\n"
-        + body
-        + b"--b1--\n"
-    )
-
-
-def attachment_body(size: int, seed: int) -> bytes:
-    """The base64 part of attachment_message(), made once and shared."""
-    rnd = random.Random(seed)
-    return base64.encodebytes(rnd.randbytes(max(0, size - 600) * 3 // 4))
-
-
-_TEXT = (
-    b"Hello,\n\nthis is a short message of the kind a mailbox holds by the\n"
-    b"thousand: a notification, a reply, a receipt.  It has a few lines of\n"
-    b"plain text and nothing else.\n\n"
-    b".a line that starts with a dot, to keep the stuffer honest\n\n"
-    b"Regards,\nthe benchmark\n"
-)
-
-
-def small_message(i: int) -> bytes:
-    """About 1 KB: headers and a few lines of text."""
-    return _headers(i, "Note", "Content-Type: text/plain; charset=utf-8\n") + b"\n" + _TEXT * 2
-
-
-def small_messages(n: int):
-    return (small_message(i) for i in range(1, n + 1))
-
-
-def attachment_messages(n: int, size: int, seed: int = 1):
-    body = attachment_body(size, seed)
-    return (attachment_message(i, size, body=body) for i in range(1, n + 1))
-
-
 # ---------------------------------------------------------------- popgate
 
 
-_STARTED: "list[PopgateProc]" = []
-
-
-def _stop_all() -> None:
-    for p in list(_STARTED):
+def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
+                  max_connections: int = 1000) -> Popgate:
+    """The popgate binary (the end-to-end tests' launcher) on a free port
+    picked here, so any log level works; the default "warn" keeps
+    per-session log lines out of the measurement.  All benchmark clients
+    are one user from one address, as with Dovecot's raised
+    mail_max_userip_connections, so the per-address and per-user limits are
+    off.  Killed with the benchmark, however it dies."""
+    for _attempt in range(5):
         try:
-            p.cleanup()
-        except Exception:
-            pass
-
-
-atexit.register(_stop_all)
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL when the benchmark process dies, however it
-    dies, so an interrupted run leaves no popgate behind."""
-    os.setsid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
-
-
-class PopgateProc:
-    """The popgate binary with a minimal config.  It listens on a free port
-    picked here (so any log level works; the default is "warn", which keeps
-    per-session log lines out of the measurement)."""
-
-    def __init__(self, binary: str, upstream_port: int, *, log_level: str = "warn",
-                 max_connections: int = 1000) -> None:
-        self.dir = tempfile.mkdtemp(prefix="pgbench-")
-        self.config = os.path.join(self.dir, "popgate.yaml")
-        self.log_path = os.path.join(self.dir, "popgate.log")
-        self.binary = binary
-        self.upstream_port = upstream_port
-        self.log_level = log_level
-        self.max_connections = max_connections
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-
-    def start(self, timeout: float = 20.0) -> "PopgateProc":
-        limits = True
-        for _attempt in range(5):
-            self.port = free_port()
-            with open(self.config, "w") as f:
-                f.write(
-                    "listeners:\n"
-                    f'  - address: "{HOST}:{self.port}"\n'
-                    "upstream:\n"
-                    f'  address: "{HOST}:{self.upstream_port}"\n'
-                    "session:\n"
-                    f"  max_connections: {self.max_connections}\n"
-                    # All benchmark clients are one user from one address,
-                    # as with Dovecot's raised mail_max_userip_connections.
-                    + ("limits:\n  connections_per_ip: 0\n  sessions_per_user: 0\n"
-                       if limits else "")
-                    + "log:\n"
-                    f'  level: "{self.log_level}"\n'
-                )
-            log = open(self.log_path, "ab")
-            env = dict(os.environ)
-            env.pop("RUST_LOG", None)
-            self.proc = subprocess.Popen(
-                [self.binary, "--config", self.config],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                preexec_fn=_die_with_parent,
-            )
-            if self not in _STARTED:
-                _STARTED.append(self)
-            log.close()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                try:
-                    with socket.create_connection((HOST, self.port), timeout=2) as s:
-                        if s.recv(64).startswith(b"+OK"):
-                            return self
-                except OSError:
-                    time.sleep(0.02)
-            text = self.log_text()
-            self.stop()
-            if limits and "limits" in text and "unknown field" in text:
-                limits = False      # a popgate from before the limits section
-                continue
-            if "in use" not in text:
-                raise RuntimeError(f"popgate did not start:\n{text[-3000:]}")
-        raise RuntimeError("popgate did not start: no free port")
-
-    def log_text(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def status_kib(self, key: str) -> int:
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        raise KeyError(key)
-
-    def reset_peak(self) -> None:
-        """Sets VmHWM back to the current VmRSS."""
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-            f.write("5")
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / tick
-
-    def threads(self) -> int:
-        return self.status_kib("Threads")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-        self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if self in _STARTED:
-            _STARTED.remove(self)
+            return Popgate(
+                upstream_port, port=free_port(), binary_path=binary, log_level=log_level,
+                extra=f"session:\n  max_connections: {max_connections}\n",
+                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n",
+                die_with_parent=True)
+        except PortInUse:
+            continue
+    raise RuntimeError("popgate did not start: no free port")
 
 
 # -------------------------------------------------------------- workloads
@@ -437,7 +253,7 @@ def listing(port: int, user: str, password: str, expect: int) -> Sample:
     return Sample(t.wall, t.wall, t.cpu, o1 + o2, busy=t.busy)
 
 
-def big_retr(port: int, user: str, password: str, pg: PopgateProc | None) -> Sample:
+def big_retr(port: int, user: str, password: str, pg: Popgate | None) -> Sample:
     """g: in one session, RETR 1 (a small message: warms buffers), then
     the timed RETR 2 (the big message); MB/s.  With ``pg``, popgate's
     resident memory: VmRSS just before RETR 2, VmHWM (reset before RETR 2)
@@ -459,7 +275,7 @@ def big_retr(port: int, user: str, password: str, pg: PopgateProc | None) -> Sam
     return Sample(octets / t.wall / 1e6, t.wall, t.cpu, octets, extra=extra, busy=t.busy)
 
 
-def idle_sessions(pg: PopgateProc, user: str, password: str, sessions: int,
+def idle_sessions(pg: Popgate, user: str, password: str, sessions: int,
                   concurrency: int = 32, settle: float = 1.0) -> dict:
     """i: VmRSS of popgate before and after ``sessions`` POP3 connections
     were opened and logged in (each one an idle authenticated session

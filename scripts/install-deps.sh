@@ -1,7 +1,22 @@
 #!/usr/bin/env bash
-# Install what the end-to-end tests and the demo need on Debian/Ubuntu:
-# Dovecot (IMAP + POP3), the real POP3 clients the tests drive (fetchmail,
-# getmail6, mpop, curl), openssl for test certificates, and pytest.
+# Install what the build, the end-to-end tests and the demo need on a
+# minimal Debian/Ubuntu with a Rust toolchain:
+#
+#   gcc, libc6-dev    the C compiler and C library files Rust needs to link
+#                     (cargo calls `cc`) and to build ring
+#   dovecot-imapd, dovecot-pop3d
+#                     the IMAP server behind popgate, and its POP3 to compare
+#   fetchmail, getmail6, mpop, curl
+#                     the real POP3 clients the tests drive
+#   openssl           test certificates
+#   systemd           systemd-analyze, which checks the shipped systemd unit
+#                     (it works without systemd running)
+#   procps, ca-certificates, python3, python3-venv
+#                     ps/kill, TLS roots for pip, the interpreter that runs
+#                     the tests and the demo's Dovecot helper
+#
+# and the project's Python environment (.venv, scripts/venv.sh: pytest and
+# the other Python tools; nothing goes into the system Python).
 #
 # Idempotent and quick when everything is present: apt-get update runs only
 # when a package is missing.  Works without a terminal (CI=true, no stdin).
@@ -13,8 +28,8 @@
 # before this script is left alone.
 set -euo pipefail
 
-PACKAGES=(dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl openssl)
-PYTHON="${PYTHON:-python3}"
+PACKAGES=(gcc libc6-dev dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl
+    openssl systemd procps ca-certificates python3 python3-venv)
 
 export DEBIAN_FRONTEND=noninteractive
 exec </dev/null
@@ -105,25 +120,10 @@ if [ "$dovecot_installed_before" = no ] && command -v dovecot >/dev/null 2>&1; t
     fi
 fi
 
-# pytest for the Python interpreter that runs the tests.
-if ! "$PYTHON" -m pytest --version >/dev/null 2>&1; then
-    log "installing pytest for $PYTHON"
-    if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check pytest; then
-        # Debian's own python3 is "externally managed"; use its package.
-        if command -v apt-get >/dev/null 2>&1; then
-            if ! dpkg-query -W -f='${db:Status-Status}' python3-pytest 2>/dev/null | grep -qx installed; then
-                as_root apt-get update -q
-                as_root apt-get install -y -q --no-install-recommends python3-pytest
-            fi
-        fi
-    fi
-    "$PYTHON" -m pytest --version >/dev/null 2>&1 || {
-        log "pytest is still not importable by $PYTHON"
-        exit 1
-    }
-fi
+# pytest and the other Python tools, in the project's virtual environment.
+VENV_PYTHON="$(bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh")"
 
-for tool in dovecot doveconf fetchmail getmail mpop curl; do
+for tool in cc dovecot doveconf fetchmail getmail mpop curl systemd-analyze; do
     command -v "$tool" >/dev/null 2>&1 || { log "$tool not found after install"; exit 1; }
 done
-log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $("$PYTHON" -m pytest --version 2>&1 | head -1)"
+log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $("$VENV_PYTHON" -m pytest --version 2>&1 | head -1) in $(dirname "$(dirname "$VENV_PYTHON")")"

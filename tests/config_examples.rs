@@ -45,10 +45,29 @@ fn example_documents_the_defaults() {
     assert_eq!(format!("{:?}", example), format!("{:?}", minimal));
 }
 
+/// A directory of its own under the temporary directory, removed when
+/// dropped: after the test, whether it passed or panicked.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("popgate-check-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn check(yaml: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("popgate-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("c{}.yaml", yaml.len()));
+    let dir = TempDir::new();
+    let file = dir.0.join("popgate.yaml");
     std::fs::write(&file, yaml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
         .arg("--config")

@@ -13,9 +13,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from dovecot import Dovecot  # noqa: E402
 from pop3raw import Pop3Raw  # noqa: E402
+import popgate  # noqa: E402
 from popgate import Popgate  # noqa: E402
 
 _users = itertools.count(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_popgate_left():
+    """At the end of the run, stops every popgate a test started outside a
+    ``with`` block and removes its directory."""
+    yield
+    popgate.cleanup_all()
 
 
 @pytest.fixture(scope="session")

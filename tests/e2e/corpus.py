@@ -1,4 +1,5 @@
-"""Test mail: raw RFC 5322 messages that stress a POP3 gateway.
+"""Test mail: raw RFC 5322 messages that stress a POP3 gateway, the
+mailbox the real clients download, and the benchmark's bulk mail.
 
 Every message is bytes exactly as stored in the Maildir file.  Most are
 stored with LF line ends (as Maildir usually holds them; IMAP serves them
@@ -165,5 +166,150 @@ def retr_wire(body: bytes) -> bytes:
     return b"\r\n".join(stuffed) + b"\r\n.\r\n"
 
 
+# ------------------------------------------- what the real clients download
+
+LONG_LINE = b"L" * 3000  # longer than poplib's default 2048-byte limit
+
+CLIENT_MESSAGES = [
+    # LF-stored; dot lines, a "From " line, headers some clients like to drop.
+    b"Return-Path: <bounce@example.org>\n"
+    b"Delivered-To: alice@example.org\n"
+    b"From: Alice <alice@example.org>\n"
+    b"To: bob@example.org\n"
+    b"Subject: dots\n"
+    b"Message-ID: <m1@clients.test>\n"
+    b"Status: RO\n"
+    b"\n"
+    b"line one\n"
+    b".\n"
+    b"..two dots\n"
+    b".leading dot\n"
+    b". dot space\n"
+    b"From the start of a line\n"
+    b">From quoted\n"
+    b"end\n",
+    # CRLF-stored; 8-bit bytes in a header and in the body (not UTF-8).
+    b"From: =?utf-8?q?J=C3=B6rg?= <j@example.org>\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: 8bit \xc3\xa4\xc3\xb6\r\n"
+    b"Message-ID: <m2@clients.test>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=latin-1\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"caf\xe9 \xff\xfe raw\r\n"
+    b"\r\n"
+    b"\r\n"
+    b"two blank lines above\r\n",
+    # No final newline.
+    b"From: c@example.org\n"
+    b"To: alice@example.org\n"
+    b"Subject: no final newline\n"
+    b"Message-ID: <m3@clients.test>\n"
+    b"\n"
+    b"first\n"
+    b"last line without newline",
+    # MIME, folded and long headers, "Name:value", a 3000-byte line.
+    b"From: d@example.org\n"
+    b"To: alice@example.org\n"
+    b"Subject: a very long subject line that goes on and on and on well beyond"
+    b" seventy-eight characters for sure\n"
+    b"X-Folded: part one\n"
+    b"\tpart two\n"
+    b"  part three\n"
+    b"X-Tight:value\n"
+    b"Message-ID: <m4@clients.test>\n"
+    b"MIME-Version: 1.0\n"
+    b"Content-Type: multipart/mixed; boundary=\"BOUND\"\n"
+    b"\n"
+    b"preamble\n"
+    b"--BOUND\n"
+    b"Content-Type: text/plain\n"
+    b"\n"
+    b".\n"
+    b"body part\n"
+    + LONG_LINE + b"\n"
+    b"--BOUND--\n"
+    b"epilogue\n",
+    # Body starts with a dot line and ends with a lone "." without newline.
+    b"From: e@example.org\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: ends in a dot\r\n"
+    b"Message-ID: <m5@clients.test>\r\n"
+    b"\r\n"
+    b".first\r\n"
+    b"middle\r\n"
+    b".",
+]
+
+
+# ----------------------------------------------------- the benchmark's mail
+
+BENCH_DOMAIN = "bench.popgate.test"
+
+
+def _bench_headers(i: int, subject: str, extra: str = "") -> bytes:
+    sender = f"sender{i % 97}@{BENCH_DOMAIN}"
+    fields = {
+        "Return-Path": f"<{sender}>",
+        "From": f"Sender {i % 97} <{sender}>",
+        "To": f"Bench User <user@{BENCH_DOMAIN}>",
+        "Subject": f"{subject} {i}",
+        "Date": f"Mon, 02 Mar 2026 10:{i % 60:02d}:{(i // 60) % 60:02d} +0000",
+        "Message-ID": f"<bench-{i}-{random.getrandbits(32):08x}@{BENCH_DOMAIN}>",
+        "MIME-Version": "1.0",
+    }
+    return ("".join(f"{k}: {v}\n" for k, v in fields.items()) + extra).encode()
+
+
+def attachment_message(i: int, size: int, rnd: random.Random | None = None,
+                       body: bytes | None = None) -> bytes:
+    """A message of about ``size`` octets: a short text part and a base64
+    attachment (76-character lines, LF line ends as Maildir stores them)."""
+    if body is None:
+        rnd = rnd or random.Random(i)
+        raw = rnd.randbytes(max(0, size - 600) * 3 // 4)
+        body = base64.encodebytes(raw)
+    return (
+        _bench_headers(i, "Report", 'Content-Type: multipart/mixed; boundary="b1"\n')
+        + b"\n--b1\nContent-Type: text/plain; charset=utf-8\n\nSee the attachment.\n"
+        + b"--b1\nContent-Type: application/octet-stream; name=\"data.bin\"\n"
+        + b"Content-Transfer-Encoding: base64\n\n"
+        + body
+        + b"--b1--\n"
+    )
+
+
+def attachment_body(size: int, seed: int) -> bytes:
+    """The base64 part of attachment_message(), made once and shared."""
+    rnd = random.Random(seed)
+    return base64.encodebytes(rnd.randbytes(max(0, size - 600) * 3 // 4))
+
+
+_TEXT = (
+    b"Hello,\n\nthis is a short message of the kind a mailbox holds by the\n"
+    b"thousand: a notification, a reply, a receipt.  It has a few lines of\n"
+    b"plain text and nothing else.\n\n"
+    b".a line that starts with a dot, to keep the stuffer honest\n\n"
+    b"Regards,\nthe benchmark\n"
+)
+
+
+def small_message(i: int) -> bytes:
+    """About 1 KB: headers and a few lines of text."""
+    return _bench_headers(i, "Note", "Content-Type: text/plain; charset=utf-8\n") + b"\n" + _TEXT * 2
+
+
+def small_messages(n: int):
+    return (small_message(i) for i in range(1, n + 1))
+
+
+def attachment_messages(n: int, size: int, seed: int = 1):
+    body = attachment_body(size, seed)
+    return (attachment_message(i, size, body=body) for i in range(1, n + 1))
+
+
 __all__ = ["tricky_corpus", "tricky_messages", "simple_message",
-           "large_attachment", "to_crlf", "retr_wire"]
+           "large_attachment", "to_crlf", "retr_wire", "CLIENT_MESSAGES",
+           "attachment_message", "attachment_body", "attachment_messages",
+           "small_message", "small_messages"]

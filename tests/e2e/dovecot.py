@@ -34,7 +34,6 @@ after stop() for inspection.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import imaplib
 import itertools
@@ -50,22 +49,13 @@ import threading
 import time
 from typing import Iterable, Mapping
 
+from reaper import Reaper
+
 HOST = "127.0.0.1"
 
-# Instances still running (strong references: an instance nobody holds any
-# more must still be stopped); stopped at interpreter exit.
-_RUNNING: "set[Dovecot]" = set()
-
-
-def _stop_all_at_exit() -> None:
-    for dv in list(_RUNNING):
-        try:
-            dv.stop()
-        except Exception:
-            pass
-
-
-atexit.register(_stop_all_at_exit)
+# Instances still running; stopped at interpreter exit.
+_RUNNING: "Reaper[Dovecot]" = Reaper(lambda dv: dv.stop())
+_stop_all_at_exit = _RUNNING.stop_all
 
 
 def free_port() -> int:
@@ -94,9 +84,10 @@ def tls_conf(cert_path: str, key_path: str, imaps_port: int = 0,
     return conf
 
 
-def _pdeathsig_preexec() -> None:
+def die_with_parent() -> None:
     """In the child: become a process group leader and ask the kernel to send
-    SIGTERM when the parent dies, so a killed test run leaves no Dovecot."""
+    SIGTERM when the parent dies, so a killed test run leaves no Dovecot
+    (nor popgate, for the benchmark)."""
     os.setpgid(0, 0)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -104,6 +95,9 @@ def _pdeathsig_preexec() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except Exception:
         pass
+
+
+_pdeathsig_preexec = die_with_parent
 
 
 def _setpgid_preexec() -> None:
@@ -469,7 +463,7 @@ protocol pop3 {{
         # and a reader of a pipe would wait forever.
         self._stdio = open(self.stdio_path, "ab")
         preexec = (
-            _pdeathsig_preexec
+            die_with_parent
             if threading.current_thread() is threading.main_thread()
             else _setpgid_preexec
         )

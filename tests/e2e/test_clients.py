@@ -18,6 +18,7 @@ import pytest
 
 import clients
 from clients import CLIENTS, assert_fails, download, normalise
+from corpus import CLIENT_MESSAGES as MESSAGES
 
 HOST = "127.0.0.1"
 
@@ -34,81 +35,6 @@ AUTH_FAILED = {
     "curl": r"curl: \(67\) Login denied",
     "poplib": r"PASS failed: error_proto\(b'-ERR \[AUTH\] Authentication failed\.'\)",
 }
-
-
-LONG_LINE = b"L" * 3000  # longer than poplib's default 2048-byte limit
-
-MESSAGES = [
-    # LF-stored; dot lines, a "From " line, headers some clients like to drop.
-    b"Return-Path: <bounce@example.org>\n"
-    b"Delivered-To: alice@example.org\n"
-    b"From: Alice <alice@example.org>\n"
-    b"To: bob@example.org\n"
-    b"Subject: dots\n"
-    b"Message-ID: <m1@clients.test>\n"
-    b"Status: RO\n"
-    b"\n"
-    b"line one\n"
-    b".\n"
-    b"..two dots\n"
-    b".leading dot\n"
-    b". dot space\n"
-    b"From the start of a line\n"
-    b">From quoted\n"
-    b"end\n",
-    # CRLF-stored; 8-bit bytes in a header and in the body (not UTF-8).
-    b"From: =?utf-8?q?J=C3=B6rg?= <j@example.org>\r\n"
-    b"To: alice@example.org\r\n"
-    b"Subject: 8bit \xc3\xa4\xc3\xb6\r\n"
-    b"Message-ID: <m2@clients.test>\r\n"
-    b"MIME-Version: 1.0\r\n"
-    b"Content-Type: text/plain; charset=latin-1\r\n"
-    b"Content-Transfer-Encoding: 8bit\r\n"
-    b"\r\n"
-    b"caf\xe9 \xff\xfe raw\r\n"
-    b"\r\n"
-    b"\r\n"
-    b"two blank lines above\r\n",
-    # No final newline.
-    b"From: c@example.org\n"
-    b"To: alice@example.org\n"
-    b"Subject: no final newline\n"
-    b"Message-ID: <m3@clients.test>\n"
-    b"\n"
-    b"first\n"
-    b"last line without newline",
-    # MIME, folded and long headers, "Name:value", a 3000-byte line.
-    b"From: d@example.org\n"
-    b"To: alice@example.org\n"
-    b"Subject: a very long subject line that goes on and on and on well beyond"
-    b" seventy-eight characters for sure\n"
-    b"X-Folded: part one\n"
-    b"\tpart two\n"
-    b"  part three\n"
-    b"X-Tight:value\n"
-    b"Message-ID: <m4@clients.test>\n"
-    b"MIME-Version: 1.0\n"
-    b"Content-Type: multipart/mixed; boundary=\"BOUND\"\n"
-    b"\n"
-    b"preamble\n"
-    b"--BOUND\n"
-    b"Content-Type: text/plain\n"
-    b"\n"
-    b".\n"
-    b"body part\n"
-    + LONG_LINE + b"\n"
-    b"--BOUND--\n"
-    b"epilogue\n",
-    # Body starts with a dot line and ends with a lone "." without newline.
-    b"From: e@example.org\r\n"
-    b"To: alice@example.org\r\n"
-    b"Subject: ends in a dot\r\n"
-    b"Message-ID: <m5@clients.test>\r\n"
-    b"\r\n"
-    b".first\r\n"
-    b"middle\r\n"
-    b".",
-]
 
 LATE_MESSAGE = (b"From: late@example.org\n"
                 b"Subject: arrives after the first download\n"

@@ -39,12 +39,12 @@ import pytest
 
 import certs
 from clients import TLS_CLIENTS, assert_fails, download, normalise
+from corpus import CLIENT_MESSAGES as MESSAGES
 from dovecot import Dovecot, free_port, tls_conf
 from faulty import FaultyProxy
 from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
-from test_clients import MESSAGES
 
 HOST = "127.0.0.1"
 # Clients verify this name (the certificates carry DNS:localhost and
