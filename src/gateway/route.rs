@@ -66,7 +66,7 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use super::{Route, Router};
+    use super::Router;
     use crate::config::Config;
 
     fn router(sdps: bool) -> Router {
@@ -79,47 +79,45 @@ mod tests {
         Router::new(&Config::parse(&yaml).unwrap())
     }
 
-    fn route(r: &Router, login: &str) -> (String, String) {
-        let Route { backend, user } = r.route(login);
-        (backend.to_string(), user)
+    /// Each case is (login, backend, upstream user).
+    fn check(r: &Router, cases: &[(&str, &str, &str)]) {
+        for &(login, backend, user) in cases {
+            let route = r.route(login);
+            assert_eq!(
+                (route.backend, route.user.as_str()),
+                (backend, user),
+                "{login}"
+            );
+        }
     }
 
     #[test]
     fn domains_route_and_optionally_strip() {
-        let r = router(false);
-        assert_eq!(route(&r, "ann@example.org"), ("east".into(), "ann".into()));
-        assert_eq!(route(&r, "Bob@EXAMPLE.org"), ("east".into(), "Bob".into()));
-        assert_eq!(
-            route(&r, "cy@keep.example"),
-            ("west".into(), "cy@keep.example".into())
-        );
-        assert_eq!(
-            route(&r, "dee@other.example"),
-            ("default".into(), "dee@other.example".into())
-        );
-        assert_eq!(route(&r, "plain"), ("default".into(), "plain".into()));
-        assert_eq!(
-            route(&r, "ed+east"),
-            ("default".into(), "ed+east".into()),
-            "SDPS is off"
+        check(
+            &router(false),
+            &[
+                ("ann@example.org", "east", "ann"),
+                ("Bob@EXAMPLE.org", "east", "Bob"),
+                ("cy@keep.example", "west", "cy@keep.example"),
+                ("dee@other.example", "default", "dee@other.example"),
+                ("plain", "default", "plain"),
+                ("ed+east", "default", "ed+east"), // SDPS is off
+            ],
         );
     }
 
     #[test]
     fn sdps_forms_name_a_backend() {
-        let r = router(true);
-        assert_eq!(route(&r, "ed+east"), ("east".into(), "ed".into()));
-        assert_eq!(route(&r, "ed@west"), ("west".into(), "ed".into()));
-        assert_eq!(route(&r, "a+b@west"), ("west".into(), "a+b".into()));
-        assert_eq!(
-            route(&r, "ed+nowhere"),
-            ("default".into(), "ed+nowhere".into())
-        );
-        assert_eq!(route(&r, "+east"), ("default".into(), "+east".into()));
-        assert_eq!(
-            route(&r, "ann@example.org"),
-            ("east".into(), "ann".into()),
-            "domains first"
+        check(
+            &router(true),
+            &[
+                ("ed+east", "east", "ed"),
+                ("ed@west", "west", "ed"),
+                ("a+b@west", "west", "a+b"),
+                ("ed+nowhere", "default", "ed+nowhere"),
+                ("+east", "default", "+east"),
+                ("ann@example.org", "east", "ann"), // domains first
+            ],
         );
     }
 

@@ -42,19 +42,27 @@ fn upgrading() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "TLS handshake failed")
 }
 
+/// Forwards a poll to the stream inside, whichever kind it is; `Upgrading`
+/// answers `$upgrading`.
+macro_rules! forward {
+    ($self:ident, $s:ident => $poll:expr, upgrading => $upgrading:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => $poll,
+            Stream::Server($s) => $poll,
+            Stream::Client($s) => $poll,
+            Stream::Memory($s) => $poll,
+            Stream::Upgrading => Poll::Ready($upgrading),
+        }
+    };
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Server(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Client(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Upgrading => Poll::Ready(Err(upgrading())),
-        }
+        forward!(self, s => Pin::new(s).poll_read(cx, buf), upgrading => Err(upgrading()))
     }
 }
 
@@ -64,32 +72,14 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Server(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Client(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Upgrading => Poll::Ready(Err(upgrading())),
-        }
+        forward!(self, s => Pin::new(s).poll_write(cx, buf), upgrading => Err(upgrading()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Server(s) => Pin::new(s).poll_flush(cx),
-            Stream::Client(s) => Pin::new(s).poll_flush(cx),
-            Stream::Memory(s) => Pin::new(s).poll_flush(cx),
-            Stream::Upgrading => Poll::Ready(Err(upgrading())),
-        }
+        forward!(self, s => Pin::new(s).poll_flush(cx), upgrading => Err(upgrading()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Server(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Client(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Upgrading => Poll::Ready(Ok(())),
-        }
+        forward!(self, s => Pin::new(s).poll_shutdown(cx), upgrading => Ok(()))
     }
 }
