@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,25 +106,28 @@ def test_secret_files_others_can_read_are_refused(tmp_path, key, mode):
 
 def test_core_dumps_are_off(dovecot):
     # A process that may dump has its /proc files owned by its own user; a
-    # non-dumpable one has them owned by root. So run popgate as nobody.
-    directory = Path(tempfile.mkdtemp(prefix="popgate-dump-"))
-    directory.chmod(0o755)
-    cfg = directory / "popgate.yaml"
-    cfg.write_text('listeners:\n  - address: "127.0.0.1:0"\n'
-                   f'upstream:\n  address: "127.0.0.1:{dovecot.imap_port}"\n')
-    cfg.chmod(0o644)
-    log = directory / "log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([binary(), "--config", str(cfg)], stdout=out, stderr=out,
-                                user=65534, group=65534, extra_groups=[])
+    # non-dumpable one has them owned by root. So run popgate as nobody, from
+    # a directory nobody can enter (the test run's own TMPDIR is private).
+    directory = Path(tempfile.mkdtemp(prefix="popgate-dump-", dir="/var/tmp"))
     try:
-        wait_for(lambda: "listening on" in log.read_text(), 20, "popgate to listen")
-        owner = os.stat(f"/proc/{proc.pid}/status").st_uid
-        assert owner == 0, f"/proc/{proc.pid}/status belongs to uid {owner}: the process is dumpable"
+        directory.chmod(0o755)
+        cfg = directory / "popgate.yaml"
+        cfg.write_text('listeners:\n  - address: "127.0.0.1:0"\n'
+                       f'upstream:\n  address: "127.0.0.1:{dovecot.imap_port}"\n')
+        cfg.chmod(0o644)
+        log = directory / "log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([binary(), "--config", str(cfg)], stdout=out, stderr=out,
+                                    user=65534, group=65534, extra_groups=[])
+        try:
+            wait_for(lambda: "listening on" in log.read_text(), 20, "popgate to listen")
+            owner = os.stat(f"/proc/{proc.pid}/status").st_uid
+            assert owner == 0, f"/proc/{proc.pid}/status belongs to uid {owner}: the process is dumpable"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        subprocess.run(["rm", "-rf", str(directory)])
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_systemd_unit_allows_no_core_files():
