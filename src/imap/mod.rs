@@ -2,6 +2,7 @@
 //! free of I/O; `client` owns the socket.
 
 pub(crate) mod client;
+pub mod date;
 pub mod framer;
 pub mod parse;
 pub mod quote;
@@ -21,4 +22,6 @@ pub struct Listing {
     pub uid: u32,
     pub size: u64,
     pub deleted: bool,
+    /// INTERNALDATE in seconds since 1970, when the snapshot asked for it.
+    pub date: u32,
 }
