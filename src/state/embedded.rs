@@ -79,14 +79,14 @@ impl Embedded {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, redb::Error> + Send + 'static,
+        f: impl FnOnce(&Database) -> Result<T, String> + Send + 'static,
     ) -> Result<T, StateError> {
         self.present()?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StateError::Backend(e.to_string()))?
-            .map_err(|e| StateError::Backend(e.to_string()))
+            .map_err(StateError::Backend)
     }
 }
 
@@ -96,13 +96,14 @@ impl StateStore for Embedded {
         let key = mailbox.encoded();
         let bytes = self
             .blocking(move |db| {
-                let txn = db.begin_read()?;
+                let txn = db.begin_read().map_err(text)?;
                 let table = match txn.open_table(MAILBOXES) {
                     Ok(t) => t,
                     Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e.to_string()),
                 };
-                Ok(table.get(key.as_str())?.map(|v| v.value().to_vec()))
+                let value = table.get(key.as_str()).map_err(text)?;
+                Ok(value.map(|v| v.value().to_vec()))
             })
             .await?;
         bytes.map(|b| Memory::decode(&b)).transpose()
@@ -112,14 +113,17 @@ impl StateStore for Embedded {
         let key = mailbox.encoded();
         let bytes = memory.encode();
         self.blocking(move |db| {
-            let txn = db.begin_write()?;
+            let txn = db.begin_write().map_err(text)?;
             {
-                let mut table = txn.open_table(MAILBOXES)?;
-                table.insert(key.as_str(), bytes.as_slice())?;
+                let mut table = txn.open_table(MAILBOXES).map_err(text)?;
+                table.insert(key.as_str(), bytes.as_slice()).map_err(text)?;
             }
-            txn.commit()?;
-            Ok(())
+            txn.commit().map_err(text)
         })
         .await
     }
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }

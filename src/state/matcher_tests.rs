@@ -75,7 +75,11 @@ fn same_uidvalidity_follows_uids() {
     );
 }
 
-fn scenario() -> impl Strategy<Value = (Vec<(u32, u8)>, Vec<(u32, u8)>, Vec<u32>, bool, bool)> {
+/// Old and new (UID, content) lists, UIDs given exceptions, whether the
+/// UIDVALIDITY stays, whether the template lacks %v.
+type Scenario = (Vec<(u32, u8)>, Vec<(u32, u8)>, Vec<u32>, bool, bool);
+
+fn scenario() -> impl Strategy<Value = Scenario> {
     (
         proptest::collection::btree_map(1u32..60, 0u8..6, 0..25),
         proptest::collection::btree_map(1u32..60, 0u8..8, 0..25),
