@@ -101,7 +101,7 @@ pub(crate) async fn open(
 
     let opened = backend.timed(
         "SELECT and UID FETCH",
-        imap.open_mailbox(&ctx.config.mailbox, ctx.uidls.is_some()),
+        imap.open_mailbox(&ctx.config.mailbox),
     );
     let (selected, listing) = match opened.await {
         Ok(done) => done,

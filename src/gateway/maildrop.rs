@@ -267,12 +267,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn drop3() -> Maildrop {
-        let l = |uid, size, deleted| Listing {
-            uid,
-            size,
-            deleted,
-            date: 0,
-        };
+        let l = |uid, size, deleted| Listing { uid, size, deleted };
         Maildrop::new(
             77,
             &[
@@ -342,7 +337,6 @@ mod tests {
             uid,
             size,
             deleted: false,
-            date: 0,
         };
         let mut d = Maildrop::new(1, &[l(1, 10), l(2, 10), l(3, 10), l(4, 10), l(5, 10)]);
         let all = Budget {

@@ -22,6 +22,4 @@ pub struct Listing {
     pub uid: u32,
     pub size: u64,
     pub deleted: bool,
-    /// INTERNALDATE in seconds since 1970, when the snapshot asked for it.
-    pub date: u32,
 }

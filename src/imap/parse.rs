@@ -68,7 +68,6 @@ pub struct Fetch<'a> {
     pub uid: Option<u32>,
     pub size: Option<u64>,
     pub deleted: bool,
-    pub date: Option<u32>,
     /// The first `BODY[...]` value (literal or quoted contents).
     pub body: Option<&'a [u8]>,
 }
@@ -196,8 +195,6 @@ fn fetch<'a>(seq: u32, t: &mut Tokens<'a>) -> Result<Fetch<'a>, ParseError> {
             );
         } else if name.eq_ignore_ascii_case(b"RFC822.SIZE") {
             f.size = Some(number(t.atom()?).ok_or(ParseError)?);
-        } else if name.eq_ignore_ascii_case(b"INTERNALDATE") {
-            f.date = super::date::internal_date(t.quoted()?);
         } else if name.eq_ignore_ascii_case(b"FLAGS") {
             t.expect(b'(')?;
             loop {
@@ -367,7 +364,6 @@ mod tests {
                 uid: Some(34),
                 size: Some(5678),
                 deleted: true,
-                date: None,
                 body: None
             })
         );

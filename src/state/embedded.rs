@@ -34,7 +34,10 @@ impl Embedded {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create the directory: {e}")))?;
-        let db = Database::create(&file).map_err(|e| err(e.to_string()))?;
+        let mut db = Database::create(&file).map_err(|e| err(e.to_string()))?;
+        // Give back the pages earlier commits freed: the file stays near
+        // the size of what it holds.
+        db.compact().map_err(|e| err(e.to_string()))?;
         // Read every record once: a damaged one stops start-up here rather
         // than surfacing at some user's login.
         let txn = db.begin_read().map_err(|e| err(e.to_string()))?;

@@ -13,17 +13,12 @@ use crate::imap::{Listing, Selected};
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// SELECTs the mailbox and takes the login snapshot: UID, size and
     /// \Deleted of every message, in mailbox order. Both commands go out in
-    /// one write, saving a round trip. `dates` adds INTERNALDATE.
+    /// one write, saving a round trip.
     pub async fn open_mailbox(
         &mut self,
         mailbox: &str,
-        dates: bool,
     ) -> Result<(Selected, Vec<Listing>), ClientError> {
-        let snapshot: &[u8] = if dates {
-            b" UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE)\r\n"
-        } else {
-            b" UID FETCH 1:* (UID RFC822.SIZE FLAGS)\r\n"
-        };
+        const SNAPSHOT: &[u8] = b" UID FETCH 1:* (UID RFC822.SIZE FLAGS)\r\n";
         let select_tag = self.tag();
         let mut line = format!("{select_tag} SELECT ").into_bytes();
         let pipelined = matches!(quote::encode(mailbox.as_bytes()), ImapString::Quoted(_));
@@ -33,7 +28,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let fetch_tag = self.tag();
         if pipelined {
             line.extend_from_slice(fetch_tag.as_bytes());
-            line.extend_from_slice(snapshot);
+            line.extend_from_slice(SNAPSHOT);
         }
         self.write_raw(&[&line]).await?;
 
@@ -57,7 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             if sel.exists == 0 {
                 return Ok((sel, Vec::new()));
             }
-            self.write_raw(&[fetch_tag.as_bytes(), snapshot]).await?;
+            self.write_raw(&[fetch_tag.as_bytes(), SNAPSHOT]).await?;
         }
 
         let mut out = Vec::with_capacity(sel.exists as usize);
@@ -70,7 +65,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                             uid,
                             size,
                             deleted: f.deleted,
-                            date: f.date.unwrap_or(0),
                         }),
                         // A flag change pushed by the server carries no size.
                         (_, None) => {}

@@ -80,7 +80,7 @@ async fn session_tolerates_unsolicited_responses_everywhere() {
         c.has_capability("UIDPLUS"),
         "capabilities from the login completion"
     );
-    let (sel, list) = c.open_mailbox("INBOX", false).await.unwrap();
+    let (sel, list) = c.open_mailbox("INBOX").await.unwrap();
     assert_eq!(
         sel,
         Selected {
@@ -94,14 +94,12 @@ async fn session_tolerates_unsolicited_responses_everywhere() {
             Listing {
                 uid: 5,
                 size: 10,
-                deleted: false,
-                date: 0
+                deleted: false
             },
             Listing {
                 uid: 7,
                 size: 3,
-                deleted: true,
-                date: 0
+                deleted: true
             }
         ]
     );
