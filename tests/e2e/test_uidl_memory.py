@@ -4,7 +4,9 @@ real clients in keep mode download nothing twice."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import poplib
 import re
 import subprocess
 
@@ -115,3 +117,36 @@ def test_rebuilt_mailbox_downloads_nothing_again(client, dovecot, gateway, user,
     gone = _run(client, gateway, user, tmp_path, keep=False)
     assert len(gone) == len(first) + 1
     assert user.uids() == []
+
+
+def _uidls(port: int, user) -> list[bytes]:
+    p = poplib.POP3(HOST, port, timeout=30)
+    try:
+        p.user(user.name)
+        p.pass_(user.password)
+        return [line.split(b" ", 1)[1] for line in p.uidl()[1]]
+    finally:
+        p.quit()
+
+
+def test_concurrent_logins_after_a_reset_agree(dovecot, gateway, user):
+    _mailbox(user)
+    for i in range(40):
+        user.deliver(simple_message(100 + i))
+    before = _uidls(gateway.port, user)
+    _set_uid_validity(dovecot, user.name)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        seen = list(pool.map(lambda _: _uidls(gateway.port, user), range(6)))
+    assert all(s == before for s in seen)
+    assert len(set(before)) == len(before)
+    assert gateway.log_text().count("UIDLs re-matched") == 1
+
+
+def test_a_store_deleted_while_running_gives_template_uidls(dovecot, gateway, user, tmp_path):
+    _mailbox(user)
+    _uidls(gateway.port, user)
+    os.remove(tmp_path / "state" / "popgate-state.redb")
+    validity = dovecot.uid_validity(user.name)
+    expected = [f"{uid:08x}{validity:08x}".encode() for uid in user.uids()]
+    assert _uidls(gateway.port, user) == expected
+    assert "UIDL store unavailable" in gateway.log_text()
