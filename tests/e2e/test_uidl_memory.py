@@ -7,6 +7,9 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import poplib
+import random
+import threading
+import time
 import re
 import subprocess
 
@@ -150,3 +153,30 @@ def test_a_store_deleted_while_running_gives_template_uidls(dovecot, gateway, us
     expected = [f"{uid:08x}{validity:08x}".encode() for uid in user.uids()]
     assert _uidls(gateway.port, user) == expected
     assert "UIDL store unavailable" in gateway.log_text()
+
+
+def test_kill_9_during_a_rematch_leaves_no_half_written_state(dovecot, gateway, user):
+    """popgate is killed at varying points of a re-match of a mailbox of
+    3,000 messages; after each restart the UIDLs are the ones given first."""
+    user.dv.deliver_many(user.name, (simple_message(i) for i in range(10000)))
+    before = _uidls(gateway.port, user)
+    assert len(before) == 10000
+    rnd = random.Random(11)
+    for _ in range(4):
+        _set_uid_validity(dovecot, user.name)
+        t = threading.Thread(target=lambda: _try(lambda: _uidls(gateway.port, user)))
+        t.start()
+        time.sleep(rnd.uniform(0, 0.4))
+        gateway.kill()
+        t.join(60)
+        # A fresh log, so that start() waits for the new "listening on".
+        open(gateway.log_path, "w").close()
+        gateway.start()
+        assert _uidls(gateway.port, user) == before
+
+
+def _try(fn):
+    try:
+        fn()
+    except Exception:  # the kill ends the session any way it likes
+        pass
