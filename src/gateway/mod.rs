@@ -84,6 +84,12 @@ impl Context {
         })
     }
 
+    /// Puts the UIDL memory on `store` (another backend than the
+    /// embedded one, or a test's).
+    pub fn set_state_store(&mut self, store: Arc<dyn crate::state::StateStore>) {
+        self.uidls = Some(uidls::UidlMemory::with_store(store));
+    }
+
     pub(crate) fn default_backend(&self) -> &Arc<Backend> {
         &self.backends[DEFAULT_ROUTE]
     }
