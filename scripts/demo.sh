@@ -97,6 +97,8 @@ upstream:
   address: "127.0.0.1:$IMAP_PORT"
   tls: none
 mailbox: INBOX
+state:
+  path: "$WORK/state"
 EOF
 
 say "==> Starting popgate: $BIN --config $WORK/popgate.yaml"

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod pop3;
 pub mod secret;
+pub mod state;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

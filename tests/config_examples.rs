@@ -39,7 +39,7 @@ fn example_documents_the_defaults() {
     let example = popgate::Config::load(&root.join("examples/popgate.yaml")).unwrap();
     let minimal = popgate::Config::parse(
         "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"127.0.0.1:143\"\n\
-         metrics:\n  address: \"127.0.0.1:9110\"\n",
+         metrics:\n  address: \"127.0.0.1:9110\"\nstate:\n  path: /var/lib/popgate\n",
     )
     .unwrap();
     assert_eq!(format!("{:?}", example), format!("{:?}", minimal));

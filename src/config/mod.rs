@@ -51,6 +51,16 @@ pub struct Config {
     pub metrics: Option<MetricsHttp>,
     #[serde(default)]
     pub log: Log,
+    /// The UIDL memory; absent means UIDLs come from the template alone.
+    #[serde(default)]
+    pub state: Option<State>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// The directory holding the store file.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone)]

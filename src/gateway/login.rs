@@ -15,6 +15,7 @@ use super::maildrop::Maildrop;
 use super::Context;
 use crate::metrics::LimitKind;
 use crate::secret::Secret;
+use crate::state::MailboxKey;
 
 /// A logged-in session's upstream side.
 pub(crate) struct Opened {
@@ -119,11 +120,27 @@ pub(crate) async fn open(
         .with_label_values(&[&backend.name])
         .observe(started.elapsed().as_secs_f64());
     m.snapshot_messages.observe(listing.len() as f64);
+    let maildrop = match &ctx.uidls {
+        None => Maildrop::new(selected.uid_validity, &listing),
+        Some(memory) => {
+            let key = MailboxKey {
+                route: backend.name.clone(),
+                user: req.owner.to_lowercase(),
+                folder: ctx.config.mailbox.clone(),
+            };
+            let v = selected.uid_validity;
+            let r = memory
+                .remember(&mut imap, &key, v, listing, &ctx.config.uidl_format, m)
+                .await
+                .map_err(|_| UNAVAILABLE)?;
+            Maildrop::new(v, &r.listing).with_exceptions(r.exceptions)
+        }
+    };
     Ok(Opened {
         backend: backend.clone(),
         imap,
         fetch: Pipeline::default(),
-        maildrop: Maildrop::new(selected.uid_validity, &listing),
+        maildrop,
         user_slot,
         counted,
     })

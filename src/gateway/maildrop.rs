@@ -2,6 +2,7 @@
 //! numbered 1..n, and the session's marks. Answers STAT, LIST, UIDL, DELE and
 //! RSET without touching the upstream; no I/O.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use bytes::{BufMut, BytesMut};
@@ -26,6 +27,8 @@ struct Message {
 pub(crate) struct Maildrop {
     uid_validity: u32,
     messages: Vec<Message>,
+    /// UIDLs remembered from before that are not the template's, by UID.
+    exceptions: HashMap<u32, String>,
 }
 
 /// How far a batch fetch may reach beyond the message asked for.
@@ -62,7 +65,13 @@ impl Maildrop {
         Maildrop {
             uid_validity,
             messages,
+            exceptions: HashMap::new(),
         }
+    }
+
+    pub(crate) fn with_exceptions(mut self, exceptions: HashMap<u32, String>) -> Maildrop {
+        self.exceptions = exceptions;
+        self
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -136,8 +145,9 @@ impl Maildrop {
         n: Option<u32>,
         out: &mut BytesMut,
     ) -> Result<(), MessageError> {
-        self.answer(n, "", out, |m, line| {
-            template.render(m.uid, self.uid_validity, line)
+        self.answer(n, "", out, |m, line| match self.exceptions.get(&m.uid) {
+            Some(uidl) => line.push_str(uidl),
+            None => template.render(m.uid, self.uid_validity, line),
         })
     }
 

@@ -9,6 +9,7 @@ pub(crate) mod login;
 pub(crate) mod maildrop;
 pub(crate) mod route;
 pub mod session;
+pub(crate) mod uidls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,8 @@ pub struct Context {
     /// The upstream master user and password for those logins.
     pub(crate) master: Option<(String, Secret)>,
     pub(crate) limits: limits::Limiters,
+    /// The UIDL memory, when `state` is configured.
+    pub(crate) uidls: Option<uidls::UidlMemory>,
     next_session: AtomicU64,
 }
 
@@ -64,7 +67,12 @@ impl Context {
             )),
             _ => None,
         };
+        let uidls = match &config.state {
+            Some(state) => Some(uidls::UidlMemory::open(state)?),
+            None => None,
+        };
         Ok(Context {
+            uidls,
             credentials,
             master,
             backends,
@@ -74,6 +82,12 @@ impl Context {
             metrics,
             next_session: AtomicU64::new(1),
         })
+    }
+
+    /// Puts the UIDL memory on `store` (another backend than the
+    /// embedded one, or a test's).
+    pub fn set_state_store(&mut self, store: Arc<dyn crate::state::StateStore>) {
+        self.uidls = Some(uidls::UidlMemory::with_store(store));
     }
 
     pub(crate) fn default_backend(&self) -> &Arc<Backend> {

@@ -2,6 +2,7 @@
 //! free of I/O; `client` owns the socket.
 
 pub(crate) mod client;
+pub mod date;
 pub mod framer;
 pub mod parse;
 pub mod quote;

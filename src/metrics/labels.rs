@@ -96,3 +96,12 @@ label_values!(
         Connection => "connection",
     }
 );
+
+label_values!(
+    /// What the UIDL memory did at a login (`popgate_uidl_memory_events_total{event}`).
+    UidlEvent {
+        FirstContact => "first_contact",
+        Rematch => "rematch",
+        StoreFailed => "store_failed",
+    }
+);

@@ -4,7 +4,9 @@
 
 mod labels;
 
-pub use labels::{FailureReason, LimitKind, LoginResult, Mechanism, Outcome, ThrottleKind};
+pub use labels::{
+    FailureReason, LimitKind, LoginResult, Mechanism, Outcome, ThrottleKind, UidlEvent,
+};
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
@@ -36,6 +38,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub connection_limit: IntGauge,
     pub draining: IntGauge,
+    pub uidl_events: IntCounterVec,
+    pub uidl_rematched: IntCounterVec,
 }
 
 /// Latency buckets from 0.5 ms to about 16 s.
@@ -189,6 +193,16 @@ impl Metrics {
                 "popgate_draining",
                 "1 while shutting down: no new connections, sessions finishing."
             )),
+            uidl_events: register!(counter_vec(
+                "popgate_uidl_memory_events_total",
+                "UIDL memory events at login: a mailbox first fingerprinted, a re-match after a UIDVALIDITY change, a store that failed (template UIDLs).",
+                &["event"]
+            )),
+            uidl_rematched: register!(counter_vec(
+                "popgate_uidl_rematched_messages_total",
+                "Messages of re-matched mailboxes that kept their UIDL (matched) or got a new one (unmatched).",
+                &["result"]
+            )),
             registry,
         }
     }
@@ -231,6 +245,12 @@ impl Metrics {
         for kind in ThrottleKind::ALL {
             self.auth_throttled.with_label_values(&[kind.as_str()]);
         }
+        for event in UidlEvent::ALL {
+            self.uidl_events.with_label_values(&[event.as_str()]);
+        }
+        for result in ["matched", "unmatched"] {
+            self.uidl_rematched.with_label_values(&[result]);
+        }
     }
 
     pub fn limit_rejected(&self, kind: LimitKind) {
@@ -243,6 +263,19 @@ impl Metrics {
         self.auth_throttled
             .with_label_values(&[kind.as_str()])
             .inc();
+    }
+
+    pub fn uidl_event(&self, event: UidlEvent) {
+        self.uidl_events.with_label_values(&[event.as_str()]).inc();
+    }
+
+    pub fn uidl_rematched(&self, matched: u64, unmatched: u64) {
+        self.uidl_rematched
+            .with_label_values(&["matched"])
+            .inc_by(matched);
+        self.uidl_rematched
+            .with_label_values(&["unmatched"])
+            .inc_by(unmatched);
     }
 
     pub fn login(&self, mechanism: Mechanism, result: LoginResult) {

@@ -166,8 +166,8 @@ def test_default_render(helm, chart):
     docs = render(helm, chart, CI_VALUES["default-values.yaml"])
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service", "Service",
-         "ServiceAccount"]
+        ["ConfigMap", "Deployment", "NetworkPolicy", "PersistentVolumeClaim", "PodDisruptionBudget",
+         "Service", "Service", "ServiceAccount"]
     ), kinds
     # The sidecar listens on the pod's address for the kubelet's probes; by
     # default only the monitoring namespace may reach it.
@@ -200,6 +200,27 @@ def test_default_render(helm, chart):
     metrics = find(docs, "Service", "-metrics")[0]
     assert metrics["spec"]["type"] == "ClusterIP"
     assert [p["targetPort"] for p in metrics["spec"]["ports"]] == ["metrics"]
+    # The UIDL memory: on a claim that outlives the pod, one pod, replaced
+    # (never two at once on the store).
+    assert yaml.safe_load(popgate_config(docs))["state"] == {"path": "/var/lib/popgate"}
+    (claim,) = find(docs, "PersistentVolumeClaim")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert {"name": "state", "mountPath": "/var/lib/popgate"} in c["volumeMounts"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "state"]
+    assert vol["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_state_needs_a_single_pod(helm, chart):
+    for setting in ["replicaCount=2", "autoscaling.enabled=true"]:
+        proc = run([helm, "template", "popgate", str(chart), "--set", setting])
+        assert proc.returncode != 0, setting
+        assert "state.enabled" in proc.stderr
+    docs = render(helm, chart, None, "--set", "replicaCount=3", "--set", "state.enabled=false")
+    assert not find(docs, "PersistentVolumeClaim")
+    assert "state" not in yaml.safe_load(popgate_config(docs))
+    assert deployment(docs)["spec"]["replicas"] == 3
 
 
 def test_config_change_rolls_the_pods(helm, chart):
@@ -314,6 +335,7 @@ COMBINATIONS = {
     ],
     "memory-hpa-percent-pdb": [
         "autoscaling.enabled=true",
+        "state.enabled=false",
         "autoscaling.targetCPUUtilizationPercentage=null",
         "autoscaling.targetMemoryUtilizationPercentage=75",
         "podDisruptionBudget.minAvailable=50%",
@@ -336,7 +358,8 @@ def test_value_combinations_validate(helm, chart, combo, tmp_path):
     if combo != "digest-ipv6":
         return
     cfg_file = tmp_path / "popgate.yaml"
-    cfg_file.write_text(popgate_config(docs))
+    # The store goes to a directory of the test's, not the machine's.
+    cfg_file.write_text(popgate_config(docs).replace("/var/lib/popgate", str(tmp_path / "state")))
     proc = run([popgate_bin(), "--config", str(cfg_file), "--check"])
     assert proc.returncode == 0, proc.stderr
     (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
@@ -442,7 +465,7 @@ def test_rendered_config_passes_popgate_check(helm, chart, values, tmp_path):
     (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
     # Every file the config names is in a volume mounted into the container.
     mounts = [m["mountPath"].rstrip("/") + "/" for m in c["volumeMounts"]]
-    for path in file_paths(cfg):
+    for path in file_paths(cfg) + ([cfg["state"]["path"] + "/"] if "state" in cfg else []):
         assert any(path.startswith(m) for m in mounts), f"{path} is in no volume mount"
     # --check reads those files: point it at stand-ins.
     local = text
@@ -450,6 +473,8 @@ def test_rendered_config_passes_popgate_check(helm, chart, values, tmp_path):
         crt, key = stand_in_tls_files(tmp_path)
         for path in file_paths(cfg):
             local = local.replace(path, str(key if path.endswith(".key") else crt))
+    if "state" in cfg:
+        local = local.replace(cfg["state"]["path"], str(tmp_path / "state"))
     cfg_file = tmp_path / "popgate.yaml"
     cfg_file.write_text(local)
     proc = run([binary, "--config", str(cfg_file), "--check"])

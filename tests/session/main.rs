@@ -6,6 +6,7 @@ mod faults;
 mod peer;
 mod retrieval;
 mod transaction;
+mod uidls;
 mod update;
 
 use std::net::SocketAddr;
@@ -118,8 +119,18 @@ impl Gateway {
 
     /// Starts a session with `config`; the greeting is read and checked.
     pub async fn with(peer: Peer, config: Config) -> (Gateway, Pop) {
+        Gateway::adjusted(peer, config, |_| {}).await
+    }
+
+    /// Like [`Gateway::with`], with the context changed by `adjust` first.
+    pub async fn adjusted(
+        peer: Peer,
+        config: Config,
+        adjust: impl FnOnce(&mut Context),
+    ) -> (Gateway, Pop) {
         let metrics = Arc::new(Metrics::new());
         let mut ctx = Context::new(config, metrics.clone()).expect("context");
+        adjust(&mut ctx);
         remove_secrets_dir(&ctx.config);
         let open = peer.clone();
         let connector = Connector::Memory(Arc::new(move || open.open()));

@@ -71,6 +71,8 @@ pub struct State {
     /// Every command line received, tags stripped, in order.
     pub log: Vec<String>,
     pub connections: usize,
+    /// Added to [`UID_VALIDITY`] in SELECT's answer (a reset mailbox).
+    pub uid_validity_change: u32,
 }
 
 /// The server's shared state; each connection is served by its own task.
@@ -267,10 +269,32 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
         ["SELECT", _] => put(
             &mut out,
             format!(
-            "* {} EXISTS\r\n* OK [UIDVALIDITY {UID_VALIDITY}] ok\r\n{tag} OK [READ-WRITE] done\r\n",
-            st.messages.len()
+                "* {} EXISTS\r\n* OK [UIDVALIDITY {}] ok\r\n{tag} OK [READ-WRITE] done\r\n",
+                st.messages.len(),
+                UID_VALIDITY + st.uid_validity_change
+            ),
         ),
-        ),
+        // The fingerprint fetch: the whole header stands in for the fields.
+        ["UID", "FETCH", set, ..] if cmd.contains("HEADER.FIELDS") => {
+            for (i, m) in st.messages.iter().enumerate() {
+                if in_set(set, m.uid, max) {
+                    let h = header(&m.body);
+                    put(
+                        &mut out,
+                        format!(
+                            "* {} FETCH (UID {} INTERNALDATE \"02-Dec-2026 05:11:11 +0000\" \
+                             BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)] {{{}}}\r\n",
+                            i + 1,
+                            m.uid,
+                            h.len()
+                        ),
+                    );
+                    out.extend_from_slice(h);
+                    put(&mut out, ")\r\n".into());
+                }
+            }
+            put(&mut out, format!("{tag} OK done\r\n"));
+        }
         ["UID", "FETCH", "1:*", ..] => {
             for (i, m) in st.messages.iter().enumerate() {
                 let flags = match (m.seen, m.deleted) {

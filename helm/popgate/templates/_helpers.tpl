@@ -163,6 +163,9 @@ where the PodLifecycleSleepAction feature is on by default). */}}
   "key" (printf "%s/tls.key" (include "popgate.tlsDir" .))
   "reload_interval" .Values.tls.reloadInterval) -}}
 {{- end -}}
+{{- if .Values.state.enabled -}}
+{{- $_ := set $cfg "state" (dict "path" "/var/lib/popgate") -}}
+{{- end -}}
 {{- $cfg = mustMergeOverwrite $cfg (deepCopy $c.extra) -}}
 {{- toYaml $cfg -}}
 {{- end -}}

@@ -12,6 +12,8 @@ use super::{BodyPos, Client, ClientError, Item};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyStart {
     pub uid: Option<u32>,
+    /// INTERNALDATE (seconds since 1970), when asked for before the body.
+    pub date: Option<u32>,
     pub len: u64,
 }
 
@@ -32,7 +34,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             match self.read_item(true).await? {
                 Item::BodyStart(len) => {
                     let uid = fetch_uid(&self.partial);
-                    return Ok(Some(BodyStart { uid, len }));
+                    let date = fetch_date(&self.partial);
+                    return Ok(Some(BodyStart { uid, date, len }));
                 }
                 Item::BodyChunk(_) => {}
                 Item::Response(raw) => {
@@ -94,6 +97,13 @@ fn fetch_uid(partial: &[u8]) -> Option<u32> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
+/// The INTERNALDATE in a FETCH response prefix, if it came before the body.
+fn fetch_date(partial: &[u8]) -> Option<u32> {
+    let at = memchr::memmem::find(partial, b"INTERNALDATE \"")? + 14;
+    let len = memchr::memchr(b'"', &partial[at..])?;
+    crate::imap::date::internal_date(&partial[at..at + len])
+}
+
 /// Does this response prefix end in a `BODY[...]` (or `BODY[...]<n>`) value
 /// announced as a literal?
 pub(super) fn is_body_literal(partial: &[u8]) -> bool {
@@ -112,4 +122,18 @@ pub(super) fn is_body_literal(partial: &[u8]) -> bool {
     let value = &before[start..];
     let close = memchr::memrchr(b']', value).unwrap_or(0);
     close > 0 && (close == value.len() - 1 || value[close + 1..].starts_with(b"<"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fetch_date, fetch_uid};
+
+    #[test]
+    fn uid_and_date_before_the_body() {
+        let p = b"* 3 FETCH (UID 7 INTERNALDATE \"02-Dec-2026 05:11:11 +0000\" BODY[HEADER.FIELDS (DATE)] ";
+        assert_eq!(fetch_uid(p), Some(7));
+        assert_eq!(fetch_date(p), Some(1_796_188_271));
+        assert_eq!(fetch_date(b"* 3 FETCH (UID 7 BODY[] "), None);
+        assert_eq!(fetch_date(b"* 3 FETCH (INTERNALDATE \"02-Dec"), None);
+    }
 }

@@ -1,0 +1,73 @@
+//! INTERNALDATE (`"02-Dec-2026 05:11:11 +0000"`) as seconds since 1970,
+//! which is all a message fingerprint needs of it.
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// `None` for anything malformed or before 1970 or after 2105.
+pub fn internal_date(s: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(s).ok()?.trim_start();
+    let (date, rest) = s.split_once(' ')?;
+    let (time, zone) = rest.split_once(' ')?;
+    let mut d = date.split('-');
+    let day: i64 = d.next()?.parse().ok()?;
+    let name = d.next()?.as_bytes();
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(name))? as i64 + 1;
+    let year: i64 = d.next()?.parse().ok()?;
+    let mut t = time.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, m, sec) = (t.next()??, t.next()??, t.next()??);
+    let z = zone.as_bytes();
+    if z.len() != 5 || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let sign = match z[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let zh: i64 = zone[1..3].parse().ok()?;
+    let zm: i64 = zone[3..5].parse().ok()?;
+    let secs = days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + sec
+        - sign * (zh * 3600 + zm * 60);
+    u32::try_from(secs).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::internal_date;
+
+    #[test]
+    fn dates() {
+        assert_eq!(internal_date(b"01-Jan-1970 00:00:00 +0000"), Some(0));
+        assert_eq!(
+            internal_date(b"02-Dec-2026 05:11:11 +0000"),
+            Some(1_796_188_271)
+        );
+        assert_eq!(
+            internal_date(b" 2-Dec-2026 06:11:11 +0100"),
+            Some(1_796_188_271)
+        );
+        for bad in [
+            "",
+            "32-Jan-2000 00:00:00 +0000",
+            "01-Foo-2000 00:00:00 +0000",
+            "01-Jan-2000 00:00 +0000",
+            "01-Jan-2000 00:00:00 0000",
+        ] {
+            assert_eq!(internal_date(bad.as_bytes()), None, "{bad}");
+        }
+    }
+}
