@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::answer::LoginFailure;
 use super::backend::{Backend, Endpoints, Imap, OpenGuard};
 use super::fetch::Pipeline;
-use super::limits::Slot;
+use super::limits::{Key, Slot};
 use super::maildrop::Maildrop;
 use super::Context;
 use crate::metrics::LimitKind;
@@ -23,7 +23,7 @@ pub(crate) struct Opened {
     /// RETR and TOP's body fetches.
     pub(crate) fetch: Pipeline,
     pub(crate) maildrop: Maildrop,
-    pub(crate) user_slot: Slot<String>,
+    pub(crate) user_slot: Slot<Key>,
     pub(crate) counted: OpenGuard,
 }
 
@@ -33,8 +33,9 @@ const IN_USE: LoginFailure = LoginFailure::InUse;
 
 /// A login to perform upstream.
 pub(crate) struct Request<'a> {
-    /// The maildrop's owner, for the per-user session limit.
-    pub(crate) owner: &'a str,
+    /// The maildrop's owner (the canonical user's key), for the per-user
+    /// session limit.
+    pub(crate) owner: Key,
     pub(crate) credentials: UpstreamProof<'a>,
     pub(crate) client: Endpoints,
 }
@@ -61,10 +62,6 @@ pub(crate) async fn open(
     backend: &Arc<Backend>,
     req: &Request<'_>,
 ) -> Result<Opened, LoginFailure> {
-    let Some(user_slot) = ctx.limits.per_user.acquire(req.owner.to_lowercase()) else {
-        ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
-        return Err(LoginFailure::UserLimit);
-    };
     let started = Instant::now();
     let (mut imap, counted) = backend
         .connect(Some(req.client))
@@ -97,6 +94,13 @@ pub(crate) async fn open(
             _ => AUTH_FAILED,
         });
     }
+    // Counted only now that the user is proven: a stranger can neither take
+    // the user's slots nor learn from [IN-USE] that the user is logged in.
+    let Some(user_slot) = ctx.limits.per_user.acquire(req.owner) else {
+        ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
+        imap.logout().await;
+        return Err(LoginFailure::UserLimit);
+    };
 
     let opened = backend.timed(
         "SELECT and UID FETCH",
