@@ -242,6 +242,13 @@ def test_ipv4_clients_of_a_dual_stack_listener_count_as_ipv4(dovecot, user):
             assert c.login(user.name, user.password).startswith(b"+OK")
             c.answer("QUIT")
         assert "client=127.0.0.1:" in pg.log_text()
+    # An IPv4 balancer of a dual-stack PROXY listener is in proxy_trusted.
+    proxy = '    proxy_protocol: true\n    proxy_trusted: ["127.0.0.1/32"]\n'
+    with listening_on(Popgate(dovecot.imap_port, start=False), "[::]:0", proxy) as pg:
+        with socket.create_connection(("127.0.0.1", pg.port), timeout=10) as s:
+            s.sendall(b"PROXY TCP4 198.51.100.23 127.0.0.1 40002 110\r\n")
+            assert s.recv(100).startswith(b"+OK")
+        assert "refused on a PROXY-protocol listener" not in pg.log_text()
 
 
 def test_proxy_header_without_a_client_is_not_trusted_with_plaintext(dovecot, user):
