@@ -276,6 +276,14 @@ pub(crate) enum Held {
     User,
 }
 
+/// A login attempt let on towards its check.
+pub(crate) struct Admission {
+    pub(crate) wait: Duration,
+    pub(crate) held: Held,
+    /// Counts the attempt against its user until dropped.
+    pub(crate) in_flight: Option<Slot<Key>>,
+}
+
 /// All limits of one server instance.
 pub(crate) struct Limiters {
     pub(crate) per_ip: Arc<Counter<IpAddr>>,
@@ -283,6 +291,9 @@ pub(crate) struct Limiters {
     pub(crate) keys: Keys,
     pub(crate) network_penalty: Penalty,
     pub(crate) user_penalty: Penalty,
+    /// Attempts per user waiting or being checked, so that even a user
+    /// without failures meets no unbounded burst of parallel guesses.
+    in_flight: Arc<Counter<Key>>,
     known: Known,
 }
 
@@ -303,6 +314,7 @@ impl Limiters {
             // gains nothing from connecting many times.
             network_penalty: Penalty::new(max, memory, queue),
             user_penalty: Penalty::new(max, memory, queue),
+            in_flight: Counter::new(if max.is_zero() { 0 } else { queue as usize }),
             known: Known {
                 since: DashMap::new(),
                 capacity: memory,
@@ -311,23 +323,35 @@ impl Limiters {
     }
 
     /// Queues a login attempt: the wait before its credentials may be
-    /// checked, and which key asked for it.
+    /// checked, which key asked for it, and the in-flight slot to hold
+    /// until the check is done (none from a known address).
     pub(crate) fn admit(
         &self,
         network: Key,
         user: Key,
         now: Instant,
-    ) -> Result<(Duration, Held), Crowded> {
+    ) -> Result<Admission, Crowded> {
+        let known = self.known.contains(self.keys.known(user, network), now);
+        let in_flight = if known {
+            None
+        } else {
+            Some(self.in_flight.acquire(user).ok_or(Crowded)?)
+        };
         let by_network = self.network_penalty.reserve(network, now)?;
-        let by_user = if self.known.contains(self.keys.known(user, network), now) {
+        let by_user = if known {
             Duration::ZERO
         } else {
             self.user_penalty.reserve(user, now)?
         };
-        Ok(if by_network >= by_user {
+        let (wait, held) = if by_network >= by_user {
             (by_network, Held::Network)
         } else {
             (by_user, Held::User)
+        };
+        Ok(Admission {
+            wait,
+            held,
+            in_flight,
         })
     }
 

@@ -113,6 +113,32 @@ fn a_known_address_skips_the_users_queue_but_a_new_one_waits() {
     for _ in 0..3 {
         l.failed(guesser, user, t);
     }
-    assert_eq!(l.admit(home, user, t), Ok((Duration::ZERO, Held::Network)));
-    assert_eq!(l.admit(cafe, user, t), Ok((S(4), Held::User)));
+    let at_home = l.admit(home, user, t).unwrap();
+    assert_eq!(
+        (at_home.wait, at_home.held),
+        (Duration::ZERO, Held::Network)
+    );
+    assert!(at_home.in_flight.is_none(), "home is not counted in flight");
+    let at_cafe = l.admit(cafe, user, t).unwrap();
+    assert_eq!((at_cafe.wait, at_cafe.held), (S(4), Held::User));
+}
+
+#[test]
+fn attempts_in_flight_per_user_are_bounded_even_without_failures() {
+    let config = crate::config::Limits {
+        auth_attempts_queued_per_user: 2,
+        ..Default::default()
+    };
+    let l = Limiters::new(&config, false);
+    let t = Instant::now();
+    let user = l.keys.user("ann");
+    let net = |i: u8| l.keys.network(IpAddr::from([192, 0, 2, i]));
+    let a = l.admit(net(1), user, t).unwrap();
+    let _b = l.admit(net(2), user, t).unwrap();
+    assert!(l.admit(net(3), user, t).is_err(), "a third in flight");
+    assert_eq!(a.wait, Duration::ZERO);
+    drop(a);
+    assert!(l.admit(net(3), user, t).is_ok(), "a slot came back");
+    let other = l.keys.user("bob");
+    assert!(l.admit(net(4), other, t).is_ok(), "other users unaffected");
 }

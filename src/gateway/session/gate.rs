@@ -8,18 +8,19 @@ use tracing::info;
 
 use super::{Pop3Session, Reply};
 use crate::gateway::answer::{LoginFailure, Refusal};
-use crate::gateway::limits::{Held, Key};
+use crate::gateway::limits::{Admission, Held, Key, Slot};
 use crate::metrics::{LoginResult, Mechanism, ThrottleKind};
 
 /// Longest login name or authzid accepted (Dovecot allows about 6 KB,
 /// which would let one failure cost kilobytes of bookkeeping).
 pub(super) const MAX_NAME: usize = 255;
 
-/// A login attempt let through, with the keys its outcome is booked on.
-#[derive(Debug, Clone, Copy)]
+/// A login attempt let through, with the keys its outcome is booked on;
+/// it counts as in flight for its user until dropped.
 pub(super) struct Admitted {
     pub(super) network: Key,
     pub(super) user: Key,
+    _in_flight: Option<Slot<Key>>,
 }
 
 /// Short enough, and nothing that could forge a log line or confuse the
@@ -62,13 +63,11 @@ impl Pop3Session {
     ) -> Result<Admitted, Reply> {
         let fit = acceptable(name) && (authzid.is_empty() || acceptable(authzid));
         let limits = &self.ctx.limits;
-        let admitted = Admitted {
-            network: limits.keys.network(self.ends.client.ip()),
-            user: limits.keys.user(&self.canonical(name, authzid)),
-        };
+        let network = limits.keys.network(self.ends.client.ip());
+        let user = limits.keys.user(&self.canonical(name, authzid));
         let m = self.ctx.metrics.clone();
         let mechanism_name = mechanism.as_str();
-        match limits.admit(admitted.network, admitted.user, Instant::now()) {
+        let in_flight = match limits.admit(network, user, Instant::now()) {
             Err(_) => {
                 m.throttled(ThrottleKind::User);
                 m.login(mechanism, LoginResult::Throttled);
@@ -80,18 +79,29 @@ impl Pop3Session {
                 self.auth_failures += 1;
                 return Err(self.refuse(Refusal::Login(LoginFailure::Throttled)));
             }
-            Ok((wait, held)) if !wait.is_zero() => {
-                let (kind, by) = match held {
-                    Held::Network => (ThrottleKind::Ip, "network"),
-                    Held::User => (ThrottleKind::User, "user"),
-                };
-                m.throttled(kind);
-                let wait_ms = wait.as_millis() as u64;
-                info!(mechanism = mechanism_name, wait_ms, by, "login held back");
-                tokio::time::sleep(wait).await;
+            Ok(Admission {
+                wait,
+                held,
+                in_flight,
+            }) => {
+                if !wait.is_zero() {
+                    let (kind, by) = match held {
+                        Held::Network => (ThrottleKind::Ip, "network"),
+                        Held::User => (ThrottleKind::User, "user"),
+                    };
+                    m.throttled(kind);
+                    let wait_ms = wait.as_millis() as u64;
+                    info!(mechanism = mechanism_name, wait_ms, by, "login held back");
+                    tokio::time::sleep(wait).await;
+                }
+                in_flight
             }
-            Ok(_) => {}
-        }
+        };
+        let admitted = Admitted {
+            network,
+            user,
+            _in_flight: in_flight,
+        };
         let reason = if !fit {
             "unacceptable name"
         } else if self.names_master(name, authzid) {
