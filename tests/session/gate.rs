@@ -84,3 +84,19 @@ async fn a_correct_password_waits_out_the_penalty_before_it_is_checked() {
     // Two failures: a 2 s step, waited before the check.
     assert!(start.elapsed() >= std::time::Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn digest_logins_need_tls_outside_the_plaintext_networks() {
+    let mut cfg = super::config_with_credentials("no-plaintext");
+    cfg.auth.plaintext_networks.clear();
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    assert!(!gw.greeting.contains('<'), "no APOP timestamp");
+    assert_eq!(pop.cmd("AUTH").await, "+OK");
+    assert!(pop.multi().await.is_empty(), "no mechanism offered");
+    let answer = pop.cmd(&format!("APOP {USER} {}", "0".repeat(32))).await;
+    assert!(answer.starts_with("-ERR [AUTH] Plaintext"), "{answer}");
+    assert!(pop
+        .cmd("AUTH CRAM-MD5")
+        .await
+        .starts_with("-ERR [AUTH] Plaintext"));
+}
