@@ -136,6 +136,7 @@ pub async fn run(
             metrics.clone(),
         )));
     }
+    background.push(tokio::spawn(gateway::sweep_limits(ctx.clone())));
     let acceptor = certificates.map(|store| {
         let interval = ctx
             .config
@@ -173,6 +174,7 @@ pub async fn run(
             } else {
                 Arc::from([])
             },
+            client_known: true,
         };
         loops.push(tokio::spawn(listener::accept_loop(
             listener,

@@ -37,7 +37,9 @@ pub(crate) async fn accept_loop(
             _ = stop.wait_for(|s| *s) => break,
         };
         let (stream, peer) = match accepted {
-            Ok(a) => a,
+            // An IPv4 client on a dual-stack socket is an IPv4 client, for
+            // the limits, the plaintext policy and the log.
+            Ok((s, p)) => (s, SocketAddr::new(p.ip().to_canonical(), p.port())),
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly.
                 error!(error = %e, "accept failed");
@@ -60,7 +62,11 @@ pub(crate) async fn accept_loop(
         let origin = origin.clone();
         let force_close = force_close.clone();
         tokio::spawn(async move {
-            if let Some((stream, client)) = admit(&ctx, &origin, stream, peer).await {
+            if let Some((stream, client, known)) = admit(&ctx, &origin, stream, peer).await {
+                let origin = Origin {
+                    client_known: known,
+                    ..origin
+                };
                 let Some(slot) = ctx.limits.per_ip.acquire(client.ip()) else {
                     warn!(client = %client, "per-address connection limit reached");
                     refuse(
@@ -117,15 +123,17 @@ pub(crate) fn log_panics() {
 }
 
 /// On PROXY-protocol listeners: only trusted balancers, and their header
-/// gives the client's address. Elsewhere the peer is the client.
+/// gives the client's address; a header that names none (UNKNOWN, LOCAL)
+/// leaves the balancer's, marked unknown (false). Elsewhere the peer is
+/// the client.
 async fn admit(
     ctx: &Context,
     origin: &Origin,
     mut stream: TcpStream,
     peer: SocketAddr,
-) -> Option<(TcpStream, SocketAddr)> {
+) -> Option<(TcpStream, SocketAddr, bool)> {
     if origin.proxy_trusted.is_empty() {
-        return Some((stream, peer));
+        return Some((stream, peer, true));
     }
     if !origin.proxy_trusted.iter().any(|n| n.contains(&peer.ip())) {
         warn!(peer = %peer, "connection from outside proxy_trusted refused on a PROXY-protocol listener");
@@ -133,7 +141,8 @@ async fn admit(
         return None;
     }
     match proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
-        Ok(source) => Some((stream, source.unwrap_or(peer))),
+        Ok(Some(client)) => Some((stream, client, true)),
+        Ok(None) => Some((stream, peer, false)),
         Err(e) => {
             warn!(peer = %peer, error = %e, "PROXY header refused");
             ctx.metrics.limit_rejected(LimitKind::ProxyHeader);

@@ -144,6 +144,13 @@ impl Config {
         if self.limits.auth_penalty_memory == 0 {
             return Err(at_least(&["limits", "auth_penalty_memory"], "1"));
         }
+        if self.limits.auth_penalty_ipv6_prefix > 128 {
+            let range = OutOfRange("0".into(), "128".into());
+            return Err(at(&["limits", "auth_penalty_ipv6_prefix"], range));
+        }
+        if self.limits.auth_attempts_queued_per_user == 0 {
+            return Err(at_least(&["limits", "auth_attempts_queued_per_user"], "1"));
+        }
         if self.session.max_connections == 0 {
             return Err(at_least(&["session", "max_connections"], "1"));
         }

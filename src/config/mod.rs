@@ -189,12 +189,20 @@ pub struct Limits {
     pub sessions_per_user: usize,
     /// Failed logins one connection may make before it is closed.
     pub auth_failures_per_connection: u32,
-    /// Longest delay a failed login earns; each recent failure of the same
-    /// client address or user doubles it (1 s, 2 s, 4 s ...). 0s disables.
+    /// Longest wait a login earns before its credentials are checked; each
+    /// recent failure of the same client network or user doubles it (1 s,
+    /// 2 s, 4 s ...). 0s disables.
     #[serde(deserialize_with = "duration::deserialize")]
     pub auth_penalty_max: Duration,
-    /// Addresses and user names remembered for the penalty, at most.
+    /// Networks, users and known addresses remembered for the penalty, at
+    /// most, per table (each entry a fixed few dozen bytes).
     pub auth_penalty_memory: usize,
+    /// IPv6 clients are penalised per prefix of this length (a host has a
+    /// whole /64).
+    pub auth_penalty_ipv6_prefix: u8,
+    /// Login attempts one user (or network) may have waiting out the
+    /// penalty; more are refused at once.
+    pub auth_attempts_queued_per_user: u32,
     /// Time a client has from connecting to logging in.
     #[serde(deserialize_with = "duration::deserialize")]
     pub login_timeout: Duration,
@@ -208,6 +216,8 @@ impl Default for Limits {
             auth_failures_per_connection: 3,
             auth_penalty_max: Duration::from_secs(15),
             auth_penalty_memory: 100_000,
+            auth_penalty_ipv6_prefix: 64,
+            auth_attempts_queued_per_user: 4,
             login_timeout: Duration::from_secs(180),
         }
     }
@@ -237,6 +247,10 @@ pub struct Auth {
     /// How often the credentials file is checked for changes.
     #[serde(deserialize_with = "duration::deserialize")]
     pub reload_interval: Duration,
+    /// Let clients name an upstream master user: an AUTH PLAIN authzid
+    /// other than the login name, or a name holding `master_separator`.
+    /// Off, such logins are refused before anything goes upstream.
+    pub client_master_login: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -259,6 +273,7 @@ impl Default for Auth {
             master_login: MasterLogin::Authzid,
             master_separator: "*".into(),
             reload_interval: Duration::from_secs(10),
+            client_master_login: false,
         }
     }
 }

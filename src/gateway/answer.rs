@@ -23,6 +23,8 @@ pub(crate) enum LoginFailure {
     UserLimit,
     /// The configured mailbox does not exist.
     NoMailbox,
+    /// Too many attempts for this user or network are waiting already.
+    Throttled,
 }
 
 impl LoginFailure {
@@ -33,6 +35,7 @@ impl LoginFailure {
             LoginFailure::Unavailable => LoginResult::UpstreamUnavailable,
             LoginFailure::InUse | LoginFailure::UserLimit => LoginResult::InUse,
             LoginFailure::NoMailbox => LoginResult::MailboxError,
+            LoginFailure::Throttled => LoginResult::Throttled,
         }
     }
 }
@@ -113,6 +116,10 @@ pub(crate) fn answer(refusal: &Refusal) -> Answer {
         Login(LoginFailure::UserLimit) => (
             Some(RespCode::InUse),
             "Mailbox is in use by another POP3 session.".into(),
+        ),
+        Login(LoginFailure::Throttled) => (
+            Some(RespCode::SysTemp),
+            "Too many login attempts, try again later.".into(),
         ),
         Login(LoginFailure::NoMailbox) => {
             (Some(RespCode::SysPerm), "Mailbox does not exist.".into())

@@ -1,11 +1,21 @@
 //! Abuse limits shared by all sessions: concurrent connections per client
-//! address and sessions per user, and the failed-login penalty (modelled on
-//! Dovecot's auth penalty: the delay doubles with each recent failure).
+//! address and sessions per user, and the failed-login penalty.
 //!
-//! Bookkeeping is bounded: the penalty tables hold at most a configured
-//! number of keys, forgetting the oldest failures first.
+//! The penalty is modelled on Dovecot's: a login waits before its
+//! credentials are checked, the longer the more recent failures its client
+//! network and its user have (1 s, 2 s, 4 s ... up to the maximum). Waits
+//! of one key are queued one penalty apart, so parallel guesses from many
+//! addresses run no faster than one guesser; a user with too many attempts
+//! queued is refused at once. An address the user logged in from recently
+//! skips the user's queue, so a guesser elsewhere cannot slow them down.
+//!
+//! Bookkeeping is bounded in bytes: keys are keyed SipHash digests of the
+//! network or the canonical user name (never the name itself), the tables
+//! hold at most a configured number of entries, and expired ones are swept
+//! on a timer.
 
-use std::hash::Hash;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,45 +73,123 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     }
 }
 
+/// A fixed-size penalty key: a keyed digest, so its size does not depend
+/// on what a client sent and its value cannot be aimed at by one.
+pub(crate) type Key = u64;
+
+/// Makes [`Key`]s with a per-process random SipHash key.
+pub(crate) struct Keys {
+    hasher: RandomState,
+    v6_prefix: u8,
+}
+
+impl Keys {
+    pub(crate) fn new(v6_prefix: u8) -> Keys {
+        Keys {
+            hasher: RandomState::new(),
+            v6_prefix: v6_prefix.min(128),
+        }
+    }
+
+    /// The client's network: the IPv4 address, or its IPv6 prefix.
+    pub(crate) fn network(&self, ip: IpAddr) -> Key {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => self.hasher.hash_one((0u8, v4.octets())),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = match self.v6_prefix {
+                    0 => 0,
+                    p => u128::MAX << (128 - u32::from(p)),
+                };
+                self.hasher.hash_one((1u8, bits & mask))
+            }
+        }
+    }
+
+    /// A user, by the canonical name (see `session::authorization`).
+    pub(crate) fn user(&self, canonical: &str) -> Key {
+        self.hasher.hash_one((2u8, canonical))
+    }
+
+    /// A user at a network, for the addresses users logged in from.
+    fn known(&self, user: Key, network: Key) -> Key {
+        self.hasher.hash_one((3u8, user, network))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
     last: Instant,
+    /// When the next attempt may be checked.
+    next: Instant,
 }
 
-/// Recent login failures per key, and the delay they earn.
-pub(crate) struct Penalty<K: Hash + Eq + Clone> {
-    failures: DashMap<K, Failures>,
+/// Recent login failures per key, and the waits they earn.
+pub(crate) struct Penalty {
+    failures: DashMap<Key, Failures>,
     max_delay: Duration,
     /// Failures older than this are forgotten.
     window: Duration,
     capacity: usize,
+    /// Attempts one key may have waiting, at most.
+    queue: u32,
 }
 
-impl<K: Hash + Eq + Clone> Penalty<K> {
-    pub(crate) fn new(max_delay: Duration, capacity: usize) -> Self {
+/// The wait is longer than the queue allows: refuse without checking.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Crowded;
+
+impl Penalty {
+    pub(crate) fn new(max_delay: Duration, capacity: usize, queue: u32) -> Self {
         Penalty {
             failures: DashMap::new(),
             max_delay,
             window: Duration::from_secs(300).max(max_delay * 4),
             capacity,
+            queue: queue.max(1),
         }
     }
 
-    /// How long a login for `key` must wait now: 0 without recent failures,
-    /// then 1 s, 2 s, 4 s ... up to the maximum.
-    pub(crate) fn delay(&self, key: &K, now: Instant) -> Duration {
-        let Some(f) = self.failures.get(key).map(|f| *f) else {
+    fn step(&self, count: u32) -> Duration {
+        if count == 0 {
             return Duration::ZERO;
+        }
+        Duration::from_secs(1u64 << (count - 1).min(16)).min(self.max_delay)
+    }
+
+    fn expired(&self, f: &Failures, now: Instant) -> bool {
+        now > f.next && now.duration_since(f.last) > self.window
+    }
+
+    /// Queues an attempt for `key`: how long it must wait before its
+    /// credentials are checked.
+    pub(crate) fn reserve(&self, key: Key, now: Instant) -> Result<Duration, Crowded> {
+        let Some(mut f) = self.failures.get_mut(&key) else {
+            return Ok(Duration::ZERO);
         };
-        if now.duration_since(f.last) > self.window || f.count == 0 {
-            return Duration::ZERO;
+        if self.expired(&f, now) {
+            return Ok(Duration::ZERO);
         }
-        let secs = 1u64 << (f.count - 1).min(16);
-        Duration::from_secs(secs).min(self.max_delay)
+        let step = self.step(f.count);
+        let start = f.next.max(now);
+        let wait = start - now;
+        if wait > step * self.queue {
+            return Err(Crowded);
+        }
+        f.next = start + step;
+        Ok(wait)
     }
 
-    pub(crate) fn failed(&self, key: K, now: Instant) {
+    /// How long an attempt for `key` would wait now.
+    #[cfg(test)]
+    pub(crate) fn pending(&self, key: Key, now: Instant) -> Duration {
+        self.failures
+            .get(&key)
+            .map_or(Duration::ZERO, |f| f.next.saturating_duration_since(now))
+    }
+
+    pub(crate) fn failed(&self, key: Key, now: Instant) {
         if self.max_delay.is_zero() {
             return;
         }
@@ -111,22 +199,28 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
         let mut f = self.failures.entry(key).or_insert(Failures {
             count: 0,
             last: now,
+            next: now,
         });
-        if now.duration_since(f.last) > self.window {
+        if self.expired(&f, now) {
             f.count = 0;
         }
         f.count = f.count.saturating_add(1);
         f.last = now;
+        f.next = f.next.max(now + self.step(f.count));
     }
 
-    pub(crate) fn succeeded(&self, key: &K) {
-        self.failures.remove(key);
+    pub(crate) fn succeeded(&self, key: Key) {
+        self.failures.remove(&key);
+    }
+
+    /// Drops expired entries.
+    pub(crate) fn sweep(&self, now: Instant) {
+        self.failures.retain(|_, f| !self.expired(f, now));
     }
 
     /// Drops expired entries; if the table is still full, the oldest half.
     fn prune(&self, now: Instant) {
-        self.failures
-            .retain(|_, f| now.duration_since(f.last) <= self.window);
+        self.sweep(now);
         if self.failures.len() >= self.capacity {
             let mut ages: Vec<Instant> = self.failures.iter().map(|e| e.last).collect();
             ages.sort_unstable();
@@ -135,23 +229,79 @@ impl<K: Hash + Eq + Clone> Penalty<K> {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.failures.len()
     }
+}
+
+/// How long a successful login vouches for its address.
+const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Networks users logged in from recently, by [`Keys::known`].
+struct Known {
+    since: DashMap<Key, Instant>,
+    capacity: usize,
+}
+
+impl Known {
+    fn sweep(&self, now: Instant) {
+        self.since
+            .retain(|_, t| now.duration_since(*t) <= KNOWN_FOR);
+    }
+
+    fn insert(&self, key: Key, now: Instant) {
+        if self.since.len() >= self.capacity && !self.since.contains_key(&key) {
+            self.sweep(now);
+            if self.since.len() >= self.capacity {
+                let mut ages: Vec<Instant> = self.since.iter().map(|e| *e).collect();
+                ages.sort_unstable();
+                let cutoff = ages[ages.len() / 2];
+                self.since.retain(|_, t| *t > cutoff);
+            }
+        }
+        self.since.insert(key, now);
+    }
+
+    fn contains(&self, key: Key, now: Instant) -> bool {
+        self.since
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) <= KNOWN_FOR)
+    }
+}
+
+/// Which part of the penalty made a login wait longest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    Network,
+    User,
+}
+
+/// A login attempt let on towards its check.
+pub(crate) struct Admission {
+    pub(crate) wait: Duration,
+    pub(crate) held: Held,
+    /// Counts the attempt against its user until dropped.
+    pub(crate) in_flight: Option<Slot<Key>>,
 }
 
 /// All limits of one server instance.
 pub(crate) struct Limiters {
     pub(crate) per_ip: Arc<Counter<IpAddr>>,
-    pub(crate) per_user: Arc<Counter<String>>,
-    pub(crate) ip_penalty: Penalty<IpAddr>,
-    pub(crate) user_penalty: Penalty<String>,
+    pub(crate) per_user: Arc<Counter<Key>>,
+    pub(crate) keys: Keys,
+    pub(crate) network_penalty: Penalty,
+    pub(crate) user_penalty: Penalty,
+    /// Attempts per user waiting or being checked, so that even a user
+    /// without failures meets no unbounded burst of parallel guesses.
+    in_flight: Arc<Counter<Key>>,
+    known: Known,
 }
 
 impl Limiters {
     /// `exclusive`: RFC 1939's maildrop lock, one session per user.
     pub(crate) fn new(config: &crate::config::Limits, exclusive: bool) -> Limiters {
+        let (max, memory) = (config.auth_penalty_max, config.auth_penalty_memory);
+        let queue = config.auth_attempts_queued_per_user;
         Limiters {
             per_ip: Counter::new(config.connections_per_ip),
             per_user: Counter::new(if exclusive {
@@ -159,63 +309,79 @@ impl Limiters {
             } else {
                 config.sessions_per_user
             }),
-            ip_penalty: Penalty::new(config.auth_penalty_max, config.auth_penalty_memory),
-            user_penalty: Penalty::new(config.auth_penalty_max, config.auth_penalty_memory),
+            keys: Keys::new(config.auth_penalty_ipv6_prefix),
+            // An address's own queue is as long as a user's: one address
+            // gains nothing from connecting many times.
+            network_penalty: Penalty::new(max, memory, queue),
+            user_penalty: Penalty::new(max, memory, queue),
+            in_flight: Counter::new(if max.is_zero() { 0 } else { queue as usize }),
+            known: Known {
+                since: DashMap::new(),
+                capacity: memory,
+            },
         }
+    }
+
+    /// Queues a login attempt: the wait before its credentials may be
+    /// checked, which key asked for it, and the in-flight slot to hold
+    /// until the check is done (none from a known address).
+    pub(crate) fn admit(
+        &self,
+        network: Key,
+        user: Key,
+        now: Instant,
+    ) -> Result<Admission, Crowded> {
+        let known = self.known.contains(self.keys.known(user, network), now);
+        let in_flight = if known {
+            None
+        } else {
+            Some(self.in_flight.acquire(user).ok_or(Crowded)?)
+        };
+        let by_network = self.network_penalty.reserve(network, now)?;
+        let by_user = if known {
+            Duration::ZERO
+        } else {
+            self.user_penalty.reserve(user, now)?
+        };
+        let (wait, held) = if by_network >= by_user {
+            (by_network, Held::Network)
+        } else {
+            (by_user, Held::User)
+        };
+        Ok(Admission {
+            wait,
+            held,
+            in_flight,
+        })
+    }
+
+    pub(crate) fn failed(&self, network: Key, user: Key, now: Instant) {
+        self.network_penalty.failed(network, now);
+        self.user_penalty.failed(user, now);
+    }
+
+    /// The network is cleared and vouched for; the user's failures stay,
+    /// so a guesser's penalty outlives the user's own login.
+    pub(crate) fn succeeded(&self, network: Key, user: Key, now: Instant) {
+        self.network_penalty.succeeded(network);
+        if !self.network_penalty.max_delay.is_zero() {
+            self.known.insert(self.keys.known(user, network), now);
+        }
+    }
+
+    /// Forgets what has expired; run on a timer.
+    pub(crate) fn sweep(&self, now: Instant) {
+        self.network_penalty.sweep(now);
+        self.user_penalty.sweep(now);
+        self.known.sweep(now);
+    }
+
+    /// Entries held in the penalty tables, for the gauge.
+    pub(crate) fn remembered(&self) -> usize {
+        self.network_penalty.len() + self.user_penalty.len() + self.known.since.len()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{Counter, Penalty};
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn counter_limits_and_forgets() {
-        let c = Counter::new(2);
-        let a = c.acquire("x").unwrap();
-        let b = c.acquire("x").unwrap();
-        assert!(c.acquire("x").is_none());
-        assert!(c.acquire("y").is_some());
-        drop(a);
-        let _a = c.acquire("x").unwrap();
-        drop((b, _a));
-        assert_eq!(c.len(), 0, "released keys leave no entry");
-        assert!(Counter::new(0).acquire("z").is_some(), "0 is unlimited");
-    }
-
-    #[test]
-    fn penalty_doubles_up_to_the_cap_and_resets() {
-        let p = Penalty::new(Duration::from_secs(15), 100);
-        let t = Instant::now();
-        assert_eq!(p.delay(&"u", t), Duration::ZERO);
-        let mut seen = Vec::new();
-        for _ in 0..6 {
-            p.failed("u", t);
-            seen.push(p.delay(&"u", t).as_secs());
-        }
-        assert_eq!(seen, vec![1, 2, 4, 8, 15, 15]);
-        assert_eq!(p.delay(&"u", t + Duration::from_secs(3600)), Duration::ZERO);
-        p.succeeded(&"u");
-        assert_eq!(p.delay(&"u", t), Duration::ZERO);
-    }
-
-    #[test]
-    fn penalty_memory_is_bounded() {
-        let p = Penalty::new(Duration::from_secs(15), 1000);
-        let t = Instant::now();
-        for i in 0..10_000u32 {
-            p.failed(i, t + Duration::from_millis(u64::from(i)));
-        }
-        assert!(p.len() <= 1000, "{}", p.len());
-        // The most recent offenders are still remembered.
-        assert!(p.delay(&9_999, t + Duration::from_secs(10)) > Duration::ZERO);
-    }
-
-    #[test]
-    fn zero_max_delay_disables() {
-        let p = Penalty::new(Duration::ZERO, 10);
-        p.failed(1, Instant::now());
-        assert_eq!(p.len(), 0);
-    }
-}
+#[path = "limits_tests.rs"]
+mod tests;

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::answer::LoginFailure;
 use super::backend::{Backend, Endpoints, Imap, OpenGuard};
 use super::fetch::Pipeline;
-use super::limits::Slot;
+use super::limits::{Key, Slot};
 use super::maildrop::Maildrop;
 use super::Context;
 use crate::metrics::LimitKind;
@@ -24,7 +24,7 @@ pub(crate) struct Opened {
     /// RETR and TOP's body fetches.
     pub(crate) fetch: Pipeline,
     pub(crate) maildrop: Maildrop,
-    pub(crate) user_slot: Slot<String>,
+    pub(crate) user_slot: Slot<Key>,
     pub(crate) counted: OpenGuard,
 }
 
@@ -34,8 +34,12 @@ const IN_USE: LoginFailure = LoginFailure::InUse;
 
 /// A login to perform upstream.
 pub(crate) struct Request<'a> {
-    /// The maildrop's owner, for the per-user session limit.
-    pub(crate) owner: &'a str,
+    /// The maildrop's owner (the canonical user's key), for the per-user
+    /// session limit.
+    pub(crate) owner: Key,
+    /// The maildrop's owner by name, as the upstream knows it: the key of
+    /// the mailbox's UIDL memory.
+    pub(crate) mailbox_owner: &'a str,
     pub(crate) credentials: UpstreamProof<'a>,
     pub(crate) client: Endpoints,
 }
@@ -62,10 +66,6 @@ pub(crate) async fn open(
     backend: &Arc<Backend>,
     req: &Request<'_>,
 ) -> Result<Opened, LoginFailure> {
-    let Some(user_slot) = ctx.limits.per_user.acquire(req.owner.to_lowercase()) else {
-        ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
-        return Err(LoginFailure::UserLimit);
-    };
     let started = Instant::now();
     let (mut imap, counted) = backend
         .connect(Some(req.client))
@@ -98,6 +98,13 @@ pub(crate) async fn open(
             _ => AUTH_FAILED,
         });
     }
+    // Counted only now that the user is proven: a stranger can neither take
+    // the user's slots nor learn from [IN-USE] that the user is logged in.
+    let Some(user_slot) = ctx.limits.per_user.acquire(req.owner) else {
+        ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
+        imap.logout().await;
+        return Err(LoginFailure::UserLimit);
+    };
 
     let opened = backend.timed(
         "SELECT and UID FETCH",
@@ -125,7 +132,7 @@ pub(crate) async fn open(
         Some(memory) => {
             let key = MailboxKey {
                 route: backend.name.clone(),
-                user: req.owner.to_lowercase(),
+                user: req.mailbox_owner.to_lowercase(),
                 folder: ctx.config.mailbox.clone(),
             };
             let v = selected.uid_validity;

@@ -98,3 +98,18 @@ impl Context {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 }
+
+/// How often expired failed-login bookkeeping is swept away.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sweeps the penalty tables on a timer, so expired entries go whether
+/// or not the tables fill up.
+pub async fn sweep_limits(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        ctx.limits.sweep(std::time::Instant::now());
+        let held = ctx.limits.remembered();
+        ctx.metrics.auth_penalty_entries.set(held as i64);
+    }
+}

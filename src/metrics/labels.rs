@@ -59,6 +59,7 @@ label_values!(
         UpstreamUnavailable => "upstream_unavailable",
         InUse => "in_use",
         MailboxError => "mailbox_error",
+        Throttled => "throttled",
     }
 );
 

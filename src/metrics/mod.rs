@@ -40,6 +40,7 @@ pub struct Metrics {
     pub draining: IntGauge,
     pub uidl_events: IntCounterVec,
     pub uidl_rematched: IntCounterVec,
+    pub auth_penalty_entries: IntGauge,
 }
 
 /// Latency buckets from 0.5 ms to about 16 s.
@@ -184,6 +185,10 @@ impl Metrics {
                 "popgate_reloads_total",
                 "Reloads of files popgate watches, by kind (certificate, credentials) and result.",
                 &["kind", "result"]
+            )),
+            auth_penalty_entries: register!(IntGauge::new(
+                "popgate_auth_penalty_entries",
+                "Entries in the failed-login tables (networks, users, known addresses) at the last sweep."
             )),
             connection_limit: register!(IntGauge::new(
                 "popgate_connection_limit",

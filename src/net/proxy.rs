@@ -142,7 +142,8 @@ pub async fn read_header(
             match parse(&buf[..n])? {
                 Parsed::Header { len, source } => {
                     stream.read_exact(&mut buf[..len]).await?;
-                    return Ok(source);
+                    // An IPv4 client behind an IPv6 balancer is an IPv4 client.
+                    return Ok(source.map(|a| SocketAddr::new(a.ip().to_canonical(), a.port())));
                 }
                 Parsed::Incomplete if n == MAX_HEADER => {
                     return Err(Invalid("header too long").into())

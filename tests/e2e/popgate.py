@@ -32,7 +32,7 @@ from dovecot import die_with_parent
 from reaper import Reaper
 
 REPO = Path(__file__).resolve().parents[2]
-_LISTENING = re.compile(r"listening on (\d+\.\d+\.\d+\.\d+):(\d+)")
+_LISTENING = re.compile(r"listening on (\d+\.\d+\.\d+\.\d+|\[[0-9a-f:.]+\]):(\d+)")
 _METRICS = re.compile(r"metrics and health checks on http://[\d.]+:(\d+)")
 
 

@@ -3,6 +3,7 @@
 
 mod authorization;
 mod faults;
+mod gate;
 mod peer;
 mod retrieval;
 mod transaction;
@@ -166,6 +167,7 @@ impl Gateway {
             tls: ListenerTls::None,
             acceptor: None,
             proxy_trusted: Arc::from([]),
+            client_known: true,
         };
         let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let local: SocketAddr = "127.0.0.1:110".parse().unwrap();

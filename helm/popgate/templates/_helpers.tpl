@@ -141,13 +141,17 @@ where the PodLifecycleSleepAction feature is on by default). */}}
     "max_connections" (int $c.session.maxConnections)
     "mark_seen" $c.session.markSeen
     "exclusive" $c.session.exclusive)
-  "auth" (dict "plaintext_networks" $c.auth.plaintextNetworks)
+  "auth" (dict
+    "plaintext_networks" $c.auth.plaintextNetworks
+    "client_master_login" $c.auth.clientMasterLogin)
   "limits" (dict
     "connections_per_ip" (int $c.limits.connectionsPerIp)
     "sessions_per_user" (int $c.limits.sessionsPerUser)
     "auth_failures_per_connection" (int $c.limits.authFailuresPerConnection)
     "auth_penalty_max" $c.limits.authPenaltyMax
     "auth_penalty_memory" (int $c.limits.authPenaltyMemory)
+    "auth_penalty_ipv6_prefix" (int $c.limits.authPenaltyIpv6Prefix)
+    "auth_attempts_queued_per_user" (int $c.limits.authAttemptsQueuedPerUser)
     "login_timeout" $c.limits.loginTimeout)
   "metrics" (dict
     "address" (printf "%s:%d" $c.bindAddress (int .Values.ports.metrics))

@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use tracing::info;
 
+use super::gate::Admitted;
 use super::{Fault, Pop3Session, Reply, State};
 use crate::config::{ListenerTls, MasterLogin};
 use crate::gateway::answer::{LoginFailure, Refusal};
 use crate::gateway::login::{self, UpstreamProof};
-use crate::metrics::{LoginResult, Mechanism, ThrottleKind};
+use crate::metrics::{LoginResult, Mechanism};
 use crate::pop3::response;
 use crate::pop3::sasl;
 use crate::pop3::Command;
@@ -54,10 +55,12 @@ impl Pop3Session {
     /// advertise one that cannot (curl picks the strongest offered).
     pub(super) fn mechanisms(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.ctx.credentials.is_some() {
-            out.push("CRAM-MD5"); // reveals no password, so fine without TLS
-        }
         if self.auth_allowed() {
+            // CRAM-MD5 shows no password, but an eavesdropper could crack
+            // its digest offline: it needs TLS like the rest.
+            if self.ctx.credentials.is_some() {
+                out.push("CRAM-MD5");
+            }
             out.extend(sasl::MECHANISMS);
             let upstream = self.ctx.default_backend();
             for m in ["XOAUTH2", "OAUTHBEARER"] {
@@ -135,14 +138,17 @@ impl Pop3Session {
     }
 
     pub(super) async fn authorization(&mut self, cmd: Command) -> Result<Reply, Fault> {
-        // APOP and CRAM-MD5 send no password, so they need no TLS.
-        let needs_secret = match &cmd {
-            Command::User(_) | Command::Pass(_) => true,
-            Command::Auth {
-                mechanism: Some(m), ..
-            } => m != "CRAM-MD5",
-            _ => false,
-        };
+        // APOP and CRAM-MD5 need TLS too: their digests can be cracked.
+        let needs_secret = matches!(
+            &cmd,
+            Command::User(_)
+                | Command::Pass(_)
+                | Command::Apop { .. }
+                | Command::Auth {
+                    mechanism: Some(_),
+                    ..
+                }
+        );
         if needs_secret && !self.auth_allowed() {
             return Ok(self.refuse(Refusal::PlaintextDisallowed));
         }
@@ -160,7 +166,7 @@ impl Pop3Session {
                         authzid: String::new(),
                         password,
                     };
-                    self.login(Mechanism::User, name, proof).await
+                    self.login(Mechanism::User, name, proof, None).await
                 }
                 None => self.refuse(Refusal::NoUserGiven),
             },
@@ -189,39 +195,50 @@ impl Pop3Session {
         Ok(reply)
     }
 
-    /// Logs in upstream for `user` (the POP3 login name, routed here).
+    /// Logs in upstream for `user` (the POP3 login name, routed here),
+    /// after the gate (`gate.rs`) unless the caller passed it already.
     pub(super) async fn login(
         &mut self,
         mechanism: Mechanism,
         user: String,
         proof: Proof,
+        admitted: Option<Admitted>,
     ) -> Reply {
         let started = Instant::now();
+        let admitted = match admitted {
+            Some(a) => a,
+            None => {
+                let authzid = match &proof {
+                    Proof::Password { authzid, .. } => authzid.as_str(),
+                    _ => "",
+                };
+                match self.admit(mechanism, &user, authzid).await {
+                    Ok(a) => a,
+                    Err(reply) => return reply,
+                }
+            }
+        };
         let ctx = self.ctx.clone();
         let route = ctx.router.route(&user);
         let backend = &ctx.backends[route.backend];
         let as_master;
-        let (owner, credentials) = match &proof {
-            Proof::Password { authzid, password } => {
-                let owner = if authzid.is_empty() {
-                    &route.user
-                } else {
-                    authzid
-                };
-                let creds = UpstreamProof::Password {
-                    authzid,
-                    user: &route.user,
-                    password,
-                };
-                (owner.as_str(), creds)
-            }
+        let mailbox_owner = match &proof {
+            Proof::Password { authzid, .. } if !authzid.is_empty() => authzid.as_str(),
+            _ => route.user.as_str(),
+        };
+        let credentials = match &proof {
+            Proof::Password { authzid, password } => UpstreamProof::Password {
+                authzid,
+                user: &route.user,
+                password,
+            },
             Proof::Verified => {
                 // The config check pairs a credentials file with a master user.
                 let Some((master, password)) = ctx.master.as_ref() else {
                     return self.refuse(Refusal::Login(LoginFailure::Unavailable));
                 };
                 let auth = &ctx.config.auth;
-                let creds = match auth.master_login {
+                match auth.master_login {
                     MasterLogin::Authzid => UpstreamProof::Password {
                         authzid: &route.user,
                         user: master,
@@ -235,22 +252,19 @@ impl Pop3Session {
                             password,
                         }
                     }
-                };
-                (route.user.as_str(), creds)
+                }
             }
             Proof::Token {
                 mechanism,
                 response,
-            } => (
-                route.user.as_str(),
-                UpstreamProof::Token {
-                    mechanism,
-                    response,
-                },
-            ),
+            } => UpstreamProof::Token {
+                mechanism,
+                response,
+            },
         };
         let req = login::Request {
-            owner,
+            owner: admitted.user,
+            mailbox_owner,
             credentials,
             client: self.ends,
         };
@@ -262,8 +276,7 @@ impl Pop3Session {
         match outcome {
             Ok(opened) => {
                 let limits = &self.ctx.limits;
-                limits.ip_penalty.succeeded(&self.ends.client.ip());
-                limits.user_penalty.succeeded(&user.to_lowercase());
+                limits.succeeded(admitted.network, admitted.user, Instant::now());
                 info!(
                     user = %user,
                     mechanism = mechanism.as_str(),
@@ -277,7 +290,7 @@ impl Pop3Session {
                 self.state = State::Transaction(Box::new(opened));
                 self.ok("Logged in.")
             }
-            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, started).await,
+            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, admitted),
             Err(failure) => {
                 let result = failure.result().as_str();
                 let mechanism = mechanism.as_str();
@@ -287,38 +300,24 @@ impl Pop3Session {
         }
     }
 
-    /// A failed login answers late, the later the more failures there were
-    /// recently from this address or for this user; a correct login is
-    /// never held up. Unknown users get the same answer.
-    pub(super) async fn refuse_login(
+    /// A failed login counts against its network and user: the next
+    /// attempts wait longer before they are checked (`gate.rs`). Unknown
+    /// users get the same answer.
+    pub(super) fn refuse_login(
         &mut self,
         mechanism: Mechanism,
         user: &str,
-        started: Instant,
+        admitted: Admitted,
     ) -> Reply {
         let mechanism_name = mechanism.as_str();
         info!(user = %user, mechanism = mechanism_name, result = "auth_failed", "login refused");
-        let m = &self.ctx.metrics;
         if matches!(mechanism, Mechanism::Apop | Mechanism::CramMd5) {
             // Refused here, without asking the upstream.
-            m.login(mechanism, LoginResult::AuthFailed);
+            self.ctx.metrics.login(mechanism, LoginResult::AuthFailed);
         }
-        let limits = &self.ctx.limits;
-        let (ip, user_key, now) = (self.ends.client.ip(), user.to_lowercase(), Instant::now());
-        limits.ip_penalty.failed(ip, now);
-        limits.user_penalty.failed(user_key.clone(), now);
-        let by_ip = limits.ip_penalty.delay(&ip, now);
-        let by_user = limits.user_penalty.delay(&user_key, now);
-        let kind = if by_ip >= by_user {
-            ThrottleKind::Ip
-        } else {
-            ThrottleKind::User
-        };
-        let delay = by_ip.max(by_user).saturating_sub(started.elapsed());
-        if !delay.is_zero() {
-            m.throttled(kind);
-            tokio::time::sleep(delay).await;
-        }
+        self.ctx
+            .limits
+            .failed(admitted.network, admitted.user, Instant::now());
         self.auth_failures += 1;
         self.refuse(Refusal::Login(LoginFailure::AuthFailed))
     }

@@ -2,8 +2,6 @@
 //! LOGIN, CRAM-MD5 and APOP checked against the credentials file, and
 //! bearer tokens passed through.
 
-use std::time::Instant;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
@@ -47,7 +45,7 @@ impl Pop3Session {
                         authzid: c.authzid,
                         password: c.password,
                     };
-                    return Ok(self.login(mech, c.user, proof).await);
+                    return Ok(self.login(mech, c.user, proof, None).await);
                 }
                 Step::Challenge(challenge) => {
                     response::continuation(&mut self.conn.out, challenge);
@@ -87,14 +85,19 @@ impl Pop3Session {
         else {
             return self.refuse(Refusal::ApopUnavailable);
         };
+        let admitted = match self.admit(Mechanism::Apop, &user, "").await {
+            Ok(a) => a,
+            Err(reply) => return reply,
+        };
         let good = creds.secret(&user).is_some_and(|secret| {
             digest::same(&digest::apop(&timestamp, secret.expose()), &digest)
         });
         if good {
-            self.login(Mechanism::Apop, user, Proof::Verified).await
-        } else {
-            self.refuse_login(Mechanism::Apop, &user, Instant::now())
+            let proof = Proof::Verified;
+            self.login(Mechanism::Apop, user, proof, Some(admitted))
                 .await
+        } else {
+            self.refuse_login(Mechanism::Apop, &user, admitted)
         }
     }
 
@@ -117,15 +120,20 @@ impl Pop3Session {
         let Some((user, digest)) = answer.and_then(|a| a.rsplit_once(' ')) else {
             return Ok(self.refuse(Refusal::MalformedAuthData));
         };
-        let good = creds.secret(user).is_some_and(|secret| {
-            digest::same(&digest::cram_md5(&challenge, secret.expose()), digest)
+        let (user, digest) = (user.to_string(), digest.to_string());
+        let admitted = match self.admit(Mechanism::CramMd5, &user, "").await {
+            Ok(a) => a,
+            Err(reply) => return Ok(reply),
+        };
+        let good = creds.secret(&user).is_some_and(|secret| {
+            digest::same(&digest::cram_md5(&challenge, secret.expose()), &digest)
         });
-        let user = user.to_string();
         Ok(if good {
-            self.login(Mechanism::CramMd5, user, Proof::Verified).await
-        } else {
-            self.refuse_login(Mechanism::CramMd5, &user, Instant::now())
+            let proof = Proof::Verified;
+            self.login(Mechanism::CramMd5, user, proof, Some(admitted))
                 .await
+        } else {
+            self.refuse_login(Mechanism::CramMd5, &user, admitted)
         })
     }
 
@@ -147,15 +155,10 @@ impl Pop3Session {
         let Some(user) = decoded.and_then(|d| sasl::bearer_user(mechanism, d.expose())) else {
             return Ok(self.refuse(Refusal::MalformedAuthData));
         };
-        Ok(self
-            .login(
-                label,
-                user,
-                Proof::Token {
-                    mechanism,
-                    response,
-                },
-            )
-            .await)
+        let proof = Proof::Token {
+            mechanism,
+            response,
+        };
+        Ok(self.login(label, user, proof, None).await)
     }
 }

@@ -2,6 +2,7 @@
 //! UPDATE at QUIT, driving the upstream IMAP connection.
 
 mod authorization;
+mod gate;
 mod mechanisms;
 mod transaction;
 
@@ -129,6 +130,10 @@ pub struct Origin {
     /// Load balancers whose PROXY headers are honoured; empty when the
     /// listener does not speak the PROXY protocol.
     pub proxy_trusted: Arc<[ipnet::IpNet]>,
+    /// The client's address is known: false after a PROXY header that
+    /// named none (UNKNOWN, LOCAL), when the address is the balancer's and
+    /// must not pass the plaintext policy.
+    pub client_known: bool,
 }
 
 /// Serves one client until it quits, drops, idles out or `force_close` fires.
@@ -175,12 +180,13 @@ pub async fn serve(
             client: peer,
             local,
         };
-        let plaintext_ok = ctx
-            .config
-            .auth
-            .plaintext_networks
-            .iter()
-            .any(|n| n.contains(&peer.ip()));
+        let plaintext_ok = origin.client_known
+            && ctx
+                .config
+                .auth
+                .plaintext_networks
+                .iter()
+                .any(|n| n.contains(&peer.ip()));
         let mut s = Pop3Session {
             ctx: ctx.clone(),
             conn,
@@ -198,11 +204,8 @@ pub async fn serve(
             counts: Counts::default(),
         };
         // RFC 1939: the APOP timestamp is in the greeting, only when APOP
-        // can work.
-        s.timestamp = s
-            .ctx
-            .credentials
-            .is_some()
+        // can work: credentials, and TLS or a trusted network.
+        s.timestamp = (s.ctx.credentials.is_some() && (s.plaintext_ok || s.conn.is_tls()))
             .then(|| authorization::new_timestamp(id));
         let greeting = match &s.timestamp {
             Some(ts) => format!("POP3 gateway ready. {ts}"),
@@ -276,19 +279,12 @@ pub async fn serve(
 impl Pop3Session {
     async fn run(&mut self) -> End {
         loop {
-            let next = if matches!(self.state, State::Authorization { .. }) {
-                let left = self
-                    .ctx
-                    .config
-                    .limits
-                    .login_timeout
-                    .saturating_sub(self.opened_at.elapsed());
-                match tokio::time::timeout(left, self.conn.next_line()).await {
+            let next = match self.login_time_left() {
+                Some(left) => match tokio::time::timeout(left, self.conn.next_line()).await {
                     Ok(next) => next,
                     Err(_) => return End::LoginTimeout,
-                }
-            } else {
-                self.conn.next_line().await
+                },
+                None => self.conn.next_line().await,
             };
             let line = match next {
                 Ok(Line::Complete(line)) => line,
@@ -315,7 +311,16 @@ impl Pop3Session {
             let name = cmd.name();
             debug!(command = name, "command");
             let started = Instant::now();
-            let reply = match self.dispatch(cmd).await {
+            // One login deadline for every read before login, SASL
+            // exchanges included, and for the login itself.
+            let dispatched = match self.login_time_left() {
+                Some(left) => match tokio::time::timeout(left, self.dispatch(cmd)).await {
+                    Ok(dispatched) => dispatched,
+                    Err(_) => return End::LoginTimeout,
+                },
+                None => self.dispatch(cmd).await,
+            };
+            let reply = match dispatched {
                 Ok(reply) => reply,
                 Err(Fault::Client(e)) => return End::Client(e),
                 Err(Fault::Upstream(e)) => return End::Upstream(e),
@@ -330,6 +335,14 @@ impl Pop3Session {
                 return End::TooManyAuthFailures;
             }
         }
+    }
+
+    /// Before login, the time left until the login deadline.
+    fn login_time_left(&self) -> Option<std::time::Duration> {
+        matches!(self.state, State::Authorization { .. }).then(|| {
+            let deadline = self.ctx.config.limits.login_timeout;
+            deadline.saturating_sub(self.opened_at.elapsed())
+        })
     }
 
     fn count_command(&self, name: &'static str, reply: Reply, started: Instant) {

@@ -1,0 +1,102 @@
+//! What a login meets before its credentials are checked: slots counted
+//! only for proven users, unfit names and client-named master users
+//! refused without asking the upstream, the penalty waited out first, and
+//! one login deadline.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+use super::{config, config_limits, Gateway, Peer, MASTER, MASTER_PASSWORD, PASSWORD, USER};
+
+#[tokio::test]
+async fn a_wrong_password_hears_auth_even_while_the_user_is_logged_in() {
+    let cfg = config("session:\n  exclusive: true\n");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    pop.login().await;
+    let (_gw2, mut stranger) = gw.another().await;
+    stranger.cmd(&format!("USER {USER}")).await;
+    assert_eq!(
+        stranger.cmd("PASS wrong").await,
+        "-ERR [AUTH] Authentication failed."
+    );
+    assert_eq!(pop.cmd("QUIT").await, "+OK Logging out.");
+}
+
+#[tokio::test]
+async fn unfit_names_never_reach_the_upstream() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(1)).await;
+    pop.cmd(&format!("USER {}", "n".repeat(256))).await;
+    assert!(pop.cmd("PASS x").await.starts_with("-ERR [AUTH]"));
+    let plain = B64.encode(format!("\0{USER}\nlogged in user=admin\0{PASSWORD}"));
+    let answer = pop.cmd(&format!("AUTH PLAIN {plain}")).await;
+    assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+    assert_eq!(gw.peer.connections(), 0);
+}
+
+#[tokio::test]
+async fn clients_naming_the_master_user_are_refused_unless_allowed() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(1)).await;
+    pop.cmd(&format!("USER {USER}*{MASTER}")).await;
+    let answer = pop.cmd(&format!("PASS {MASTER_PASSWORD}")).await;
+    assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+    let plain = B64.encode(format!("{USER}\0{MASTER}\0{MASTER_PASSWORD}"));
+    let answer = pop.cmd(&format!("AUTH PLAIN {plain}")).await;
+    assert!(answer.starts_with("-ERR [AUTH]"), "{answer}");
+    assert_eq!(gw.peer.connections(), 0);
+
+    let cfg = config("auth:\n  client_master_login: true\n");
+    let (_gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    assert_eq!(
+        pop.cmd(&format!("AUTH PLAIN {plain}")).await,
+        "+OK Logged in."
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_login_deadline_covers_a_sasl_exchange() {
+    let cfg = config_limits("  login_timeout: 5s\n", "session:\n  idle_timeout: 1h\n");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    assert!(pop.cmd("AUTH LOGIN").await.starts_with("+ "));
+    assert_eq!(
+        pop.line().await,
+        "-ERR No login within the time allowed, closing."
+    );
+    assert!(pop.closed().await);
+    assert!(gw.finished().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_correct_password_waits_out_the_penalty_before_it_is_checked() {
+    let mut cfg = config("");
+    cfg.limits.auth_penalty_max = std::time::Duration::from_secs(4);
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    for _ in 0..2 {
+        pop.cmd(&format!("USER {USER}")).await;
+        assert!(pop.cmd("PASS wrong").await.starts_with("-ERR [AUTH]"));
+    }
+    let (_gw2, mut other) = gw.another().await;
+    other.cmd(&format!("USER {USER}")).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        other.cmd(&format!("PASS {PASSWORD}")).await,
+        "+OK Logged in."
+    );
+    // Two failures: a 2 s step, waited before the check.
+    assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn digest_logins_need_tls_outside_the_plaintext_networks() {
+    let mut cfg = super::config_with_credentials("no-plaintext");
+    cfg.auth.plaintext_networks.clear();
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    assert!(!gw.greeting.contains('<'), "no APOP timestamp");
+    assert_eq!(pop.cmd("AUTH").await, "+OK");
+    assert!(pop.multi().await.is_empty(), "no mechanism offered");
+    let answer = pop.cmd(&format!("APOP {USER} {}", "0".repeat(32))).await;
+    assert!(answer.starts_with("-ERR [AUTH] Plaintext"), "{answer}");
+    assert!(pop
+        .cmd("AUTH CRAM-MD5")
+        .await
+        .starts_with("-ERR [AUTH] Plaintext"));
+}
