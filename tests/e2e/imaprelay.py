@@ -15,6 +15,11 @@ Actions:
 - ``hold``: do not forward until ``release()``.
 - ``hold_reply``: forward, pass ``after`` bytes, then stall until
   ``release()``.
+- ``hold_before_done``: forward, pass everything up to the tagged reply,
+  then stall until ``release()``.
+
+A rule's ``fired`` event is set when its command arrives, ``done`` when the
+server's tagged reply to it has reached the relay.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Rule:
     after: int = 0
     seen: int = 0
     fired: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class _Link:
@@ -43,7 +49,8 @@ class _Link:
         self.lock = threading.Lock()
         self.budget: int | None = None  # bytes still to pass before acting
         self.then: str = ""  # "cut" or "hold" once the budget is spent
-        self.tag: bytes | None = None  # cut right before this tagged reply
+        self.tag: bytes | None = None  # act right before this tagged reply
+        self.tag_rule: Rule | None = None
         self.hold: threading.Event | None = None
 
     def cut(self) -> None:
@@ -127,8 +134,8 @@ class ImapRelay:
                         link.server.sendall(line)
                     else:
                         with link.lock:
-                            if rule.action == "cut_before_done":
-                                link.tag = tag
+                            if rule.action.endswith("_before_done"):
+                                link.tag, link.tag_rule = tag, rule
                             else:
                                 link.budget = rule.after
                                 link.then = "cut" if rule.action == "cut_reply" else "hold"
@@ -151,24 +158,31 @@ class ImapRelay:
                         data = pending + chunk
                         m = re.search(rb"(^|\r\n)" + re.escape(link.tag) + rb" ", data)
                         if m:
-                            link.client.sendall(data[: m.start() + len(m.group(1))])
-                            link.cut()
-                            return
-                        # Keep a short tail in case the tag straddles chunks.
-                        keep = len(link.tag) + 3
-                        link.client.sendall(data[:-keep] if len(data) > keep else b"")
-                        pending = data[-keep:] if len(data) > keep else data
-                        continue
-                    if link.budget is None:
+                            at = m.start() + len(m.group(1))
+                            link.client.sendall(data[:at])
+                            rule, link.tag, pending = link.tag_rule, None, b""
+                            rule.done.set()
+                            if rule.action == "cut_before_done":
+                                link.cut()
+                                return
+                            then, rest = "hold", data[at:]
+                        else:
+                            # Keep a short tail in case the tag straddles chunks.
+                            keep = len(link.tag) + 3
+                            link.client.sendall(data[:-keep] if len(data) > keep else b"")
+                            pending = data[-keep:] if len(data) > keep else data
+                            continue
+                    elif link.budget is None:
                         link.client.sendall(chunk)
                         continue
-                    now, rest = chunk[: link.budget], chunk[link.budget :]
-                    link.client.sendall(now)
-                    link.budget -= len(now)
-                    if link.budget > 0:
-                        continue
-                    then = link.then
-                    link.budget = None
+                    else:
+                        now, rest = chunk[: link.budget], chunk[link.budget :]
+                        link.client.sendall(now)
+                        link.budget -= len(now)
+                        if link.budget > 0:
+                            continue
+                        then = link.then
+                        link.budget = None
                 if then == "cut":
                     link.cut()
                     return
