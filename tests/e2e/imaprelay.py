@@ -51,9 +51,10 @@ class _Link:
         self.then: str = ""  # "cut" or "hold" once the budget is spent
         self.tag: bytes | None = None  # act right before this tagged reply
         self.tag_rule: Rule | None = None
-        self.hold: threading.Event | None = None
+        self.closed = False
 
     def cut(self) -> None:
+        self.closed = True
         for s in (self.client, self.server):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -131,6 +132,8 @@ class ImapRelay:
                         return
                     elif rule.action == "hold":
                         self.released.wait()
+                        if link.closed:
+                            return
                         link.server.sendall(line)
                     else:
                         with link.lock:
@@ -194,14 +197,15 @@ class ImapRelay:
             link.cut()
 
     def close(self) -> None:
-        self.released.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
+        # Cut first, so that a held command is dropped, not sent late.
         for link in self.links:
             link.cut()
+        self.released.set()
 
     def __enter__(self) -> "ImapRelay":
         return self
