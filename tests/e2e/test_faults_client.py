@@ -13,8 +13,10 @@ from popgate import Popgate
 BIG = 1_000_000  # octets of the message that drops land inside
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pg(dovecot):
+    """A gateway per test: a session left open by a failed test cannot
+    hold up the next one."""
     with Popgate(dovecot.imap_port, metrics=True) as gateway:
         yield gateway
 
