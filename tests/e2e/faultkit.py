@@ -11,20 +11,23 @@ import socket
 from polling import wait_for
 
 
-def session_outcome(pg, client_port: int, timeout: float = 30) -> str:
-    """Waits for popgate's `session closed` line of the session whose
-    client used `client_port`, and returns its outcome."""
+def closed_outcome(pg, client_port: int) -> str | None:
+    """The outcome of the session whose client used `client_port`, once
+    popgate has logged its `session closed` line; None before."""
     opened = "client=127.0.0.1:%d}" % client_port
+    log = pg.log_text()
+    # Ports get reused: look after this port's last session start.
+    starts = [m.start() for m in re.finditer(re.escape(opened) + r"[^\n]*session opened", log)]
     rx = re.compile(re.escape(opened) + r".*session closed.*outcome=\"?(\w+)")
+    m = rx.search(log, starts[-1] if starts else 0)
+    return m.group(1) if m else None
 
-    def found():
-        log = pg.log_text()
-        # Ports get reused: look after this port's last session start.
-        starts = [m.start() for m in re.finditer(re.escape(opened) + r"[^\n]*session opened", log)]
-        m = rx.search(log, starts[-1] if starts else 0)
-        return m.group(1) if m else None
 
-    return wait_for(found, timeout, f"the session from port {client_port} to close")
+def session_outcome(pg, client_port: int, timeout: float = 30) -> str:
+    """Waits for the session's `session closed` line; returns its outcome."""
+    return wait_for(
+        lambda: closed_outcome(pg, client_port), timeout, f"the session from port {client_port} to close"
+    )
 
 
 def upstream_open(pg) -> int:

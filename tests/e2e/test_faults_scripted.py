@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from corpus import simple_message, to_crlf
-from faultkit import Pop3Wire, finished
+from faultkit import Pop3Wire, closed_outcome, finished
 from pop3raw import unstuff
 from popgate import Popgate
 from polling import wait_for
@@ -310,3 +310,23 @@ def test_unsolicited_body_is_skipped():
         assert c.cmd("QUIT").startswith(b"+OK")
         finished(pg, c.port)
         assert server.mailbox.expunged == []
+
+
+@pytest.mark.xfail(strict=True, reason="the listing reserves room for as many messages as EXISTS claims: the allocation aborts the process")
+def test_absurd_exists_count_does_not_take_the_gateway_down():
+    def absurd(s, tag, args):
+        s.send(b"* 4294967295 EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\n" + tag + b" OK [READ-WRITE] selected\r\n")
+        return True
+
+    with ScriptedImap(BODIES, {"SELECT": absurd}) as server, gateway(server) as pg:
+        c = Pop3Wire(pg.port)
+        assert c.cmd("USER alice").startswith(b"+OK")
+        try:
+            c.cmd("PASS secret")  # -ERR or +OK: either way the gateway lives on
+        except ConnectionError:
+            pass
+        c.sock.close()
+        wait_for(lambda: pg.proc.poll() is not None or closed_outcome(pg, c.port), 30, "the session to end")
+        assert pg.proc.poll() is None, pg.log_text()[-2000:]
+        finished(pg, c.port)
+        untouched(server)
