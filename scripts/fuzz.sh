@@ -6,7 +6,9 @@
 #   scripts/fuzz.sh                 # every target, 20 s each (what CI runs)
 #   scripts/fuzz.sh 1800            # every target, 30 minutes each
 #   scripts/fuzz.sh 3600 imap_framer proxy_header
+#   FUZZ_ARGS="-jobs=2 -workers=2" scripts/fuzz.sh 14400 imap_framer
 #
+# FUZZ_ARGS is passed on to libFuzzer.
 # The working corpus is fuzz/corpus/<target> (not in git): libFuzzer reads
 # it and the seeds in fuzz/seeds/<target>, and adds what it finds to the
 # former, so it keeps growing between runs. A crash
@@ -43,7 +45,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$corpus" "fuzz/seeds/$t"
     log="$(mktemp)"
     if ! "${fuzz[@]}" run -O "$t" "$corpus" "fuzz/seeds/$t" -- \
-        -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1; then
+        -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 ${FUZZ_ARGS:-} >"$log" 2>&1; then
         status=1
         tail -n 40 "$log"
         echo "fuzz: $t FAILED; input in fuzz/artifacts/$t/" >&2
