@@ -9,6 +9,7 @@ import re
 import socket
 
 from polling import wait_for
+from pop3raw import unstuff
 
 
 def closed_outcome(pg, client_port: int) -> str | None:
@@ -89,6 +90,29 @@ class Pop3Wire:
     def cmd(self, text: str) -> bytes:
         self.sock.sendall(text.encode() + b"\r\n")
         return self.line()
+
+    def skip_body(self) -> None:
+        """Reads past a multi-line answer's body."""
+        while self.line() != b".\r\n":
+            pass
+
+    def retr(self, n: int) -> bytes | None:
+        """The message RETR n gives (unstuffed), or None on -ERR."""
+        self.sock.sendall(b"RETR %d\r\n" % n)
+        if not self.line().startswith(b"+OK"):
+            return None
+        lines = []
+        while (line := self.line()) != b".\r\n":
+            lines.append(line)
+        return unstuff(b"".join(lines) + b".\r\n")
+
+    def retr_dele_quit(self) -> None:
+        """RETR 1, DELE 2, then QUIT, its answer left unread."""
+        self.sock.sendall(b"RETR 1\r\n")
+        assert self.line().startswith(b"+OK")
+        self.skip_body()
+        assert self.cmd("DELE 2").startswith(b"+OK")
+        self.sock.sendall(b"QUIT\r\n")
 
     def login(self, user: str, password: str) -> None:
         assert self.cmd(f"USER {user}").startswith(b"+OK")

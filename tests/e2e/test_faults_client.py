@@ -93,8 +93,7 @@ def test_drop_in_session_touches_nothing(pg, user, point, reset):
             status = c.line()
             assert status.startswith(b"+OK"), (command, status)
             if command.split()[0] in ("LIST", "UIDL", "RETR", "TOP"):
-                while c.line() != b".\r\n":
-                    pass
+                c.skip_body()
     c.drop(reset)
     assert finished(pg, c.port) == "client_disconnected"
     assert state(user.dv, user.name) == before
@@ -131,8 +130,8 @@ def test_quit_read_before_the_drop_applies_the_marks(pg, user, pipelined):
     c = Pop3Wire(pg.port)
     c.login(user.name, user.password)
     c.sock.sendall(b"RETR 1\r\n")
-    while c.line() != b".\r\n":
-        pass
+    assert c.line().startswith(b"+OK")
+    c.skip_body()
     if pipelined:
         c.sock.sendall(b"DELE 2\r\nQUIT\r\n")
     else:

@@ -9,7 +9,6 @@ import pytest
 
 from corpus import simple_message
 from faultkit import Pop3Wire, deleted, finished, state
-from pop3raw import unstuff
 from popgate import Popgate
 
 
@@ -25,18 +24,6 @@ def three(user):
     user.deliver(*(simple_message(i) for i in range(3)))
     st = state(user.dv, user.name)
     return st, sorted(st)
-
-
-def retr(c: Pop3Wire, n: int) -> bytes | None:
-    """The message RETR n gives, or None on -ERR."""
-    c.sock.sendall(b"RETR %d\r\n" % n)
-    status = c.line()
-    if not status.startswith(b"+OK"):
-        return None
-    lines = []
-    while (line := c.line()) != b".\r\n":
-        lines.append(line)
-    return unstuff(b"".join(lines) + b".\r\n")
 
 
 def quit_(pg, c: Pop3Wire, others: int = 0) -> bytes:
@@ -65,7 +52,7 @@ def test_deleted_flag_set_by_another_client_mid_session_is_theirs(pg, user):
     c = session(pg, user)
     user.dv.set_flags(user.name, u[0], "\\Deleted")
     # Still there: RETR works, and our QUIT neither expunges nor unflags it.
-    assert retr(c, 1) == before[u[0]][1]
+    assert c.retr(1) == before[u[0]][1]
     assert c.cmd("DELE 3").startswith(b"+OK")
     assert quit_(pg, c).startswith(b"+OK")
     after = state(user.dv, user.name)
@@ -89,10 +76,9 @@ def test_flags_changed_by_others_are_kept(pg, user):
     c = session(pg, user)
     user.dv.set_flags(user.name, u[0], "\\Flagged \\Answered $Label1")
     user.dv.set_flags(user.name, u[2], "\\Seen", op="-")  # unread again
-    assert retr(c, 1) == before[u[0]][1]
+    assert c.retr(1) == before[u[0]][1]
     assert c.cmd("TOP 2 0").startswith(b"+OK")
-    while c.line() != b".\r\n":
-        pass
+    c.skip_body()
     assert quit_(pg, c).startswith(b"+OK")
     after = state(user.dv, user.name)
     assert after[u[0]][0] == {"\\Flagged", "\\Answered", "$Label1", "\\Seen"}
@@ -104,7 +90,7 @@ def test_flags_changed_by_others_are_kept(pg, user):
 def test_seen_removed_by_another_client_after_our_retr_is_set_again(pg, user):
     before, u = three(user)
     c = session(pg, user)
-    assert retr(c, 2) == before[u[1]][1]
+    assert c.retr(2) == before[u[1]][1]
     user.dv.set_flags(user.name, u[1], "\\Seen", op="-")
     assert quit_(pg, c).startswith(b"+OK")
     assert state(user.dv, user.name)[u[1]][0] == {"\\Seen"}
@@ -115,7 +101,7 @@ def test_append_mid_session_is_left_for_the_next_session(pg, user):
     c = session(pg, user)
     user.dv.append(user.name, simple_message(9))
     assert c.cmd("STAT").startswith(b"+OK 3 ")
-    assert retr(c, 4) is None
+    assert c.retr(4) is None
     assert c.cmd("DELE 1").startswith(b"+OK")
     assert quit_(pg, c).startswith(b"+OK")
     after = state(user.dv, user.name)
@@ -124,7 +110,7 @@ def test_append_mid_session_is_left_for_the_next_session(pg, user):
     assert sorted(after) == [u[1], u[2], new]
     c = session(pg, user)
     assert c.cmd("STAT").startswith(b"+OK 3 ")
-    assert b"Message 9" in retr(c, 3)
+    assert b"Message 9" in c.retr(3)
     c.cmd("RSET")
     quit_(pg, c)
 
@@ -145,8 +131,7 @@ def test_two_sessions_delete_different_messages(pg, user):
     assert a.cmd("DELE 1").startswith(b"+OK")
     assert b.cmd("DELE 3").startswith(b"+OK")
     assert b.cmd("RETR 2").startswith(b"+OK")
-    while b.line() != b".\r\n":
-        pass
+    b.skip_body()
     assert quit_(pg, b, others=1).startswith(b"+OK")
     assert quit_(pg, a).startswith(b"+OK")
     after = state(user.dv, user.name)
@@ -160,8 +145,8 @@ def test_message_removed_by_another_pop3_session(pg, user):
     assert a.cmd("DELE 1").startswith(b"+OK")
     assert quit_(pg, a, others=1).startswith(b"+OK")
     # b still numbers the messages as at its login.
-    assert retr(b, 1) is None
-    assert retr(b, 3) == before[u[2]][1]
+    assert b.retr(1) is None
+    assert b.retr(3) == before[u[2]][1]
     assert b.cmd("STAT").startswith(b"+OK 3 ")
     # Deleting what is already gone is harmless, and QUIT still succeeds.
     assert b.cmd("DELE 1").startswith(b"+OK")
@@ -177,7 +162,7 @@ def test_everything_expunged_by_another_client(pg, user):
     c = session(pg, user)
     for uid in u:
         user.dv.expunge_uid(user.name, uid)
-    assert retr(c, 2) is None
+    assert c.retr(2) is None
     for n in (1, 2, 3):
         c.cmd(f"DELE {n}")
     assert quit_(pg, c).startswith(b"+OK")
@@ -189,10 +174,10 @@ def test_expunge_inside_a_fetched_batch(pg, user):
     RETR 2 gives the right body or -ERR, never another message's body."""
     before, u = three(user)
     c = session(pg, user)
-    assert retr(c, 1) == before[u[0]][1]
+    assert c.retr(1) == before[u[0]][1]
     user.dv.expunge_uid(user.name, u[1])
-    assert retr(c, 2) in (None, before[u[1]][1])
-    assert retr(c, 3) == before[u[2]][1]
+    assert c.retr(2) in (None, before[u[1]][1])
+    assert c.retr(3) == before[u[2]][1]
     assert c.cmd("DELE 3").startswith(b"+OK")
     assert quit_(pg, c).startswith(b"+OK")
     after = state(user.dv, user.name)

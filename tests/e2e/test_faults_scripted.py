@@ -12,7 +12,6 @@ import pytest
 
 from corpus import simple_message, to_crlf
 from faultkit import Pop3Wire, closed_outcome, finished
-from pop3raw import unstuff
 from popgate import Popgate
 from polling import wait_for
 from scriptimap import ScriptedImap
@@ -55,59 +54,36 @@ def login(pg, server) -> tuple[Pop3Wire, bytes]:
     return c, c.cmd("PASS secret")
 
 
-def retr(c: Pop3Wire, n: int) -> bytes | None:
-    c.sock.sendall(b"RETR %d\r\n" % n)
-    if not c.line().startswith(b"+OK"):
-        return None
-    lines = []
-    while (line := c.line()) != b".\r\n":
-        lines.append(line)
-    return unstuff(b"".join(lines) + b".\r\n")
+def say(data: bytes, then: str = "answer"):
+    """A hook that sends `data` (``TAG`` replaced by the command's tag),
+    then goes on serving (`answer`), hangs up (`close`) or stalls (`stall`)."""
+
+    def hook(s, tag, args):
+        try:
+            s.send(data.replace(b"TAG", tag))
+        except OSError:
+            pass
+        if then == "close":
+            s.sock.close()
+        elif then == "stall":
+            wait_closed(s)
+        return True
+
+    return hook
 
 
 # Faults before or during login: PASS must get -ERR, with no command sent
 # that changes anything.
-def never_greets(s, tag, args):
-    return wait_closed(s)
-
-
-def garbage_greeting(s, tag, args):
-    s.send(b"\x00\xff\xfeHELLO garbage\r\n")
-    return True
-
-
-def bye_greeting(s, tag, args):
-    s.send(b"* BYE Too many connections\r\n")
-    s.sock.close()
-    return True
-
-
-def malformed_listing(s, tag, args):
-    s.send(b"* 1 FETCH (UID x RFC822.SIZE 5 FLAGS ())\r\n" + tag + b" OK done\r\n")
-    return True
-
-
-def oversized_listing_line(s, tag, args):
-    try:
-        s.send(b"* 1 FETCH (UID 1 RFC822.SIZE 5 FLAGS (" + b"\\Seen " * 400_000 + b"))\r\n")
-    except OSError:
-        pass
-    return wait_closed(s)
-
-
-def huge_literal_in_listing(s, tag, args):
-    s.send(b"* 1 FETCH (UID 1 X-JUNK {99999999999999999999}\r\n" + tag + b" OK done\r\n")
-    return True
-
-
 LOGIN_FAULTS = {
-    "never_greets": {"GREETING": never_greets},
-    "garbage_greeting": {"GREETING": garbage_greeting},
-    "bye_greeting": {"GREETING": bye_greeting},
-    "never_answers_login": {"AUTHENTICATE": never_greets, "LOGIN": never_greets},
-    "malformed_listing": {"LISTING": malformed_listing},
-    "oversized_listing_line": {"LISTING": oversized_listing_line},
-    "huge_literal_in_listing": {"LISTING": huge_literal_in_listing},
+    "never_greets": {"GREETING": say(b"", "stall")},
+    "garbage_greeting": {"GREETING": say(b"\x00\xff\xfeHELLO garbage\r\n")},
+    "bye_greeting": {"GREETING": say(b"* BYE Too many connections\r\n", "close")},
+    "never_answers_login": {"AUTHENTICATE": say(b"", "stall"), "LOGIN": say(b"", "stall")},
+    "malformed_listing": {"LISTING": say(b"* 1 FETCH (UID x RFC822.SIZE 5 FLAGS ())\r\nTAG OK done\r\n")},
+    "oversized_listing_line": {
+        "LISTING": say(b"* 1 FETCH (UID 1 RFC822.SIZE 5 FLAGS (" + b"\\Seen " * 400_000 + b"))\r\n", "stall")
+    },
+    "huge_literal_in_listing": {"LISTING": say(b"* 1 FETCH (UID 1 X-JUNK {99999999999999999999}\r\nTAG OK done\r\n")},
 }
 
 
@@ -122,61 +98,15 @@ def test_login_against_a_broken_server_answers_err(fault):
         no_panic(pg)
 
 
-@pytest.mark.xfail(strict=True, reason=STALL_UNBOUNDED)
-def test_greeting_trickled_a_byte_a_second_is_bounded_by_the_timeout():
-    state = {"complete": None}
-    ended = threading.Event()
-
-    def trickle(s, tag, args):
-        # Four times the timeout at a byte a second.
-        state["complete"] = s.trickle(b"* OK hi\r\n")
-        ended.set()
-        return wait_closed(s) if state["complete"] else True
-
-    with ScriptedImap(BODIES, {"GREETING": trickle}) as server, gateway(server) as pg:
-        c, answer = login(pg, server)
-        assert answer.startswith(b"-ERR"), answer
-        c.sock.close()
-        wait_for(ended.is_set, 90, "the trickle to end")
-        assert state["complete"] is False  # popgate hung up first
-        untouched(server)
-
-
 # Faults while fetching bodies: RETR must not hand out a wrong or truncated
 # message as complete, and nothing may be marked.
-def literal_never_ends(s, tag, args):
-    s.send(b"* 1 FETCH (UID 1 BODY[] {100000}\r\n" + BODIES[0][:10])
-    return wait_closed(s)
-
-
-def bye_mid_fetch(s, tag, args):
-    s.send(b"* BYE Server shutting down\r\n")
-    s.sock.close()
-    return True
-
-
-def closed_inside_literal(s, tag, args):
-    body = BODIES[0]
-    s.send(b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(body) + body[: len(body) // 2])
-    s.sock.close()
-    return True
-
-
-def binary_garbage_mid_fetch(s, tag, args):
-    s.send(b"* 1 FETCH (UID 1 \x00\x01\x02 garbage \xff\r\n" + tag + b" OK done\r\n")
-    return True
-
-
-def tagged_before_bodies(s, tag, args):
-    s.send(tag + b" OK done\r\n")
-    return True
-
-
 BODY_FAULTS = {
-    "literal_never_ends": literal_never_ends,
-    "bye_mid_fetch": bye_mid_fetch,
-    "closed_inside_literal": closed_inside_literal,
-    "binary_garbage_mid_fetch": binary_garbage_mid_fetch,
+    "literal_never_ends": say(b"* 1 FETCH (UID 1 BODY[] {100000}\r\n" + BODIES[0][:10], "stall"),
+    "bye_mid_fetch": say(b"* BYE Server shutting down\r\n", "close"),
+    "closed_inside_literal": say(
+        b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(BODIES[0]) + BODIES[0][: len(BODIES[0]) // 2], "close"
+    ),
+    "binary_garbage_mid_fetch": say(b"* 1 FETCH (UID 1 \x00\x01\x02 garbage \xff\r\nTAG OK done\r\n"),
 }
 
 
@@ -195,10 +125,10 @@ def test_broken_body_fetch_never_yields_a_complete_message(fault):
 
 
 def test_body_missing_from_the_answer_is_an_err_and_the_session_goes_on():
-    with ScriptedImap(BODIES, {"BODIES": tagged_before_bodies}) as server, gateway(server) as pg:
+    with ScriptedImap(BODIES, {"BODIES": say(b"TAG OK done\r\n")}) as server, gateway(server) as pg:
         c, answer = login(pg, server)
         assert answer.startswith(b"+OK")
-        assert retr(c, 1) is None
+        assert c.retr(1) is None
         assert c.cmd("STAT").startswith(b"+OK 3 ")
         assert c.cmd("QUIT").startswith(b"+OK")
         finished(pg, c.port)
@@ -206,25 +136,47 @@ def test_body_missing_from_the_answer_is_an_err_and_the_session_goes_on():
         no_panic(pg)
 
 
-@pytest.mark.xfail(strict=True, reason=STALL_UNBOUNDED)
-def test_body_trickled_a_byte_a_second_is_bounded_by_the_timeout():
-    state = {"complete": None}
-    ended = threading.Event()
+class Trickle:
+    """A hook that sends `prefix` at once and then `slow` a byte a second,
+    noting whether popgate still listened to the end; then it stalls."""
 
-    def trickle(s, tag, args):
-        s.send(b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(BODIES[0]))
-        state["complete"] = s.trickle(BODIES[0][:8])
-        ended.set()
+    def __init__(self, prefix: bytes, slow: bytes) -> None:
+        self.prefix, self.slow = prefix, slow
+        self.complete: bool | None = None
+        self.ended = threading.Event()
+
+    def __call__(self, s, tag, args) -> bool:
+        if self.prefix:
+            s.send(self.prefix)
+        self.complete = s.trickle(self.slow)
+        self.ended.set()
         return wait_closed(s)
 
-    with ScriptedImap(BODIES, {"BODIES": trickle}) as server, gateway(server) as pg:
+
+# Each trickle lasts four times the timeout and more.
+TRICKLES = {
+    "greeting": ("GREETING", b"", b"* OK hi\r\n"),
+    "body": ("BODIES", b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(BODIES[0]), BODIES[0][:9]),
+}
+
+
+@pytest.mark.xfail(strict=True, reason=STALL_UNBOUNDED)
+@pytest.mark.parametrize("where", list(TRICKLES))
+def test_a_trickle_of_a_byte_a_second_is_bounded_by_the_timeout(where):
+    hook, prefix, slow = TRICKLES[where]
+    trickle = Trickle(prefix, slow)
+    with ScriptedImap(BODIES, {hook: trickle}) as server, gateway(server) as pg:
         c, answer = login(pg, server)
-        assert answer.startswith(b"+OK")
-        c.sock.sendall(b"RETR 1\r\n")
-        got, closed = c.read_to_end()
-        assert closed and not got.endswith(b"\r\n.\r\n")
-        wait_for(ended.is_set, 90, "the trickle to end")
-        assert state["complete"] is False  # popgate hung up first
+        if where == "body":
+            assert answer.startswith(b"+OK")
+            c.sock.sendall(b"RETR 1\r\n")
+            got, closed = c.read_to_end()
+            assert closed and not got.endswith(b"\r\n.\r\n")
+        else:
+            assert answer.startswith(b"-ERR"), answer
+        c.sock.close()
+        wait_for(trickle.ended.is_set, 90, "the trickle to end")
+        assert trickle.complete is False  # popgate hung up first
         untouched(server)
 
 
@@ -232,17 +184,13 @@ def test_literal_shorter_than_the_message_is_passed_as_announced():
     """The literal's size is the truth on the wire: popgate sends what the
     server announced, never a wrong body for a later message, and marks
     nothing it was not told to."""
-
-    def short_literal(s, tag, args):
-        s.send(b"* 1 FETCH (UID 1 BODY[] {12}\r\n" + BODIES[0] + b")\r\n" + tag + b" OK done\r\n")
-        return True
-
+    short_literal = say(b"* 1 FETCH (UID 1 BODY[] {12}\r\n" + BODIES[0] + b")\r\nTAG OK done\r\n")
     with ScriptedImap(BODIES, {"BODIES": short_literal}) as server, gateway(server) as pg:
         c, answer = login(pg, server)
         assert answer.startswith(b"+OK")
         try:
-            first = retr(c, 1)
-            second = retr(c, 2)
+            first = c.retr(1)
+            second = c.retr(2)
         except ConnectionError:
             first = second = "closed"
         assert first in (None, "closed", BODIES[0][:12] + b"\r\n")
@@ -264,7 +212,7 @@ def test_unsolicited_flags_and_exists_during_a_fetch_are_ignored():
     with ScriptedImap(BODIES, {"BODIES": chatty}) as server, gateway(server) as pg:
         c, answer = login(pg, server)
         assert answer.startswith(b"+OK")
-        assert [retr(c, n) for n in (1, 2, 3)] == BODIES
+        assert [c.retr(n) for n in (1, 2, 3)] == BODIES
         assert c.cmd("DELE 2").startswith(b"+OK")
         assert c.cmd("QUIT").startswith(b"+OK")
         finished(pg, c.port)
@@ -285,7 +233,7 @@ def test_bodies_in_another_order_are_matched_by_uid():
     with ScriptedImap(BODIES, {"BODIES": reversed_order}) as server, gateway(server) as pg:
         c, answer = login(pg, server)
         assert answer.startswith(b"+OK")
-        assert [retr(c, n) for n in (1, 2, 3)] == BODIES
+        assert [c.retr(n) for n in (1, 2, 3)] == BODIES
         assert c.cmd("QUIT").startswith(b"+OK")
         finished(pg, c.port)
         assert server.mailbox.expunged == []
@@ -306,7 +254,7 @@ def test_unsolicited_body_is_skipped():
     with ScriptedImap(BODIES, {"BODIES": with_stranger}) as server, gateway(server) as pg:
         c, answer = login(pg, server)
         assert answer.startswith(b"+OK")
-        assert [retr(c, n) for n in (1, 2, 3)] == BODIES
+        assert [c.retr(n) for n in (1, 2, 3)] == BODIES
         assert c.cmd("QUIT").startswith(b"+OK")
         finished(pg, c.port)
         assert server.mailbox.expunged == []
@@ -314,10 +262,7 @@ def test_unsolicited_body_is_skipped():
 
 @pytest.mark.xfail(strict=True, reason="the listing reserves room for as many messages as EXISTS claims: the allocation aborts the process")
 def test_absurd_exists_count_does_not_take_the_gateway_down():
-    def absurd(s, tag, args):
-        s.send(b"* 4294967295 EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\n" + tag + b" OK [READ-WRITE] selected\r\n")
-        return True
-
+    absurd = say(b"* 4294967295 EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\nTAG OK [READ-WRITE] selected\r\n")
     with ScriptedImap(BODIES, {"SELECT": absurd}) as server, gateway(server) as pg:
         c = Pop3Wire(pg.port)
         assert c.cmd("USER alice").startswith(b"+OK")

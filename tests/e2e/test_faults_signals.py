@@ -38,11 +38,7 @@ def start_quit(pg, user) -> Pop3Wire:
     """RETR 1, DELE 2, then QUIT without waiting for its answer."""
     c = Pop3Wire(pg.port)
     c.login(user.name, user.password)
-    c.sock.sendall(b"RETR 1\r\n")
-    while c.line() != b".\r\n":
-        pass
-    assert c.cmd("DELE 2").startswith(b"+OK")
-    c.sock.sendall(b"QUIT\r\n")
+    c.retr_dele_quit()
     return c
 
 
@@ -131,8 +127,7 @@ def test_sigterm_idle_session_removes_nothing(dovecot, user):
             c = Pop3Wire(pg.port)
             c.login(user.name, user.password)
             assert c.cmd("RETR 1").startswith(b"+OK")
-            while c.line() != b".\r\n":
-                pass
+            c.skip_body()
             assert c.cmd("DELE 2").startswith(b"+OK")
             pg.signal(signal.SIGTERM)
             assert pg.wait(60) == 0
