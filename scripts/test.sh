@@ -3,7 +3,8 @@
 # Dovecot, the POP3 clients, Prometheus' promtool and server, helm, and the
 # Python tools in .venv), checks formatting and lints, runs the unit and
 # property tests, then the end-to-end tests that drive the real popgate
-# binary with real POP3 clients against a real Dovecot.
+# binary with real POP3 clients against a real Dovecot. Before those, every
+# fuzz target runs for FUZZ_SECONDS (20 by default; 0 skips it).
 #
 # Everything runs with a private TMPDIR (and a private directory for the
 # test Dovecots, in /dev/shm when that is where they go), which must be
@@ -35,6 +36,11 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --release --locked
 cargo test --locked
+
+fuzz_seconds="${FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" != 0 ]; then
+    FUZZ_SANITIZER="${FUZZ_SANITIZER:-none}" bash scripts/fuzz.sh "$fuzz_seconds"
+fi
 
 export POPGATE_BIN="$PWD/target/release/popgate"
 set +e

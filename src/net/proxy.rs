@@ -11,7 +11,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-/// A v1 header is at most 107 bytes; v2 with its TLVs we cap at this.
+/// A v1 header is at most 107 bytes, CRLF included.
+const MAX_V1: usize = 107;
+/// v2 with its TLVs we cap at this.
 const MAX_HEADER: usize = 536;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -47,12 +49,11 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, Invalid> {
 }
 
 fn parse_v1(buf: &[u8]) -> Result<Parsed, Invalid> {
-    let Some(end) = memchr::memmem::find(buf, b"\r\n") else {
-        return if buf.len() >= 107 {
-            Err(Invalid("v1 line too long"))
-        } else {
-            Ok(Parsed::Incomplete)
-        };
+    // The same verdict whether the CRLF has arrived yet or not.
+    let end = match memchr::memmem::find(buf, b"\r\n") {
+        Some(end) if end + 2 <= MAX_V1 => end,
+        None if buf.len() < MAX_V1 => return Ok(Parsed::Incomplete),
+        _ => return Err(Invalid("v1 line too long")),
     };
     let line = std::str::from_utf8(&buf[..end]).map_err(|_| Invalid("v1 not ASCII"))?;
     let len = end + 2;
@@ -222,6 +223,26 @@ mod tests {
         );
         assert!(parse(&v2(1, 0x11, &[1, 2, 3])).is_err());
         assert!(parse(&v2(5, 0x11, &body)).is_err());
+    }
+
+    #[test]
+    fn v1_longer_than_107_bytes_is_refused_with_or_without_its_crlf() {
+        let mut long = b"PROXY UNKNOWN".to_vec();
+        long.resize(109, b' ');
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&long), Err(Invalid("v1 line too long")));
+        assert_eq!(parse(&long[..107]), Err(Invalid("v1 line too long")));
+        let mut max = b"PROXY UNKNOWN".to_vec();
+        max.resize(105, b' ');
+        max.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse(&max),
+            Ok(Parsed::Header {
+                len: 107,
+                source: None
+            })
+        );
+        assert_eq!(parse(&max[..106]), Ok(Parsed::Incomplete));
     }
 
     proptest! {

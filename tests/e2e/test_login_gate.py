@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 
-import pytest
 
 from pop3raw import Pop3Raw
 from popgate import Popgate

@@ -55,7 +55,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.write_raw(&[fetch_tag.as_bytes(), SNAPSHOT]).await?;
         }
 
-        let mut out = Vec::with_capacity(sel.exists as usize);
+        // EXISTS is the server's word, not a size we may trust: reserve at
+        // most what a large mailbox needs and let the vector grow past it.
+        const MOST_RESERVED: usize = 1 << 17;
+        let mut out = Vec::with_capacity((sel.exists as usize).min(MOST_RESERVED));
         let mut bad = false;
         let listed = self
             .complete(&fetch_tag, "UID FETCH", |u| {
