@@ -44,6 +44,11 @@ impl Framer {
     }
 
     /// Takes the next frame out of `buf`, or `None` if more input is needed.
+    /// Octets of the current literal not yet framed.
+    pub fn literal_left(&self) -> u64 {
+        self.literal_left
+    }
+
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         if self.literal_left > 0 {
             if buf.is_empty() {

@@ -102,7 +102,8 @@ pub struct Client<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    /// Reads the greeting. `timeout` bounds every later read and write.
+    /// Reads the greeting. `timeout` bounds every response as a whole (the
+    /// greeting too), every body piece and every write.
     pub async fn start(stream: S, timeout: Duration) -> Result<Self, ClientError> {
         let mut c = Client {
             stream,

@@ -2,10 +2,15 @@
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::Instant;
 
 use super::bodies::is_body_literal;
 use super::{BodyPos, Client, ClientError, Item, MAX_RESPONSE};
 use crate::imap::framer::Frame;
+
+/// The least a streamed body piece holds before it is handed on, unless the
+/// literal ends sooner.
+const MIN_BODY_PIECE: u64 = 4096;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// The next whole response. What is left of a streamed body (its
@@ -21,12 +26,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// The next whole response, or with `stream_bodies` the pieces of a
     /// `BODY[...]` literal as they arrive (the response around it follows
     /// with `NIL` in the literal's place).
+    ///
+    /// The upstream timeout bounds the whole item, not each read, so that a
+    /// server trickling a byte at a time cannot hold a session forever; a
+    /// body piece is at least `MIN_BODY_PIECE` octets (or the rest of the
+    /// literal), so a trickled body is bounded the same way.
     pub(super) async fn read_item(&mut self, stream_bodies: bool) -> Result<Item, ClientError> {
+        let deadline = Instant::now() + self.timeout;
         loop {
+            if self.body == BodyPos::Literal {
+                let piece = self.framer.literal_left().min(MIN_BODY_PIECE);
+                if (self.rbuf.len() as u64) < piece {
+                    self.fill(deadline).await?;
+                    continue;
+                }
+            }
             let frame = match self.framer.next(&mut self.rbuf)? {
                 Some(f) => f,
                 None => {
-                    self.fill().await?;
+                    self.fill(deadline).await?;
                     continue;
                 }
             };
@@ -74,11 +92,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    pub(super) async fn fill(&mut self) -> Result<(), ClientError> {
+    pub(super) async fn fill(&mut self, deadline: Instant) -> Result<(), ClientError> {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(64 * 1024);
         }
-        let n = tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
+        let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf))
             .await
             .map_err(|_| ClientError::Timeout)??;
         if n == 0 {
