@@ -81,13 +81,15 @@ def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
     per-session log lines out of the measurement.  All benchmark clients
     are one user from one address, as with Dovecot's raised
     mail_max_userip_connections, so the per-address and per-user limits are
-    off.  Killed with the benchmark, however it dies."""
+    off, and so is the failed-login penalty with its bound on one user's
+    parallel logins, as the reference Dovecot's (no auth failure delay).
+    Killed with the benchmark, however it dies."""
     for _attempt in range(5):
         try:
             return Popgate(
                 upstream_port, port=free_port(), binary_path=binary, log_level=log_level,
                 extra=f"session:\n  max_connections: {max_connections}\n",
-                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n",
+                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n  auth_penalty_max: 0s\n",
                 die_with_parent=True)
         except PortInUse:
             continue
