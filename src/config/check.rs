@@ -138,21 +138,30 @@ impl Config {
             let range = OutOfRange("255".into(), "1048576".into());
             return Err(at(&["session", "max_line_length"], range));
         }
-        if self.limits.auth_failures_per_connection == 0 {
-            return Err(at_least(&["limits", "auth_failures_per_connection"], "1"));
-        }
-        if self.limits.auth_penalty_memory == 0 {
-            return Err(at_least(&["limits", "auth_penalty_memory"], "1"));
-        }
         if self.limits.auth_penalty_ipv6_prefix > 128 {
             let range = OutOfRange("0".into(), "128".into());
             return Err(at(&["limits", "auth_penalty_ipv6_prefix"], range));
         }
-        if self.limits.auth_attempts_queued_per_user == 0 {
-            return Err(at_least(&["limits", "auth_attempts_queued_per_user"], "1"));
-        }
-        if self.session.max_connections == 0 {
-            return Err(at_least(&["session", "max_connections"], "1"));
+        let counts: [(&[&str], u64); 4] = [
+            (
+                &["limits", "auth_failures_per_connection"],
+                self.limits.auth_failures_per_connection.into(),
+            ),
+            (
+                &["limits", "auth_penalty_memory"],
+                self.limits.auth_penalty_memory as u64,
+            ),
+            (
+                &["limits", "auth_attempts_queued_per_user"],
+                self.limits.auth_attempts_queued_per_user.into(),
+            ),
+            (
+                &["session", "max_connections"],
+                self.session.max_connections as u64,
+            ),
+        ];
+        if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(at_least(key, "1"));
         }
         for (i, l) in self.listeners.0.iter().enumerate() {
             let key = KeyPath::new(&["listeners"]).index(i);
