@@ -4,6 +4,8 @@
 #
 #   gcc, libc6-dev    the C compiler and C library files Rust needs to link
 #                     (cargo calls `cc`) and to build ring
+#   g++               the C++ compiler that builds libFuzzer for the fuzz
+#                     targets (scripts/fuzz.sh)
 #   dovecot-imapd, dovecot-pop3d
 #                     the IMAP server behind popgate, and its POP3 to compare
 #   fetchmail, getmail6, mpop, curl
@@ -28,7 +30,7 @@
 # before this script is left alone.
 set -euo pipefail
 
-PACKAGES=(gcc libc6-dev dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl
+PACKAGES=(gcc g++ libc6-dev dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl
     openssl systemd procps ca-certificates python3 python3-venv)
 
 export DEBIAN_FRONTEND=noninteractive
@@ -123,7 +125,7 @@ fi
 # pytest and the other Python tools, in the project's virtual environment.
 VENV_PYTHON="$(bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh")"
 
-for tool in cc dovecot doveconf fetchmail getmail mpop curl systemd-analyze; do
+for tool in cc c++ dovecot doveconf fetchmail getmail mpop curl systemd-analyze; do
     command -v "$tool" >/dev/null 2>&1 || { log "$tool not found after install"; exit 1; }
 done
 log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $("$VENV_PYTHON" -m pytest --version 2>&1 | head -1) in $(dirname "$(dirname "$VENV_PYTHON")")"
