@@ -60,6 +60,17 @@ impl Metrics {
                 m
             }};
         }
+        // Unlabelled counters and gauges, one line each.
+        macro_rules! counter {
+            ($name:literal, $help:literal) => {
+                register!(IntCounter::new($name, $help))
+            };
+        }
+        macro_rules! gauge {
+            ($name:literal, $help:literal) => {
+                register!(IntGauge::new($name, $help))
+            };
+        }
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
         };
@@ -108,27 +119,15 @@ impl Metrics {
                 "Time to answer a POP3 command, upstream work included.",
                 &["command"]
             )),
-            sent_bytes: register!(IntCounter::new(
-                "popgate_sent_message_bytes_total",
-                "Message octets sent to clients by RETR and TOP."
-            )),
+            sent_bytes: counter! { "popgate_sent_message_bytes_total", "Message octets sent to clients by RETR and TOP." },
             messages_sent: register!(counter_vec(
                 "popgate_messages_sent_total",
                 "Messages sent to clients, by command (RETR or TOP).",
                 &["command"]
             )),
-            messages_deleted: register!(IntCounter::new(
-                "popgate_messages_deleted_total",
-                "Messages removed upstream at QUIT."
-            )),
-            quit_failures: register!(IntCounter::new(
-                "popgate_quit_failures_total",
-                "QUITs whose removal the upstream refused or could not finish: mail the user deleted is still there."
-            )),
-            session_panics: register!(IntCounter::new(
-                "popgate_session_panics_total",
-                "Sessions ended by a panic (a bug): the client was disconnected, other sessions went on."
-            )),
+            messages_deleted: counter! { "popgate_messages_deleted_total", "Messages removed upstream at QUIT." },
+            quit_failures: counter! { "popgate_quit_failures_total", "QUITs whose removal the upstream refused or could not finish: mail the user deleted is still there." },
+            session_panics: counter! { "popgate_session_panics_total", "Sessions ended by a panic (a bug): the client was disconnected, other sessions went on." },
             snapshot_messages: register!(Histogram::with_opts(
                 HistogramOpts::new(
                     "popgate_snapshot_messages",
@@ -186,18 +185,9 @@ impl Metrics {
                 "Reloads of files popgate watches, by kind (certificate, credentials) and result.",
                 &["kind", "result"]
             )),
-            auth_penalty_entries: register!(IntGauge::new(
-                "popgate_auth_penalty_entries",
-                "Entries in the failed-login tables (networks, users, known addresses) at the last sweep."
-            )),
-            connection_limit: register!(IntGauge::new(
-                "popgate_connection_limit",
-                "The configured maximum of concurrent POP3 connections."
-            )),
-            draining: register!(IntGauge::new(
-                "popgate_draining",
-                "1 while shutting down: no new connections, sessions finishing."
-            )),
+            auth_penalty_entries: gauge! { "popgate_auth_penalty_entries", "Entries in the failed-login tables (networks, users, known addresses) at the last sweep." },
+            connection_limit: gauge! { "popgate_connection_limit", "The configured maximum of concurrent POP3 connections." },
+            draining: gauge! { "popgate_draining", "1 while shutting down: no new connections, sessions finishing." },
             uidl_events: register!(counter_vec(
                 "popgate_uidl_memory_events_total",
                 "UIDL memory events at login: a mailbox first fingerprinted, a re-match after a UIDVALIDITY change, a store that failed (template UIDLs).",
