@@ -201,15 +201,17 @@ class ClientError(RuntimeError):
         self.kind = kind
 
 
-def assert_fails(client: str, kind: str, pattern: str | None, fn) -> None:
-    """`fn` raises the ClientError of `kind` whose text matches `pattern`."""
+def assert_fails(client: str, kind: str | tuple[str, ...], pattern: str | None, fn) -> None:
+    """`fn` raises the ClientError of `kind` (or one of the kinds) whose
+    text matches `pattern`."""
     try:
         fn()
     except ClientError as e:
         exc = e
     else:
         raise AssertionError(f"{client} did not fail")
-    assert exc.kind == kind, f"{client}: expected {kind}, got {exc.kind}: {exc}"
+    kinds = (kind,) if isinstance(kind, str) else kind
+    assert exc.kind in kinds, f"{client}: expected {kind}, got {exc.kind}: {exc}"
     if pattern:
         assert re.search(pattern, str(exc)), f"{client}: unexpected failure: {exc}"
 

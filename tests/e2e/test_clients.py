@@ -155,7 +155,9 @@ def test_silent_server_times_out(tmp_path):
     t.start()
 
     def run(client):
-        assert_fails(client, "timeout", None, lambda: download(
+        # Either the client's own timeout fires or the harness stops it:
+        # both are the client giving up on the silent server, nothing else.
+        assert_fails(client, ("timeout", "failed"), r"(?i)time ?out|timed out", lambda: download(
             client, HOST, port, "nobody", "x", keep=True, workdir=tmp_path / client, timeout=2))
 
     try:
