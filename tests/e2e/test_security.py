@@ -107,17 +107,20 @@ def test_secret_files_others_can_read_are_refused(tmp_path, key, mode):
 def test_core_dumps_are_off(dovecot):
     # A process that may dump has its /proc files owned by its own user; a
     # non-dumpable one has them owned by root. So run popgate as nobody, from
-    # a directory nobody can enter (the test run's own TMPDIR is private).
+    # a directory nobody can enter (the test run's own TMPDIR is private, and
+    # the checkout may be under /root): a copy of the binary, and its config.
     directory = Path(tempfile.mkdtemp(prefix="popgate-dump-", dir="/var/tmp"))
     try:
         directory.chmod(0o755)
+        program = directory / "popgate"
+        shutil.copy(binary(), program)
         cfg = directory / "popgate.yaml"
         cfg.write_text('listeners:\n  - address: "127.0.0.1:0"\n'
                        f'upstream:\n  address: "127.0.0.1:{dovecot.imap_port}"\n')
         cfg.chmod(0o644)
         log = directory / "log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([binary(), "--config", str(cfg)], stdout=out, stderr=out,
+            proc = subprocess.Popen([str(program), "--config", str(cfg)], stdout=out, stderr=out,
                                     user=65534, group=65534, extra_groups=[])
         try:
             wait_for(lambda: "listening on" in log.read_text(), 20, "popgate to listen")
