@@ -4,6 +4,7 @@ that compare servers byte for byte or send malformed and pipelined input."""
 from __future__ import annotations
 
 import socket
+import struct
 
 MULTILINE = {"LIST", "UIDL", "RETR", "TOP", "CAPA"}
 
@@ -92,3 +93,18 @@ def unstuff(multiline: bytes) -> bytes:
     assert multiline.endswith(b".\r\n")
     lines = multiline[:-3].split(b"\r\n")[:-1]
     return b"".join((l[1:] if l.startswith(b".") else l) + b"\r\n" for l in lines)
+
+
+def from_address(port: int, source: str) -> Pop3Raw:
+    """A POP3 connection from another loopback address (127.0.0.0/8)."""
+    c = Pop3Raw.__new__(Pop3Raw)
+    c.sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    c.buf = b""
+    c.greeting = c.line()
+    return c
+
+
+def proxy_v2(src: str, sport: int, dst: str = "127.0.0.1", dport: int = 110) -> bytes:
+    """A PROXY protocol v2 header for a TCP/IPv4 client `src`:`sport`."""
+    body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body

@@ -9,9 +9,8 @@ import socket
 
 from corpus import simple_message
 from polling import upstream_session_ended, wait_for
-from pop3raw import Pop3Raw
+from pop3raw import Pop3Raw, proxy_v2
 from popgate import Popgate
-from test_limits import proxy_v2
 
 
 def test_idle_timeout_in_transaction_applies_nothing(dovecot, user):

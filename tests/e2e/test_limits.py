@@ -5,35 +5,20 @@ address, sessions per user, login timeout."""
 from __future__ import annotations
 
 import socket
-import struct
 import time
 
 from corpus import simple_message
 from polling import wait_for
-from pop3raw import Pop3Raw
+from pop3raw import Pop3Raw, from_address, proxy_v2
 from popgate import Popgate
 
 PENALTY = "  auth_penalty_max: 4s\n  connections_per_ip: 0\n  auth_failures_per_connection: 10\n"
-
-
-def from_address(port: int, source: str) -> Pop3Raw:
-    """A POP3 connection from another loopback address (127.0.0.0/8)."""
-    c = Pop3Raw.__new__(Pop3Raw)
-    c.sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
-    c.buf = b""
-    c.greeting = c.line()
-    return c
 
 
 def timed_login(c: Pop3Raw, user: str, password: str) -> tuple[bytes, float]:
     start = time.monotonic()
     answer = c.login(user, password)
     return answer, time.monotonic() - start
-
-
-def proxy_v2(src: str, sport: int, dst: str = "127.0.0.1", dport: int = 110) -> bytes:
-    body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
 
 
 def test_failed_logins_slow_down_per_address_and_user_but_not_good_logins(dovecot, user):

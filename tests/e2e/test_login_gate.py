@@ -16,9 +16,8 @@ import threading
 import time
 
 
-from pop3raw import Pop3Raw
+from pop3raw import Pop3Raw, from_address
 from popgate import Popgate
-from test_limits import from_address
 
 
 def b64(s: str | bytes) -> str:
