@@ -25,6 +25,19 @@ def gateway(server: ScriptedImap) -> Popgate:
     return Popgate(server.port, upstream_extra=UPSTREAM, metrics=True, extra="shutdown:\n  drain_timeout: 1s\n")
 
 
+def read_all_then_quit(bodies_hook) -> ScriptedImap:
+    """A session against a server answering body fetches with `bodies_hook`:
+    RETR of every message must give exactly its body, then QUIT. Returns the
+    (closed) server, to check what it was asked to do."""
+    with ScriptedImap(BODIES, {"BODIES": bodies_hook}) as server, gateway(server) as pg:
+        c, answer = login(pg, server)
+        assert answer.startswith(b"+OK")
+        assert [c.retr(n) for n in (1, 2, 3)] == BODIES
+        assert c.cmd("QUIT").startswith(b"+OK")
+        finished(pg, c.port)
+    return server
+
+
 def untouched(server: ScriptedImap) -> None:
     """The IMAP side: nothing stored, nothing expunged."""
     assert server.sent(r"(?i)^UID (STORE|EXPUNGE)|^EXPUNGE") == []
@@ -227,14 +240,9 @@ def test_bodies_in_another_order_are_matched_by_uid():
         s.send(b"".join(s.fetch_item(u) for u in reversed(uids)) + tag + b" OK done\r\n")
         return True
 
-    with ScriptedImap(BODIES, {"BODIES": reversed_order}) as server, gateway(server) as pg:
-        c, answer = login(pg, server)
-        assert answer.startswith(b"+OK")
-        assert [c.retr(n) for n in (1, 2, 3)] == BODIES
-        assert c.cmd("QUIT").startswith(b"+OK")
-        finished(pg, c.port)
-        assert server.mailbox.expunged == []
-        assert all(server.mailbox.flags[u] == {"\\Seen"} for u in (1, 2, 3))
+    server = read_all_then_quit(reversed_order)
+    assert server.mailbox.expunged == []
+    assert all(server.mailbox.flags[u] == {"\\Seen"} for u in (1, 2, 3))
 
 
 def test_unsolicited_body_is_skipped():
@@ -247,13 +255,8 @@ def test_unsolicited_body_is_skipped():
         s.send(out + b"".join(s.fetch_item(u) for u in uids) + tag + b" OK done\r\n")
         return True
 
-    with ScriptedImap(BODIES, {"BODIES": with_stranger}) as server, gateway(server) as pg:
-        c, answer = login(pg, server)
-        assert answer.startswith(b"+OK")
-        assert [c.retr(n) for n in (1, 2, 3)] == BODIES
-        assert c.cmd("QUIT").startswith(b"+OK")
-        finished(pg, c.port)
-        assert server.mailbox.expunged == []
+    server = read_all_then_quit(with_stranger)
+    assert server.mailbox.expunged == []
 
 
 def test_absurd_exists_count_does_not_take_the_gateway_down():
