@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use popgate::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: popgate::secret::WipingAllocator = popgate::secret::WipingAllocator;
+
 const USAGE: &str = "\
 popgate: a POP3 gateway in front of IMAP-only mail servers
 

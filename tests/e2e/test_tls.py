@@ -28,6 +28,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import ssl
@@ -777,3 +778,57 @@ def test_failed_handshakes_are_counted(trusting_gateway, pki):
         assert c.closed(), "popgate kept the connection after a failed STLS handshake"
     wait_for(lambda: count(stls_port, "error") == serr + 1, 5,
              "a failed STLS handshake counted")
+
+
+# ------------------------------------------------------------------ secrets in memory
+
+def process_memory(pid: int) -> bytes:
+    """Every writable mapping of ``pid`` (heap, anonymous memory, stacks),
+    read through /proc: what a core dump or a memory-reading attacker would
+    see."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if not fields[1].startswith("rw") or (len(fields) > 5 and fields[5] == "[vvar]"):
+                continue
+            mem.seek(start)
+            try:
+                chunks.append(mem.read(end - start))
+            except OSError:
+                continue
+    return b"".join(chunks)
+
+
+def test_passwords_are_wiped_from_memory_after_the_session(pki, tls_dovecot):
+    # POP3S in, IMAPS out: the password passes through both TLS stacks, the
+    # POP3 line reader, the SASL decoder and the IMAP command builder.
+    user, password = "heap-probe", f"Heap-Probe-{secrets.token_hex(8)}"
+    tls_dovecot.add_user(user, password)
+    plain = base64.b64encode(f"\0{user}\0{password}".encode())
+    port, upstream = upstream_conf(tls_dovecot, "implicit", pki.ca.cert, server_name=NAME)
+    with tls_gateway(port, cert=pki.popgate.chain, key=pki.popgate.key, upstream=upstream,
+                     listeners=("implicit",), metrics=True) as pg:
+        with pop3s(pg.ports[0], pki) as c:
+            assert c.login(user, password).startswith(b"+OK"), "USER/PASS refused"
+            assert c.answer("STAT").startswith(b"+OK")
+            assert c.answer("QUIT").startswith(b"+OK")
+        with pop3s(pg.ports[0], pki) as c:
+            assert c.answer(f"AUTH PLAIN {plain.decode()}").startswith(b"+OK"), "AUTH PLAIN refused"
+            assert c.answer("QUIT").startswith(b"+OK")
+
+        def sessions_open() -> float:
+            status, text = pg.http("/metrics")
+            assert status == 200
+            return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                       if l.startswith("popgate_sessions_open{"))
+        wait_for(lambda: sessions_open() == 0, 10, "both sessions to end")
+        memory = process_memory(pg.proc.pid)
+        # The scan sees the heap: popgate's certificate, loaded at start, is
+        # found.
+        seen = pki.popgate.der in memory
+        assert seen, "the scan does not see popgate's memory"
+        for form in (password.encode(), plain):
+            left = form in memory
+            assert not left, f"{form!r} is still in popgate's memory"
