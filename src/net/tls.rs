@@ -5,7 +5,7 @@
 //! re-read by path on a timer and compared by content; a new pair that fails
 //! to load keeps the old certificate in service.
 
-use crate::files::Reload;
+use crate::files::{read_secret, Reload};
 use arc_swap::ArcSwap;
 use rustls::crypto::ring;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -15,6 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
 pub use crate::files::FileError as TlsError;
 
@@ -24,12 +25,12 @@ pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
     cert_path: PathBuf,
     key_path: PathBuf,
-    loaded: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
+    loaded: std::sync::Mutex<(Vec<u8>, Zeroizing<Vec<u8>>)>,
 }
 
 impl CertStore {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<CertStore>, TlsError> {
-        let (cert_pem, key_pem) = (read(cert_path)?, read(key_path)?);
+        let (cert_pem, key_pem) = (read(cert_path)?, read_secret(key_path)?);
         let key = certified_key(&cert_pem, &key_pem, cert_path, key_path)?;
         Ok(Arc::new(CertStore {
             current: ArcSwap::from_pointee(key),
@@ -52,7 +53,7 @@ impl CertStore {
 impl Reload for CertStore {
     /// Swaps in the new pair when the files changed and it loads.
     fn reload(&self) -> Option<Result<String, String>> {
-        let files = read(&self.cert_path).and_then(|c| Ok((c, read(&self.key_path)?)));
+        let files = read(&self.cert_path).and_then(|c| Ok((c, read_secret(&self.key_path)?)));
         let (cert_pem, key_pem) = match files {
             Ok(f) => f,
             Err(e) => return Some(Err(e.to_string())),

@@ -57,8 +57,10 @@ def _openssl(*args: str, cwd: str) -> None:
 
 
 def _readable(*paths: str) -> None:
+    """Certificates for everyone, keys for their owner only (popgate
+    refuses a key others may read)."""
     for p in paths:
-        os.chmod(p, 0o644)
+        os.chmod(p, 0o600 if p.endswith(".key") else 0o644)
 
 
 def fingerprint(der: bytes) -> str:

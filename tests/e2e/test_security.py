@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import certs
 from polling import wait_for
 from popgate import Popgate, binary
 
@@ -102,6 +103,23 @@ def test_secret_files_others_can_read_are_refused(tmp_path, key, mode):
     assert f"auth.{key}" in out.stderr and str(files[key]) in out.stderr, out.stderr
     assert f"chmod 600 {files[key]}" in out.stderr, out.stderr
     assert "s3cr3t" not in out.stderr  # never the content
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_tls_key_others_can_read_is_refused(tmp_path, mode):
+    ca = certs.make_ca(str(tmp_path / "ca"))
+    leaf = ca.issue("popgate")
+    config = ('listeners:\n  - address: "127.0.0.1:0"\n    tls: implicit\n'
+              'upstream:\n  address: "127.0.0.1:143"\n'
+              f"tls:\n  certificate: {leaf.chain}\n  key: {leaf.key}\n")
+    ok = check(config, tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    os.chmod(leaf.key, mode)
+    out = check(config, tmp_path)
+    assert out.returncode != 0
+    assert "tls:" in out.stderr and leaf.key in out.stderr, out.stderr
+    assert f"chmod 600 {leaf.key}" in out.stderr, out.stderr
+    assert "PRIVATE KEY" not in out.stderr  # never the content
 
 
 def test_core_dumps_are_off(dovecot):

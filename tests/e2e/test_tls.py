@@ -473,7 +473,7 @@ def _write_pair(dest_cert: str, dest_key: str, cert: certs.ServerCert) -> None:
     chain, key = cert.pem()
     for path, data in ((dest_key, key), (dest_cert, chain)):
         tmp = path + ".new"
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(data)
         os.replace(tmp, path)
 
@@ -553,6 +553,7 @@ def test_certificate_swapped_through_symlinks(tls_dovecot, pki, tmp_path):
         chain, key = cert.pem()
         (d / "tls.crt").write_bytes(chain)
         (d / "tls.key").write_bytes(key)
+        (d / "tls.key").chmod(0o600)
         old = os.readlink(vol / "..data") if (vol / "..data").is_symlink() else None
         os.symlink(d.name, vol / "..data_tmp")
         os.replace(vol / "..data_tmp", vol / "..data")
