@@ -146,3 +146,42 @@ fn a_damaged_store_stops_check_and_start_naming_the_file() {
         assert!(text.contains(&file.display().to_string()), "{text}");
     }
 }
+
+#[test]
+fn another_programs_database_is_refused() {
+    let dir = TempDir::new("foreign");
+    let file = dir.0.join(FILE_NAME);
+    let other = rusqlite::Connection::open(&file).unwrap();
+    other
+        .execute_batch("CREATE TABLE mailboxes (key BLOB PRIMARY KEY, memory BLOB);")
+        .unwrap();
+    drop(other);
+    let Err(e) = Embedded::open(&dir.0) else {
+        panic!("a database popgate did not create was taken as its store");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("not a popgate store") && e.contains(FILE_NAME),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn the_file_stays_the_size_of_what_it_holds() {
+    let dir = TempDir::new("size");
+    let store = Embedded::open(&dir.0).unwrap();
+    let n = 20_000;
+    for round in 0..4 {
+        let mut m = memory(n);
+        m.uid_validity += round;
+        store.save(&key("ann"), &m).await.unwrap();
+    }
+    let record = memory(n).encode().len() as u64;
+    let file = std::fs::metadata(dir.0.join(FILE_NAME)).unwrap().len();
+    // Overwritten records give their pages back: after four saves the file
+    // holds one record and a few pages of its own.
+    assert!(
+        file < record + 64 * 1024,
+        "file {file} B for a record of {record} B"
+    );
+}

@@ -1,23 +1,33 @@
-//! The embedded backend: one redb file in `state.path`. redb is pure Rust
-//! (nothing to build in C), copy-on-write with checksummed commits: a crash
-//! or kill -9 leaves the last committed transaction, never half of one.
+//! The embedded backend: one SQLite file in `state.path`, through rusqlite
+//! with its bundled library. A commit goes through SQLite's rollback
+//! journal with `synchronous=FULL`: a crash, a kill -9 or a power loss
+//! leaves the last committed record of every mailbox, never half of one.
+//! With `auto_vacuum=FULL` the pages an overwritten record freed are given
+//! back at commit, so the file stays the size of what it holds.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, TableDefinition};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{MailboxKey, Memory, StateError, StateStore};
 
 /// The file's name inside `state.path`.
-pub const FILE_NAME: &str = "popgate-state.redb";
+pub const FILE_NAME: &str = "popgate-state.sqlite";
 
-const MAILBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("mailboxes");
+/// "popg": marks the file as popgate's, so another program's SQLite
+/// database given by mistake is refused rather than written into.
+const APPLICATION_ID: i32 = 0x706f_7067;
+
+/// How long a statement waits for another process's lock (a `popgate
+/// uidl` command run beside the gateway) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Embedded {
-    db: Arc<Database>,
+    conn: Arc<Mutex<Connection>>,
     file: PathBuf,
     /// The inode opened, to notice the file being deleted or replaced.
     inode: u64,
@@ -34,34 +44,16 @@ impl Embedded {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create the directory: {e}")))?;
-        let mut db = Database::create(&file).map_err(|e| err(e.to_string()))?;
-        // Give back the pages earlier commits freed: the file stays near
-        // the size of what it holds.
-        db.compact().map_err(|e| err(e.to_string()))?;
+        let conn = Connection::open(&file).map_err(|e| err(e.to_string()))?;
+        prepare(&conn).map_err(err)?;
         // Read every record once: a damaged one stops start-up here rather
         // than surfacing at some user's login.
-        let txn = db.begin_read().map_err(|e| err(e.to_string()))?;
-        match txn.open_table(MAILBOXES) {
-            Ok(table) => {
-                for row in table.iter().map_err(|e| err(e.to_string()))? {
-                    let (k, v) = row.map_err(|e| err(e.to_string()))?;
-                    Memory::decode(v.value()).map_err(|_| {
-                        err(format!(
-                            "the record of {:?} is corrupt",
-                            k.value().replace('\0', "/")
-                        ))
-                    })?;
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(err(e.to_string())),
-        }
-        drop(txn);
+        check_records(&conn).map_err(err)?;
         let inode = std::fs::metadata(&file)
             .map_err(|e| err(e.to_string()))?
             .ino();
         Ok(Embedded {
-            db: Arc::new(db),
+            conn: Arc::new(Mutex::new(conn)),
             file,
             inode,
         })
@@ -82,15 +74,71 @@ impl Embedded {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
         self.present()?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StateError::Backend(e.to_string()))?
-            .map_err(StateError::Backend)
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StateError::Backend(e.to_string()))?
+        .map_err(|e| StateError::Backend(e.to_string()))
     }
+}
+
+/// Settings, the one table, and the checks that the file is a sound
+/// popgate store.
+fn prepare(conn: &Connection) -> Result<(), String> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(text)?;
+    // auto_vacuum only takes effect before the first table exists, which
+    // is when popgate creates the file.
+    conn.execute_batch(
+        "PRAGMA auto_vacuum = FULL;
+         PRAGMA journal_mode = DELETE;
+         PRAGMA synchronous = FULL;",
+    )
+    .map_err(text)?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(text)?;
+    if check != "ok" {
+        return Err(format!("the database is damaged: {check}"));
+    }
+    let id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(text)?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(text)?;
+    match (id, tables) {
+        (APPLICATION_ID, _) => {}
+        (0, 0) => conn
+            .execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID};
+                 CREATE TABLE mailboxes (key BLOB PRIMARY KEY, memory BLOB NOT NULL);"
+            ))
+            .map_err(text)?,
+        _ => return Err("an SQLite database, but not a popgate store".into()),
+    }
+    Ok(())
+}
+
+fn check_records(conn: &Connection) -> Result<(), String> {
+    let mut rows = conn
+        .prepare("SELECT key, memory FROM mailboxes")
+        .map_err(text)?;
+    let mut rows = rows.query([]).map_err(text)?;
+    while let Some(row) = rows.next().map_err(text)? {
+        let key: Vec<u8> = row.get(0).map_err(text)?;
+        let memory: Vec<u8> = row.get(1).map_err(text)?;
+        if Memory::decode(&memory).is_err() {
+            let shown = String::from_utf8_lossy(&key).replace('\0', "/");
+            return Err(format!("the record of {shown:?} is corrupt"));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -98,15 +146,13 @@ impl StateStore for Embedded {
     async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Memory>, StateError> {
         let key = mailbox.encoded();
         let bytes = self
-            .blocking(move |db| {
-                let txn = db.begin_read().map_err(text)?;
-                let table = match txn.open_table(MAILBOXES) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(e.to_string()),
-                };
-                let value = table.get(key.as_str()).map_err(text)?;
-                Ok(value.map(|v| v.value().to_vec()))
+            .blocking(move |conn| {
+                conn.query_row(
+                    "SELECT memory FROM mailboxes WHERE key = ?1",
+                    [key.as_bytes()],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .optional()
             })
             .await?;
         bytes.map(|b| Memory::decode(&b)).transpose()
@@ -115,13 +161,13 @@ impl StateStore for Embedded {
     async fn save(&self, mailbox: &MailboxKey, memory: &Memory) -> Result<(), StateError> {
         let key = mailbox.encoded();
         let bytes = memory.encode();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(text)?;
-            {
-                let mut table = txn.open_table(MAILBOXES).map_err(text)?;
-                table.insert(key.as_str(), bytes.as_slice()).map_err(text)?;
-            }
-            txn.commit().map_err(text)
+        self.blocking(move |conn| {
+            conn.execute(
+                "INSERT INTO mailboxes (key, memory) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET memory = excluded.memory",
+                (key.as_bytes(), bytes.as_slice()),
+            )
+            .map(drop)
         })
         .await
     }

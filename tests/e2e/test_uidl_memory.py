@@ -148,7 +148,7 @@ def test_concurrent_logins_after_a_reset_agree(dovecot, gateway, user):
 def test_a_store_deleted_while_running_gives_template_uidls(dovecot, gateway, user, tmp_path):
     _mailbox(user)
     _uidls(gateway.port, user)
-    os.remove(tmp_path / "state" / "popgate-state.redb")
+    os.remove(tmp_path / "state" / "popgate-state.sqlite")
     validity = dovecot.uid_validity(user.name)
     expected = [f"{uid:08x}{validity:08x}".encode() for uid in user.uids()]
     assert _uidls(gateway.port, user) == expected
