@@ -32,6 +32,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(REPO / "tests" / "e2e"))
 
 import report  # noqa: E402
+import uidl_memory  # noqa: E402
 from report import Row  # noqa: E402
 from corpus import (  # noqa: E402
     attachment_message, attachment_messages, small_message, small_messages,
@@ -42,7 +43,7 @@ from workloads import (  # noqa: E402
     seq_sessions, start_popgate, top_all,
 )
 
-ALL = "abcdefgi"
+ALL = "abcdefgiu"
 PASSWORD = "bench-pw"
 
 # Sizes: (default, --quick).
@@ -70,6 +71,9 @@ TARGETS = {  # the least ratio each workload must reach
     "g-mem": 4096,                     # KiB: growth during the 50 MB RETR < 4 MB
     "i-session": 64,                   # KiB per idle session ...
     "i-message": 32,                   # ... plus bytes per message in its snapshot
+    "u": 1 / 1.1,                      # warm listing with the UIDL store within 1.1x of without
+    "u-bytes": 32,                     # store file bytes per message
+    "u-idle": 1.1,                     # idle session with the store within 1.1x of i's
 }
 
 
@@ -120,7 +124,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, vals[prof])
     args.only = "".join(ch for ch in args.only.lower() if ch in ALL)
     if not args.only:
-        p.error("--only selects no workload (letters: a b c d e f g i)")
+        p.error("--only selects no workload (letters: a b c d e f g i u)")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     return args
@@ -249,6 +253,7 @@ class Runner:
         self.notes: list[str] = []
         self.settings: list[str] = []
         self.i_result: dict = {}
+        self.u_result: dict = {}
 
     def interleave(self, key: str, native, popgate, pg: Popgate,
                    warm_native=None, warm_popgate=None) -> None:
@@ -299,8 +304,8 @@ class Runner:
             if "g" in only:
                 dv.deliver_many("giant", [small_message(1),
                                           attachment_message(2, a.big_mb * 1_000_000)], flags="S")
-            if "f" in only:
-                log(f"writing the {a.listing_msgs:,}-message Maildir for f")
+            if "f" in only or "u" in only:
+                log(f"writing the {a.listing_msgs:,}-message Maildir for f and u")
                 dv.deliver_many("huge", small_messages(a.listing_msgs), flags="S")
             log(f"Dovecot ready with test mail in {time.monotonic() - t0:.1f} s")
             pg = start_popgate(self.binary, dv.imap_port, log_level=a.popgate_log_level)
@@ -351,6 +356,8 @@ class Runner:
                             lambda: big_retr(P, "giant", pw, pg), pg)
         if "f" in only:
             self.run_listing(dv, pg)
+        if "u" in only:
+            uidl_memory.run_store(self, log, dv, pg, "huge", pw, a.listing_msgs)
 
     def run_listing(self, dv, pg: Popgate) -> None:
         """f: cold is the first session after every dovecot* file of the
@@ -445,6 +452,10 @@ class Runner:
                 log(f"  i ({label} mailbox): {count} sessions, VmRSS {r['rss_before_kib']} -> "
                     f"{r['rss_after_kib']} KiB: {r['kib_per_session']:.1f} KiB/session "
                     f"(logins took {r['login_wall']:.1f} s)")
+            if "u" in a.only:
+                r = uidl_memory.idle_with_store(self, dv, "idle", PASSWORD, sessions, need)
+                out["small, store on"] = r
+                log(f"  i with the UIDL store: {r['kib_per_session']:.1f} KiB/session")
             self.i_result = out
         finally:
             dv.stop()
@@ -499,6 +510,35 @@ class Runner:
                        / (a.idle_big_msgs - a.idle_msgs))
             rows.append(Row("i-msg", "snapshot cost per message", "B/msg", None, per_msg, "mem",
                             TARGETS["i-message"], "< 32 B", label="per message"))
+            if "small, store on" in self.i_result:
+                lim = small["kib_per_session"] * TARGETS["u-idle"]
+                rows.append(Row("u-idle", f"idle session, {a.idle_msgs} msgs, UIDL store on",
+                                "KiB/session", None, self.i_result["small, store on"]["kib_per_session"],
+                                "mem", lim, f"< {lim:.1f} KiB (i + 10%)", label="idle, store"))
+        rows += self.u_rows()
+        return rows
+
+    def u_rows(self) -> list[Row]:
+        """u: the UIDL memory against popgate without it (the "native"
+        column of u-warm is popgate with no state section)."""
+        S, u = self.samples, self.u_result
+        rows = []
+        k = self.args.listing_msgs // 1000
+        if "u-warm" in S:
+            rows.append(Row("u-warm", f"UIDL+LIST {k}k warm, store on vs off", "s",
+                            med(S["u-warm"]["native"]), med(S["u-warm"]["popgate"]), "time",
+                            TARGETS["u"], ">= 0.91x (time <= 1.1x)",
+                            note="reference: popgate without the store", label="store on/off"))
+        if u:
+            n = u["messages"]
+            rows.append(Row("u-bytes", f"UIDL store file, {k}k msgs", "B/msg", None,
+                            u["file_bytes"] / n, "mem", TARGETS["u-bytes"], "< 32 B",
+                            note=f"{u['first_file_bytes'] / n:.1f} after the first login",
+                            label="store B/msg"))
+            rows.append(Row("u-first", f"first login, fingerprints {k}k msgs", "s", None,
+                            u["first_s"], "mem", None, "reported", label="fingerprint"))
+            rows.append(Row("u-rematch", f"re-match {k}k msgs after a UIDVALIDITY change", "s",
+                            None, u["rematch_s"], "mem", None, "reported", label="re-match"))
         return rows
 
     # ------------------------------------------------------------ details
@@ -702,7 +742,7 @@ def main(argv: list[str]) -> int:
     info = report.machine_info(REPO, binary, args.rev, bool(args.popgate_bin))
     t0 = time.monotonic()
     runner = Runner(args, binary)
-    if set(args.only) & set("abcdefg"):
+    if set(args.only) & set("abcdefgu"):
         runner.main_dovecot()
     if "i" in args.only:
         runner.run_idle()
