@@ -94,10 +94,12 @@ fn config(dir: &Path) -> PathBuf {
     file
 }
 
-/// Runs popgate with `args`, killing it if it has not ended by `deadline`.
-fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
+/// Runs popgate with `args`, killing it if it has not ended by `deadline`:
+/// its exit status (None if killed) and output.
+fn run_code<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_popgate"))
         .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -105,7 +107,7 @@ fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
-            break Some(s.success());
+            break s.code();
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -117,6 +119,12 @@ fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (status, text)
+}
+
+/// Whether popgate with `args` succeeded (None: killed) and its output.
+fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
+    let (code, text) = run_code(args);
+    (code.map(|c| c == 0), text)
 }
 
 #[test]
@@ -145,4 +153,134 @@ fn a_damaged_store_stops_check_and_start_naming_the_file() {
         assert_eq!(ok, Some(false), "{text}");
         assert!(text.contains(&file.display().to_string()), "{text}");
     }
+}
+
+#[tokio::test]
+async fn forgetting_drops_one_mailbox_only_and_lasts() {
+    let dir = TempDir::new("forget");
+    {
+        let store = Embedded::open(&dir.0).unwrap();
+        // Nothing there, not even the table yet.
+        assert!(!store.forget(&key("ann")).await.unwrap());
+        store.save(&key("ann"), &memory(3)).await.unwrap();
+        store.save(&key("bob"), &memory(2)).await.unwrap();
+        let other_folder = MailboxKey {
+            folder: "Archive".into(),
+            ..key("ann")
+        };
+        store.save(&other_folder, &memory(1)).await.unwrap();
+        assert!(store.forget(&key("ann")).await.unwrap());
+        assert!(!store.forget(&key("ann")).await.unwrap());
+        assert_eq!(store.load(&key("ann")).await.unwrap(), None);
+        assert_eq!(store.load(&other_folder).await.unwrap(), Some(memory(1)));
+        // A later login stores afresh.
+        store.save(&key("ann"), &memory(1)).await.unwrap();
+        assert!(store.forget(&key("ann")).await.unwrap());
+    }
+    let store = Embedded::open(&dir.0).unwrap();
+    assert_eq!(store.load(&key("ann")).await.unwrap(), None);
+    assert_eq!(store.load(&key("bob")).await.unwrap(), Some(memory(2)));
+}
+
+#[test]
+fn a_store_in_use_is_named_and_refused_not_waited_for() {
+    let dir = TempDir::new("in-use");
+    let cfg = config(&dir.0);
+    let held = Embedded::open(&dir.0.join("store")).unwrap();
+    let file = held.file().display().to_string();
+    // In this process: the same error a second popgate gets.
+    match Embedded::open(&dir.0.join("store")) {
+        Err(e @ StateError::InUse(_)) => assert!(e.to_string().contains(&file), "{e}"),
+        other => panic!("{:?}", other.err()),
+    }
+    let (code, text) = run_code(&["--config", cfg.to_str().unwrap(), "--check"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains(&file) && text.contains("in use"), "{text}");
+    for command in ["show", "forget"] {
+        let args = [
+            "uidl",
+            command,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--user",
+            "ann",
+        ];
+        let (code, text) = run_code(&args);
+        assert_eq!(code, Some(3), "{text}");
+        assert!(
+            text.contains(&file) && text.contains("in use by a running popgate"),
+            "{text}"
+        );
+    }
+    drop(held);
+    let (code, text) = run_code(&["--config", cfg.to_str().unwrap(), "--check"]);
+    assert_eq!(code, Some(0), "{text}");
+}
+
+#[tokio::test]
+async fn show_and_forget_read_the_key_a_login_writes() {
+    let dir = TempDir::new("show");
+    let cfg = config(&dir.0);
+    let args = |command: &'static str, user: &'static str, more: &[&'static str]| {
+        let mut a = vec![
+            "uidl",
+            command,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--user",
+            user,
+        ];
+        a.extend_from_slice(more);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run_args = |a: Vec<String>| run_code(&a);
+    // No store file yet: nothing remembered, and looking creates none.
+    let (code, text) = run_args(args("show", "ann", &[]));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("nothing remembered"), "{text}");
+    assert!(!dir.0.join("store").join(FILE_NAME).exists());
+
+    {
+        let store = Embedded::open(&dir.0.join("store")).unwrap();
+        store.save(&key("ann"), &memory(3)).await.unwrap();
+    }
+    // Logins store the user in lower case; the folder is the config's.
+    let (code, text) = run_args(args("show", "ANN", &[]));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("uidvalidity: 1234\n"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("UID "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    // The default template, %08Xu%08Xv, under UIDVALIDITY 1234 (0x4d2).
+    assert_eq!(rows[0][3..], ["00000001000004d2", "template"], "{text}");
+    assert_eq!(rows[1][3..], ["0000000a000004d1", "exception"], "{text}");
+    assert_eq!(
+        rows[1][..3],
+        ["2", "2002", "2023-11-14T22:13:22Z"],
+        "{text}"
+    );
+
+    for (more, status, says) in [
+        (&["--folder", "Archive"][..], 1, "nothing remembered"),
+        (&["--route", "east"][..], 2, "no such route"),
+    ] {
+        let (code, text) = run_args(args("show", "ann", more));
+        assert_eq!(code, Some(status), "{text}");
+        assert!(text.contains(says), "{text}");
+    }
+    let (code, text) = run_args(args("forget", "ann", &[]));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("forgot") && text.contains("exceptions: 1"),
+        "{text}"
+    );
+    let (code, text) = run_args(args("show", "ann", &[]));
+    assert_eq!(code, Some(1), "{text}");
+    let (code, text) = run_args(args("forget", "ann", &[]));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("nothing to forget"), "{text}");
 }

@@ -34,7 +34,12 @@ impl Embedded {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create the directory: {e}")))?;
-        let mut db = Database::create(&file).map_err(|e| err(e.to_string()))?;
+        let mut db = Database::create(&file).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StateError::InUse(file.display().to_string())
+            }
+            e => err(e.to_string()),
+        })?;
         // Give back the pages earlier commits freed: the file stays near
         // the size of what it holds.
         db.compact().map_err(|e| err(e.to_string()))?;
@@ -122,6 +127,21 @@ impl StateStore for Embedded {
                 table.insert(key.as_str(), bytes.as_slice()).map_err(text)?;
             }
             txn.commit().map_err(text)
+        })
+        .await
+    }
+
+    async fn forget(&self, mailbox: &MailboxKey) -> Result<bool, StateError> {
+        let key = mailbox.encoded();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(text)?;
+            let removed = {
+                let mut table = txn.open_table(MAILBOXES).map_err(text)?;
+                let old = table.remove(key.as_str()).map_err(text)?;
+                old.is_some()
+            };
+            txn.commit().map_err(text)?;
+            Ok(removed)
         })
         .await
     }

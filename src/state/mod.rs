@@ -72,6 +72,9 @@ impl Memory {
 pub enum StateError {
     #[error("{path}: {reason}")]
     Open { path: String, reason: String },
+    /// Another process holds the store (redb locks its file).
+    #[error("{0}: in use by another popgate process (the file is locked)")]
+    InUse(String),
     #[error("the store file {0} is gone")]
     Lost(String),
     #[error("a stored mailbox record is corrupt")]
@@ -87,4 +90,7 @@ pub enum StateError {
 pub trait StateStore: Send + Sync {
     async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Memory>, StateError>;
     async fn save(&self, mailbox: &MailboxKey, memory: &Memory) -> Result<(), StateError>;
+    /// Drops the mailbox's memory; true if there was one. Its next login
+    /// finds nothing and starts afresh, as on first contact.
+    async fn forget(&self, mailbox: &MailboxKey) -> Result<bool, StateError>;
 }
