@@ -42,24 +42,34 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+const UIDL_AFTER_HELP: &str = "\
+With the embedded store these need popgate stopped: a running popgate holds
+the store file locked, and the commands refuse rather than wait.
+Exit status: 0 done; 1 nothing remembered (show); 2 a bad command line or
+config; 3 the store cannot be used (in use, damaged, unreadable).";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show or forget a mailbox's UIDL memory (the `state` section)
-    #[command(subcommand)]
+    #[command(subcommand, after_help = UIDL_AFTER_HELP)]
     Uidl(UidlCommand),
 }
 
-/// With the embedded store, these need popgate stopped: a running popgate
-/// holds the store file locked. Exit status: 0 done, 1 nothing remembered
-/// (show), 2 a bad command line or config, 3 the store cannot be used.
 #[derive(Debug, Subcommand)]
 pub enum UidlCommand {
-    /// Print the mailbox's memory: its UIDVALIDITY and, per message, UID,
-    /// size, date, the UIDL a POP3 client gets and whether that comes from
-    /// the template or is an exception
+    /// Print a mailbox's UIDVALIDITY and, per message, the UIDL it gets
+    ///
+    /// Per remembered message: UID, size, INTERNALDATE, the UIDL POP3
+    /// clients were given at the last login, and where it comes from
+    /// (template, or an exception kept across a UIDVALIDITY change).
+    #[command(after_help = UIDL_AFTER_HELP)]
     Show(Mailbox),
-    /// Drop the mailbox's memory: at the next login its messages get
-    /// template UIDLs and are fingerprinted afresh
+    /// Drop a mailbox's memory
+    ///
+    /// At its next login every message gets its template UIDL and is
+    /// fingerprinted afresh; keep-mode clients download again the messages
+    /// whose UIDL was an exception.
+    #[command(after_help = UIDL_AFTER_HELP)]
     Forget(Mailbox),
     // `import` (UIDLs from another POP3 server, for many users ahead of
     // their first login) goes here.
