@@ -284,3 +284,51 @@ async fn show_and_forget_read_the_key_a_login_writes() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("nothing to forget"), "{text}");
 }
+
+#[tokio::test]
+async fn a_damaged_record_is_named_and_can_be_forgotten() {
+    let dir = TempDir::new("damaged-record");
+    let cfg = config(&dir.0);
+    let cfg = cfg.to_str().unwrap();
+    {
+        let store = Embedded::open(&dir.0.join("store")).unwrap();
+        store.save(&key("bob"), &memory(2)).await.unwrap();
+    }
+    {
+        // A record no version of popgate wrote, under ann's key.
+        let db = redb::Database::create(dir.0.join("store").join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("mailboxes");
+            let mut t = txn.open_table(table).unwrap();
+            t.insert(key("ann").encoded().as_str(), &b"\x07garbage"[..])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (code, text) = run_code(&["--config", cfg, "--check"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(r#"route "default", user "ann", folder "INBOX" is corrupt"#)
+            && text.contains("popgate uidl forget"),
+        "{text}"
+    );
+    let show = |user| run_code(&["uidl", "show", "--config", cfg, "--user", user]);
+    let (code, text) = show("bob");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = show("ann");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("user ann, folder INBOX") && text.contains("corrupt"),
+        "{text}"
+    );
+    let (code, text) = run_code(&["uidl", "forget", "--config", cfg, "--user", "ann"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("forgot") && text.contains("unreadable"),
+        "{text}"
+    );
+    let (code, text) = run_code(&["--config", cfg, "--check"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(show("bob").0, Some(0));
+}

@@ -68,7 +68,9 @@ fn with_store(m: &Mailbox, action: Action) -> Result<u8, u8> {
     };
     // Opening would create the file: looking must not.
     let store = if state.path.join(FILE_NAME).exists() {
-        Some(Embedded::open(&state.path).map_err(|e| match e {
+        // Unchecked: a damaged record elsewhere must not keep an operator
+        // from this one, nor a damaged one from being forgotten.
+        Some(Embedded::open_unchecked(&state.path).map_err(|e| match e {
             StateError::InUse(file) => fail(
                 STORE_FAILED,
                 format!(
@@ -98,15 +100,30 @@ fn show(t: Target) -> Result<u8, u8> {
 }
 
 fn forget(t: Target) -> Result<u8, u8> {
-    let Some(memory) = load(&t)? else {
+    let nothing = |t: &Target| {
         println!(
             "popgate: nothing remembered for {}; nothing to forget",
+            describe(t)
+        );
+        Ok(0)
+    };
+    let Some(store) = &t.store else {
+        return nothing(&t);
+    };
+    // Read first, to say what forgetting costs; a damaged record is
+    // forgotten all the same.
+    let memory = block_on(store.load(&t.key));
+    if !block_on(store.forget(&t.key)).map_err(|e| fail(STORE_FAILED, e))? {
+        return nothing(&t);
+    }
+    let Ok(Some(memory)) = memory else {
+        println!(
+            "popgate: forgot {} (its record was unreadable). At its next login \
+             every message gets its template UIDL and is fingerprinted afresh.",
             describe(&t)
         );
         return Ok(0);
     };
-    let store = t.store.as_ref().expect("load found a store");
-    block_on(store.forget(&t.key)).map_err(|e| fail(STORE_FAILED, e))?;
     let exceptions = memory.exceptions.len();
     println!(
         "popgate: forgot {} (messages: {}, exceptions: {exceptions}).\n\
@@ -122,7 +139,16 @@ fn forget(t: Target) -> Result<u8, u8> {
 fn load(t: &Target) -> Result<Option<Memory>, u8> {
     match &t.store {
         None => Ok(None),
-        Some(store) => block_on(store.load(&t.key)).map_err(|e| fail(STORE_FAILED, e)),
+        Some(store) => block_on(store.load(&t.key)).map_err(|e| match e {
+            StateError::Corrupt => fail(
+                STORE_FAILED,
+                format!(
+                    "the record of {} is corrupt; `popgate uidl forget` drops it",
+                    describe(t)
+                ),
+            ),
+            e => fail(STORE_FAILED, e),
+        }),
     }
 }
 

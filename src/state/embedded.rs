@@ -27,6 +27,16 @@ impl Embedded {
     /// Opens (or creates) the store in `dir`. A file that is not a store,
     /// or a damaged one, is an error naming it.
     pub fn open(dir: &Path) -> Result<Embedded, StateError> {
+        Embedded::open_with(dir, true)
+    }
+
+    /// Opens without reading every record first: for the operator commands,
+    /// which must reach a store with one damaged record to forget it.
+    pub fn open_unchecked(dir: &Path) -> Result<Embedded, StateError> {
+        Embedded::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, check_records: bool) -> Result<Embedded, StateError> {
         let file = dir.join(FILE_NAME);
         let err = |reason: String| StateError::Open {
             path: file.display().to_string(),
@@ -47,18 +57,21 @@ impl Embedded {
         // than surfacing at some user's login.
         let txn = db.begin_read().map_err(|e| err(e.to_string()))?;
         match txn.open_table(MAILBOXES) {
-            Ok(table) => {
+            Ok(table) if check_records => {
                 for row in table.iter().map_err(|e| err(e.to_string()))? {
                     let (k, v) = row.map_err(|e| err(e.to_string()))?;
                     Memory::decode(v.value()).map_err(|_| {
+                        let mut parts = k.value().split('\0');
+                        let mut next = || parts.next().unwrap_or_default();
+                        let (route, user, folder) = (next(), next(), next());
                         err(format!(
-                            "the record of {:?} is corrupt",
-                            k.value().replace('\0', "/")
+                            "the record of route {route:?}, user {user:?}, folder \
+                             {folder:?} is corrupt; `popgate uidl forget` drops it"
                         ))
                     })?;
                 }
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Ok(_) | Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(err(e.to_string())),
         }
         drop(txn);
