@@ -1,6 +1,8 @@
 //! The embedded UIDL store: what it keeps survives reopening, a damaged
 //! file stops `--check` and start-up with an error naming it, and a file
-//! deleted while open is noticed rather than written to in vain.
+//! deleted while open is noticed rather than written to in vain. A mailbox
+//! can be forgotten; `popgate uidl show` and `forget` find the key a login
+//! writes, and refuse a store another process holds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
