@@ -2,7 +2,8 @@
 //! read or dropped through the same store and key a login uses.
 
 use std::collections::BTreeSet;
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use popgate::config::{Config, DEFAULT_ROUTE};
@@ -11,6 +12,14 @@ use popgate::state::embedded::{Embedded, FILE_NAME};
 use popgate::state::{MailboxKey, Memory, StateError, StateStore};
 
 use super::{Mailbox, UidlCommand};
+
+/// println! panics when stdout is a closed pipe; a message nobody reads
+/// is no failure.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 const NOTHING: u8 = 1;
 const BAD_CONFIG: u8 = 2;
@@ -92,16 +101,21 @@ fn with_store(m: &Mailbox, action: Action) -> Result<u8, u8> {
 
 fn show(t: Target) -> Result<u8, u8> {
     let Some(memory) = load(&t)? else {
-        println!("popgate: nothing remembered for {}", describe(&t));
+        say!("popgate: nothing remembered for {}", describe(&t));
         return Ok(NOTHING);
     };
-    print!("{}", listing(&t.key, &memory, &t.template));
-    Ok(0)
+    let text = listing(&t.key, &memory, &t.template);
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // A reader that stopped early (`| head`) is no failure.
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(fail(1, format!("cannot write the listing: {e}"))),
+    }
 }
 
 fn forget(t: Target) -> Result<u8, u8> {
     let nothing = |t: &Target| {
-        println!(
+        say!(
             "popgate: nothing remembered for {}; nothing to forget",
             describe(t)
         );
@@ -117,7 +131,7 @@ fn forget(t: Target) -> Result<u8, u8> {
         return nothing(&t);
     }
     let Ok(Some(memory)) = memory else {
-        println!(
+        say!(
             "popgate: forgot {} (its record was unreadable). At its next login \
              every message gets its template UIDL and is fingerprinted afresh.",
             describe(&t)
@@ -125,7 +139,7 @@ fn forget(t: Target) -> Result<u8, u8> {
         return Ok(0);
     };
     let exceptions = memory.exceptions.len();
-    println!(
+    say!(
         "popgate: forgot {} (messages: {}, exceptions: {exceptions}).\n\
          At its next login every message gets its template UIDL and is \
          fingerprinted afresh; keep-mode clients download again the messages \

@@ -6,6 +6,7 @@ popgate's store is refused by name, not waited for."""
 
 from __future__ import annotations
 
+import os
 import poplib
 import subprocess
 
@@ -74,6 +75,16 @@ def test_show_prints_the_uidls_pop3_gave_and_forget_starts_afresh(dovecot, gatew
     assert shown_validity == validity
     assert [(uid, uidl) for uid, uidl, _ in shown] == list(zip(uids, given))
     assert {source for *_, source in shown} == {"template"}
+    # A reader gone before the listing is written (`| head`): no panic.
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        out = subprocess.run([binary(), "uidl", "show", "--config", gateway.config_path,
+                              "--user", user.name], stdout=w, stderr=subprocess.PIPE,
+                             text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert (out.returncode, out.stderr) == (0, "")
 
     # After a UIDVALIDITY change every message keeps its UIDL: all become
     # exceptions; a message delivered then gets the template's.
