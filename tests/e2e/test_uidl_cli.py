@@ -26,11 +26,11 @@ def gateway(dovecot, tmp_path):
         yield pg
 
 
-def _uidls(port: int, user) -> list[str]:
+def _uidls(port: int, user, login: str | None = None) -> list[str]:
     """UIDL's answer, in message-number order (which is UID order)."""
     p = poplib.POP3(HOST, port, timeout=30)
     try:
-        p.user(user.name)
+        p.user(login or user.name)
         p.pass_(user.password)
         return [line.split(b" ", 1)[1].decode() for line in p.uidl()[1]]
     finally:
@@ -43,10 +43,10 @@ def _uidl_cli(*args: str) -> subprocess.CompletedProcess:
                           stdin=subprocess.DEVNULL, timeout=60)
 
 
-def _show(gateway, user_name: str) -> tuple[int, list[tuple[int, str, str]]]:
+def _show(gateway, user_name: str, *more: str) -> tuple[int, list[tuple[int, str, str]]]:
     """`uidl show`: the UIDVALIDITY and (UID, UIDL, template|exception) per
     message."""
-    out = _uidl_cli("show", "--config", gateway.config_path, "--user", user_name)
+    out = _uidl_cli("show", "--config", gateway.config_path, "--user", user_name, *more)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     fields = dict(line.split(": ", 1) for line in lines if ": " in line)
@@ -116,6 +116,25 @@ def test_show_prints_the_uidls_pop3_gave_and_forget_starts_afresh(dovecot, gatew
     _, shown = _show(gateway, user.name)
     assert [(uid, uidl, src) for uid, uidl, src in shown] == [
         (uid, uidl, "template") for uid, uidl in zip(user.uids(), fresh)]
+
+
+def test_the_user_is_named_as_popgate_logs_in_upstream_on_its_route(dovecot, user, tmp_path):
+    """A login `NAME@Example.ORG` routed to `east` with the domain stripped
+    is remembered as user NAME on route east."""
+    extra = (f'state:\n  path: "{tmp_path / "state"}"\n'
+             f'upstreams:\n  east:\n    address: "127.0.0.1:{dovecot.imap_port}"\n'
+             "routing:\n  domains:\n    example.org:\n      upstream: east\n"
+             "      strip_domain: true\n")
+    user.deliver(simple_message(1), simple_message(2))
+    with Popgate(dovecot.imap_port, extra=extra) as pg:
+        given = _uidls(pg.port, user, login=f"{user.name}@Example.ORG")
+        pg.stop()
+        for args in ([user.name], [f"{user.name}@example.org", "--route", "east"]):
+            out = _uidl_cli("show", "--config", pg.config_path, "--user", *args)
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert "nothing remembered" in out.stdout
+        _, shown = _show(pg, user.name, "--route", "east")
+        assert [(uid, uidl) for uid, uidl, _ in shown] == list(zip(user.uids(), given))
 
 
 def test_a_running_popgates_store_is_refused_by_name(gateway, user):
