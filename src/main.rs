@@ -19,8 +19,10 @@ fn main() -> ExitCode {
     if let Some(Command::Uidl(command)) = cli.command {
         return cli::uidl::run(command);
     }
+    // clap requires --config when there is no subcommand.
     let (Some(path), check) = (cli.config, cli.check) else {
-        unreachable!("clap requires --config without a subcommand");
+        eprintln!("popgate: --config FILE is required");
+        return ExitCode::from(2);
     };
     let config = match Config::load(&path) {
         Ok(c) => c,
