@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -36,13 +35,6 @@ class StoreOn:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def set_uid_validity(dv, user: str) -> None:
-    before = dv.uid_validity(user)
-    subprocess.run(["doveadm", "-c", dv.conf_path, "mailbox", "update", "-u", user,
-                    "--uid-validity", str(before + 1000), "INBOX"],
-                   check=True, capture_output=True, timeout=60)
-
-
 def run_store(runner, log, dv, pg_off, user: str, password: str, n: int) -> None:
     """Fills runner.samples["u-warm"] (native = store off, popgate = store
     on) and runner.u_result with the one-off figures."""
@@ -64,7 +56,7 @@ def run_store(runner, log, dv, pg_off, user: str, password: str, n: int) -> None
             log(f"  u round {r + 1}/{rounds}: store off {res['native'][-1].value:.3f} s, "
                 f"on {res['popgate'][-1].value:.3f} s")
         runner.samples["u-warm"] = res
-        set_uid_validity(dv, user)
+        dv.bump_uid_validity(user)
         time.sleep(0.5)
         rematch = listing(on.pg.port, user, password, n)
         runner.u_result = {

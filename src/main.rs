@@ -1,54 +1,31 @@
 //! The `popgate` command: parse arguments, load the config, start logging,
 //! serve until SIGTERM or SIGINT.
 
+mod cli;
+
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use popgate::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
 
 #[global_allocator]
 static ALLOCATOR: popgate::secret::WipingAllocator = popgate::secret::WipingAllocator;
 
-const USAGE: &str = "\
-popgate: a POP3 gateway in front of IMAP-only mail servers
-
-Usage:
-  popgate --config FILE           run the gateway
-  popgate --config FILE --check   validate FILE and exit (0 if valid; otherwise
-                                  the error names the key and the line)
-  popgate --help | --version
-
-On SIGTERM or SIGINT popgate stops accepting, lets running sessions finish
-within shutdown.drain_timeout, then closes the rest without applying their
-deletions. See examples/popgate.yaml for every setting.";
-
 fn main() -> ExitCode {
     forbid_core_dumps();
-    let mut config_path: Option<PathBuf> = None;
-    let mut check = false;
-    let mut args = std::env::args_os().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some("--config" | "-c") => match args.next() {
-                Some(p) => config_path = Some(p.into()),
-                None => return usage_error("--config needs a file"),
-            },
-            Some("--check") => check = true,
-            Some("--help" | "-h") => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            Some("--version" | "-V") => {
-                println!("popgate {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            _ => return usage_error(&format!("unknown argument {arg:?}")),
-        }
+    // A bad command line: clap's usage error and status 2.
+    let cli = Cli::parse();
+    if let Some(Command::Uidl(command)) = cli.command {
+        return cli::uidl::run(command);
     }
-    let Some(path) = config_path else {
-        return usage_error("--config FILE is required");
+    // clap requires --config when there is no subcommand.
+    let (Some(path), check) = (cli.config, cli.check) else {
+        eprintln!("popgate: --config FILE is required");
+        return ExitCode::from(2);
     };
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -111,11 +88,6 @@ fn forbid_core_dumps() {
             std::io::Error::last_os_error()
         );
     }
-}
-
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("popgate: {msg}\n\n{USAGE}");
-    ExitCode::from(2)
 }
 
 fn init_logging(config: &Config) {

@@ -104,16 +104,66 @@ fn check_accepts_good_and_names_key_and_line_of_bad() {
     );
 }
 
-#[test]
-fn help_explains_run_and_check() {
+fn popgate(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_popgate"))
-        .arg("--help")
+        .args(args)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_explains_run_check_and_the_uidl_commands() {
+    let (code, text, _) = popgate(&["--help"]);
+    assert_eq!(code, Some(0));
+    for usage in [
+        "popgate --config FILE ",
+        "popgate --config FILE --check ",
+        "popgate uidl show --config FILE --user USER",
+        "popgate uidl forget --config FILE --user USER",
+        "SIGTERM",
+    ] {
+        assert!(text.contains(usage), "{usage:?} missing from:\n{text}");
+    }
+    let (code, text, _) = popgate(&["uidl", "show", "--help"]);
+    assert_eq!(code, Some(0));
     assert!(
-        text.contains("--config FILE") && text.contains("--check"),
+        text.contains("--user <USER>") && text.contains("--route <NAME>"),
         "{text}"
     );
+    let (code, text, _) = popgate(&["-V"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        text.trim(),
+        format!("popgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_bad_command_line_is_a_usage_error_with_status_2() {
+    let cases: [(&[&str], &str); 6] = [
+        (&[], "--config <FILE>"),
+        (&["--config"], "a value is required for '--config <FILE>'"),
+        (&["-c", "x.yaml", "--chek"], "unexpected argument '--chek'"),
+        (&["uidl", "show", "--config", "x.yaml"], "--user <USER>"),
+        (&["uidl", "shove"], "unrecognized subcommand 'shove'"),
+        (
+            &["--config", "x.yaml", "uidl", "show"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, says) in cases {
+        let (code, out, err) = popgate(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("try '--help'"), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
 }

@@ -1,6 +1,8 @@
 //! The embedded UIDL store: what it keeps survives reopening, a damaged
 //! file stops `--check` and start-up with an error naming it, and a file
-//! deleted while open is noticed rather than written to in vain.
+//! deleted while open is noticed rather than written to in vain. A mailbox
+//! can be forgotten; `popgate uidl show` and `forget` find the key a login
+//! writes, and refuse a store another process holds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -94,10 +96,12 @@ fn config(dir: &Path) -> PathBuf {
     file
 }
 
-/// Runs popgate with `args`, killing it if it has not ended by `deadline`.
-fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
+/// Runs popgate with `args`, killing it if it has not ended by `deadline`:
+/// its exit status (None if killed) and output.
+fn run_code<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_popgate"))
         .args(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -105,7 +109,7 @@ fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
-            break Some(s.success());
+            break s.code();
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -117,6 +121,12 @@ fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (status, text)
+}
+
+/// Whether popgate with `args` succeeded (None: killed) and its output.
+fn run(args: &[&std::ffi::OsStr]) -> (Option<bool>, String) {
+    let (code, text) = run_code(args);
+    (code.map(|c| c == 0), text)
 }
 
 #[test]
@@ -184,4 +194,167 @@ async fn the_file_stays_the_size_of_what_it_holds() {
         file < record + 64 * 1024,
         "file {file} B for a record of {record} B"
     );
+}
+
+#[tokio::test]
+async fn forgetting_drops_one_mailbox_only_and_lasts() {
+    let dir = TempDir::new("forget");
+    {
+        let store = Embedded::open(&dir.0).unwrap();
+        // Nothing there, not even the table yet.
+        assert!(!store.forget(&key("ann")).await.unwrap());
+        store.save(&key("ann"), &memory(3)).await.unwrap();
+        store.save(&key("bob"), &memory(2)).await.unwrap();
+        let other_folder = MailboxKey {
+            folder: "Archive".into(),
+            ..key("ann")
+        };
+        store.save(&other_folder, &memory(1)).await.unwrap();
+        assert!(store.forget(&key("ann")).await.unwrap());
+        assert!(!store.forget(&key("ann")).await.unwrap());
+        assert_eq!(store.load(&key("ann")).await.unwrap(), None);
+        assert_eq!(store.load(&other_folder).await.unwrap(), Some(memory(1)));
+        // A later login stores afresh.
+        store.save(&key("ann"), &memory(1)).await.unwrap();
+        assert!(store.forget(&key("ann")).await.unwrap());
+    }
+    let store = Embedded::open(&dir.0).unwrap();
+    assert_eq!(store.load(&key("ann")).await.unwrap(), None);
+    assert_eq!(store.load(&key("bob")).await.unwrap(), Some(memory(2)));
+}
+
+#[tokio::test]
+async fn the_commands_work_beside_a_running_gateway() {
+    let dir = TempDir::new("beside");
+    let cfg = config(&dir.0);
+    let cfg = cfg.to_str().unwrap();
+    // The gateway's handle stays open throughout.
+    let gateway = Embedded::open(&dir.0.join("store")).unwrap();
+    gateway.save(&key("ann"), &memory(3)).await.unwrap();
+    let (code, text) = run_code(&["--config", cfg, "--check"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run_code(&["uidl", "show", "--config", cfg, "--user", "ann"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("exceptions: 1"), "{text}");
+    let (code, text) = run_code(&["uidl", "forget", "--config", cfg, "--user", "ann"]);
+    assert_eq!(code, Some(0), "{text}");
+    // The gateway sees the forgetting at once, and goes on writing.
+    assert_eq!(gateway.load(&key("ann")).await.unwrap(), None);
+    gateway.save(&key("ann"), &memory(2)).await.unwrap();
+    let (code, text) = run_code(&["uidl", "show", "--config", cfg, "--user", "ann"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("messages: 2"), "{text}");
+}
+
+#[tokio::test]
+async fn show_and_forget_read_the_key_a_login_writes() {
+    let dir = TempDir::new("show");
+    let cfg = config(&dir.0);
+    let args = |command: &'static str, user: &'static str, more: &[&'static str]| {
+        let mut a = vec![
+            "uidl",
+            command,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--user",
+            user,
+        ];
+        a.extend_from_slice(more);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run_args = |a: Vec<String>| run_code(&a);
+    // No store file yet: nothing remembered, and looking creates none.
+    let (code, text) = run_args(args("show", "ann", &[]));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("nothing remembered"), "{text}");
+    assert!(!dir.0.join("store").join(FILE_NAME).exists());
+
+    {
+        let store = Embedded::open(&dir.0.join("store")).unwrap();
+        store.save(&key("ann"), &memory(3)).await.unwrap();
+    }
+    // Logins store the user in lower case; the folder is the config's.
+    let (code, text) = run_args(args("show", "ANN", &[]));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("uidvalidity: 1234\n"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("UID "))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    // The default template, %08Xu%08Xv, under UIDVALIDITY 1234 (0x4d2).
+    assert_eq!(rows[0][3..], ["00000001000004d2", "template"], "{text}");
+    assert_eq!(rows[1][3..], ["0000000a000004d1", "exception"], "{text}");
+    assert_eq!(
+        rows[1][..3],
+        ["2", "2002", "2023-11-14T22:13:22Z"],
+        "{text}"
+    );
+
+    for (more, status, says) in [
+        (&["--folder", "Archive"][..], 1, "nothing remembered"),
+        (&["--route", "east"][..], 2, "no such route"),
+    ] {
+        let (code, text) = run_args(args("show", "ann", more));
+        assert_eq!(code, Some(status), "{text}");
+        assert!(text.contains(says), "{text}");
+    }
+    let (code, text) = run_args(args("forget", "ann", &[]));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("forgot") && text.contains("exceptions: 1"),
+        "{text}"
+    );
+    let (code, text) = run_args(args("show", "ann", &[]));
+    assert_eq!(code, Some(1), "{text}");
+    let (code, text) = run_args(args("forget", "ann", &[]));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("nothing to forget"), "{text}");
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_named_and_can_be_forgotten() {
+    let dir = TempDir::new("damaged-record");
+    let cfg = config(&dir.0);
+    let cfg = cfg.to_str().unwrap();
+    {
+        let store = Embedded::open(&dir.0.join("store")).unwrap();
+        store.save(&key("bob"), &memory(2)).await.unwrap();
+    }
+    {
+        // A record no version of popgate wrote, under ann's key.
+        let db = rusqlite::Connection::open(dir.0.join("store").join(FILE_NAME)).unwrap();
+        db.execute(
+            "INSERT INTO mailboxes (key, memory) VALUES (?1, ?2)",
+            (key("ann").encoded().as_bytes(), &b"\x07garbage"[..]),
+        )
+        .unwrap();
+    }
+    let (code, text) = run_code(&["--config", cfg, "--check"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(r#"route "default", user "ann", folder "INBOX" is corrupt"#)
+            && text.contains("popgate uidl forget"),
+        "{text}"
+    );
+    let show = |user| run_code(&["uidl", "show", "--config", cfg, "--user", user]);
+    let (code, text) = show("bob");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = show("ann");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("user ann, folder INBOX") && text.contains("corrupt"),
+        "{text}"
+    );
+    let (code, text) = run_code(&["uidl", "forget", "--config", cfg, "--user", "ann"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("forgot") && text.contains("unreadable"),
+        "{text}"
+    );
+    let (code, text) = run_code(&["--config", cfg, "--check"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(show("bob").0, Some(0));
 }

@@ -37,6 +37,16 @@ impl Embedded {
     /// Opens (or creates) the store in `dir`. A file that is not a store,
     /// or a damaged one, is an error naming it.
     pub fn open(dir: &Path) -> Result<Embedded, StateError> {
+        Embedded::open_with(dir, true)
+    }
+
+    /// Opens without reading every record first: for the operator commands,
+    /// which must reach a store with one damaged record to forget it.
+    pub fn open_unchecked(dir: &Path) -> Result<Embedded, StateError> {
+        Embedded::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, records: bool) -> Result<Embedded, StateError> {
         let file = dir.join(FILE_NAME);
         let err = |reason: String| StateError::Open {
             path: file.display().to_string(),
@@ -48,7 +58,9 @@ impl Embedded {
         prepare(&conn).map_err(err)?;
         // Read every record once: a damaged one stops start-up here rather
         // than surfacing at some user's login.
-        check_records(&conn).map_err(err)?;
+        if records {
+            check_records(&conn).map_err(err)?;
+        }
         let inode = std::fs::metadata(&file)
             .map_err(|e| err(e.to_string()))?
             .ino();
@@ -134,8 +146,14 @@ fn check_records(conn: &Connection) -> Result<(), String> {
         let key: Vec<u8> = row.get(0).map_err(text)?;
         let memory: Vec<u8> = row.get(1).map_err(text)?;
         if Memory::decode(&memory).is_err() {
-            let shown = String::from_utf8_lossy(&key).replace('\0', "/");
-            return Err(format!("the record of {shown:?} is corrupt"));
+            let key = String::from_utf8_lossy(&key);
+            let mut parts = key.split('\0');
+            let mut next = || parts.next().unwrap_or_default();
+            let (route, user, folder) = (next(), next(), next());
+            return Err(format!(
+                "the record of route {route:?}, user {user:?}, folder {folder:?} is \
+                 corrupt; `popgate uidl forget` drops it"
+            ));
         }
     }
     Ok(())
@@ -168,6 +186,15 @@ impl StateStore for Embedded {
                 (key.as_bytes(), bytes.as_slice()),
             )
             .map(drop)
+        })
+        .await
+    }
+
+    async fn forget(&self, mailbox: &MailboxKey) -> Result<bool, StateError> {
+        let key = mailbox.encoded();
+        self.blocking(move |conn| {
+            conn.execute("DELETE FROM mailboxes WHERE key = ?1", [key.as_bytes()])
+                .map(|n| n > 0)
         })
         .await
     }

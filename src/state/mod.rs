@@ -87,4 +87,7 @@ pub enum StateError {
 pub trait StateStore: Send + Sync {
     async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Memory>, StateError>;
     async fn save(&self, mailbox: &MailboxKey, memory: &Memory) -> Result<(), StateError>;
+    /// Drops the mailbox's memory; true if there was one. Its next login
+    /// finds nothing and starts afresh, as on first contact.
+    async fn forget(&self, mailbox: &MailboxKey) -> Result<bool, StateError>;
 }

@@ -716,6 +716,16 @@ protocol pop3 {{
             assert m is not None
             return int(m.group(1))
 
+    def bump_uid_validity(self, user: str, by: int = 1000) -> int:
+        """Raises INBOX's UIDVALIDITY by `by` with `doveadm mailbox update`,
+        UIDs unchanged; returns the new value."""
+        before = self.uid_validity(user)
+        subprocess.run(["doveadm", "-c", self.conf_path, "mailbox", "update", "-u", user,
+                        "--uid-validity", str(before + by), "INBOX"],
+                       check=True, capture_output=True, timeout=30)
+        assert self.uid_validity(user) == before + by
+        return before + by
+
     def bodies(self, user: str) -> dict[int, bytes]:
         """UID -> exact BODY[] octets (fetched with BODY.PEEK[])."""
         with self._session(user) as c:

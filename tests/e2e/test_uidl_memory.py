@@ -11,7 +11,6 @@ import random
 import threading
 import time
 import re
-import subprocess
 
 import pytest
 
@@ -48,14 +47,6 @@ def _mailbox(user) -> None:
     user.deliver(simple_message(7), simple_message(7))
 
 
-def _set_uid_validity(dovecot, user: str) -> None:
-    before = dovecot.uid_validity(user)
-    subprocess.run(["doveadm", "-c", dovecot.conf_path, "mailbox", "update", "-u", user,
-                    "--uid-validity", str(before + 1000), "INBOX"],
-                   check=True, capture_output=True, timeout=30)
-    assert dovecot.uid_validity(user) == before + 1000
-
-
 def _rebuild(dovecot, user: str) -> None:
     """Removes the UID list and the indexes and renames the files so that
     Dovecot numbers them afresh, in the reverse order."""
@@ -85,7 +76,7 @@ def test_uidvalidity_reset_downloads_nothing_again(client, dovecot, gateway, use
     assert len(first) == len(CLIENT_MESSAGES) + 2
     uids = user.uids()
 
-    _set_uid_validity(dovecot, user.name)
+    dovecot.bump_uid_validity(user.name)
     assert user.uids() == uids
     assert _run(client, gateway, user, tmp_path) == []
     wait_for(lambda: "UIDLs re-matched" in gateway.log_text(), what="the re-match is logged")
@@ -137,7 +128,7 @@ def test_concurrent_logins_after_a_reset_agree(dovecot, gateway, user):
     for i in range(40):
         user.deliver(simple_message(100 + i))
     before = _uidls(gateway.port, user)
-    _set_uid_validity(dovecot, user.name)
+    dovecot.bump_uid_validity(user.name)
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         seen = list(pool.map(lambda _: _uidls(gateway.port, user), range(6)))
     assert all(s == before for s in seen)
@@ -163,7 +154,7 @@ def test_kill_9_during_a_rematch_leaves_no_half_written_state(dovecot, gateway, 
     assert len(before) == 10000
     rnd = random.Random(11)
     for _ in range(4):
-        _set_uid_validity(dovecot, user.name)
+        dovecot.bump_uid_validity(user.name)
         t = threading.Thread(target=lambda: _try(lambda: _uidls(gateway.port, user)))
         t.start()
         time.sleep(rnd.uniform(0, 0.4))

@@ -35,6 +35,13 @@ impl StateStore for MapStore {
             .insert(mailbox.clone(), memory.clone());
         Ok(())
     }
+
+    async fn forget(&self, mailbox: &MailboxKey) -> Result<bool, StateError> {
+        if *self.broken.lock().unwrap() {
+            return Err(StateError::Backend("broken".into()));
+        }
+        Ok(self.map.lock().unwrap().remove(mailbox).is_some())
+    }
 }
 
 /// UIDL -> the message's body, from one session.

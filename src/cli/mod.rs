@@ -1,0 +1,97 @@
+//! The command line: running the gateway (`--config FILE [--check]`) and
+//! the operator subcommands (`uidl ...`).
+
+pub mod uidl;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const USAGE: &str = "\
+popgate --config FILE            run the gateway
+       popgate --config FILE --check    validate FILE and exit (0 if valid; 2 if not,
+                                        the error naming the key and the line)
+       popgate uidl show --config FILE --user USER [--route NAME] [--folder NAME]
+       popgate uidl forget --config FILE --user USER [--route NAME] [--folder NAME]
+       popgate --help | --version";
+
+const AFTER_HELP: &str = "\
+On SIGTERM or SIGINT popgate stops accepting, lets running sessions finish
+within shutdown.drain_timeout, then closes the rest without applying their
+deletions. See examples/popgate.yaml for every setting, and `popgate uidl
+--help` for the commands on the UIDL memory.";
+
+/// popgate: a POP3 gateway in front of IMAP-only mail servers
+#[derive(Debug, Parser)]
+#[command(
+    name = "popgate",
+    version,
+    override_usage = USAGE,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// The configuration file
+    #[arg(short, long, value_name = "FILE", required = true)]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration (and every file it names) and exit
+    #[arg(long)]
+    pub check: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+const UIDL_AFTER_HELP: &str = "\
+They may run while popgate runs: each reads or writes the store in one
+short transaction.
+Exit status: 0 done; 1 nothing remembered (show); 2 a bad command line or
+config; 3 the store cannot be used (damaged, unreadable, or busy).";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show or forget a mailbox's UIDL memory (the `state` section)
+    #[command(subcommand, after_help = UIDL_AFTER_HELP)]
+    Uidl(UidlCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UidlCommand {
+    /// Print a mailbox's UIDVALIDITY and, per message, the UIDL it gets
+    ///
+    /// Per remembered message: UID, size, INTERNALDATE, the UIDL POP3
+    /// clients were given at the last login, and where it comes from
+    /// (template, or an exception kept across a UIDVALIDITY change).
+    #[command(after_help = UIDL_AFTER_HELP)]
+    Show(Mailbox),
+    /// Drop a mailbox's memory
+    ///
+    /// At its next login every message gets its template UIDL and is
+    /// fingerprinted afresh; keep-mode clients download again the messages
+    /// whose UIDL was an exception.
+    #[command(after_help = UIDL_AFTER_HELP)]
+    Forget(Mailbox),
+    // `import` (UIDLs from another POP3 server, for many users ahead of
+    // their first login) goes here.
+}
+
+/// Names one mailbox as the store keys it.
+#[derive(Debug, Args)]
+pub struct Mailbox {
+    /// The configuration file (its `state`, `uidl_format`, `mailbox` and
+    /// routes)
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The upstream user, as popgate logs in to the IMAP server: after a
+    /// domain route's strip_domain or an SDPS suffix is taken off; with a
+    /// master login, the user whose mailbox it is. Case does not matter.
+    #[arg(short, long, value_name = "USER")]
+    pub user: String,
+    /// The route: `default` (the `upstream` section) or a name under
+    /// `upstreams`
+    #[arg(long, value_name = "NAME", default_value = popgate::config::DEFAULT_ROUTE)]
+    pub route: String,
+    /// The folder [default: the config's `mailbox`, INBOX unless set]
+    #[arg(long, value_name = "NAME")]
+    pub folder: Option<String>,
+}
