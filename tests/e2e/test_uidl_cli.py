@@ -22,7 +22,7 @@ HOST = "127.0.0.1"
 def gateway(dovecot, tmp_path):
     state = tmp_path / "state"
     with Popgate(dovecot.imap_port, extra=f'state:\n  path: "{state}"\n') as pg:
-        pg.store_file = str(state / "popgate-state.redb")
+        pg.store_file = str(state / "popgate-state.sqlite")
         yield pg
 
 
