@@ -278,7 +278,7 @@ fn md5_hex(data: &[u8]) -> String {
 
 #[tokio::test]
 async fn apop_logs_in_through_the_master_user() {
-    let cfg = config_with_credentials("apop");
+    let (cfg, _secrets) = config_with_credentials("apop");
     let (gw, mut pop) = Gateway::with(Peer::with_messages(2), cfg).await;
     let start = gw.greeting.find('<').expect("an APOP timestamp");
     let timestamp = &gw.greeting[start..];
@@ -292,7 +292,7 @@ async fn apop_logs_in_through_the_master_user() {
 
 #[tokio::test]
 async fn apop_with_a_wrong_digest_is_refused_without_asking_upstream() {
-    let cfg = config_with_credentials("apop-bad");
+    let (cfg, _secrets) = config_with_credentials("apop-bad");
     let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
     assert_eq!(
         pop.cmd(&format!("APOP {USER} 0123456789abcdef0123456789abcdef"))
@@ -304,7 +304,7 @@ async fn apop_with_a_wrong_digest_is_refused_without_asking_upstream() {
 
 #[tokio::test]
 async fn cram_md5_logs_in() {
-    let cfg = config_with_credentials("cram");
+    let (cfg, _secrets) = config_with_credentials("cram");
     let (_gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
     let challenge = pop.cmd("AUTH CRAM-MD5").await;
     let challenge = B64.decode(challenge.strip_prefix("+ ").unwrap()).unwrap();

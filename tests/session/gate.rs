@@ -87,7 +87,7 @@ async fn a_correct_password_waits_out_the_penalty_before_it_is_checked() {
 
 #[tokio::test]
 async fn digest_logins_need_tls_outside_the_plaintext_networks() {
-    let mut cfg = super::config_with_credentials("no-plaintext");
+    let (mut cfg, _secrets) = super::config_with_credentials("no-plaintext");
     cfg.auth.plaintext_networks.clear();
     let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
     assert!(!gw.greeting.contains('<'), "no APOP timestamp");

@@ -29,11 +29,20 @@ pub use peer::{body, Peer, MASTER, MASTER_PASSWORD, PASSWORD, USER};
 
 const SECRETS_DIR_PREFIX: &str = "popgate-session-";
 
+/// The directory of a test's secret files, removed when dropped.
+pub struct SecretsDir(std::path::PathBuf);
+
+impl Drop for SecretsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A config with APOP and CRAM-MD5 enabled: `alice` has `secret` in the
 /// credentials file, and the master user logs in for her. The files are
-/// private to their owner, as popgate requires, and are removed once the
-/// session's context has read them.
-pub fn config_with_credentials(name: &str) -> Config {
+/// private to their owner, as popgate requires; keep the returned guard
+/// until the session's context has read them.
+pub fn config_with_credentials(name: &str) -> (Config, SecretsDir) {
     let dir =
         std::env::temp_dir().join(format!("{SECRETS_DIR_PREFIX}{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -41,11 +50,12 @@ pub fn config_with_credentials(name: &str) -> Config {
     write_private(&creds, &format!("{USER}:{PASSWORD}\n"));
     let master = dir.join("master");
     write_private(&master, &format!("{MASTER_PASSWORD}\n"));
-    config(&format!(
+    let config = config(&format!(
         "auth:\n  credentials_file: {}\n  master_user: {MASTER}\n  master_password_file: {}\n",
         creds.display(),
         master.display()
-    ))
+    ));
+    (config, SecretsDir(dir))
 }
 
 fn write_private(path: &std::path::Path, text: &str) {
@@ -59,25 +69,6 @@ fn write_private(path: &std::path::Path, text: &str) {
         .open(path)
         .expect("secret file");
     f.write_all(text.as_bytes()).expect("secret file");
-}
-
-/// Removes the directory `config_with_credentials` made for `config`.
-fn remove_secrets_dir(config: &Config) {
-    let Some(dir) = config
-        .auth
-        .credentials_file
-        .as_ref()
-        .and_then(|p| p.parent())
-    else {
-        return;
-    };
-    let ours = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(SECRETS_DIR_PREFIX));
-    if ours {
-        let _ = std::fs::remove_dir_all(dir);
-    }
 }
 
 /// Bound on any single wait, so a broken session fails the test instead of
@@ -132,7 +123,6 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let mut ctx = Context::new(config, metrics.clone()).expect("context");
         adjust(&mut ctx);
-        remove_secrets_dir(&ctx.config);
         let open = peer.clone();
         let connector = Connector::Memory(Arc::new(move || open.open()));
         let backend = Backend::with_connector(
