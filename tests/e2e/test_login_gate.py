@@ -135,15 +135,23 @@ def test_spellings_of_one_user_share_the_penalty(dovecot, user):
             c.answer("QUIT")
 
 
-def test_unfit_names_are_refused_before_anything_goes_upstream_or_to_the_log(dovecot, user, tmp_path):
+def bridged_config(dovecot, user, tmp_path, networks: str | None = None) -> str:
+    """An auth section with a credentials file (the user's POP3 password
+    is "pop-secret") and Dovecot's master user; `networks` sets
+    plaintext_networks."""
     creds = tmp_path / "credentials"
     creds.write_text(f"{user.name}:pop-secret\n")
     master = tmp_path / "master"
     master.write_text(dovecot.master_password + "\n")
     creds.chmod(0o600)
     master.chmod(0o600)
-    extra = (f"auth:\n  credentials_file: {creds}\n  master_user: {dovecot.master_user}\n"
-             f"  master_password_file: {master}\n")
+    return ("auth:\n" + (f"  plaintext_networks: {networks}\n" if networks is not None else "")
+            + f"  credentials_file: {creds}\n"
+            f"  master_user: {dovecot.master_user}\n  master_password_file: {master}\n")
+
+
+def test_unfit_names_are_refused_before_anything_goes_upstream_or_to_the_log(dovecot, user, tmp_path):
+    extra = bridged_config(dovecot, user, tmp_path)
     forged = "FORGED logged in user=admin"
     long_name = "n" * 300
     with Popgate(dovecot.imap_port, extra=extra) as pg:
@@ -198,17 +206,6 @@ def test_the_login_deadline_covers_sasl_exchanges(dovecot):
             # after the idle timeout.
             assert c.closed(timeout=30)
             assert b"No login within the time allowed" in c.buf
-
-
-def bridged_config(dovecot, user, tmp_path, networks: str) -> str:
-    creds = tmp_path / "credentials"
-    creds.write_text(f"{user.name}:pop-secret\n")
-    master = tmp_path / "master"
-    master.write_text(dovecot.master_password + "\n")
-    creds.chmod(0o600)
-    master.chmod(0o600)
-    return (f"auth:\n  plaintext_networks: {networks}\n  credentials_file: {creds}\n"
-            f"  master_user: {dovecot.master_user}\n  master_password_file: {master}\n")
 
 
 def test_digest_logins_are_offered_only_under_tls_or_to_trusted_networks(dovecot, user, tmp_path):
