@@ -12,6 +12,7 @@ pub(crate) mod http;
 pub mod imap;
 pub(crate) mod listener;
 pub mod metrics;
+pub mod migration;
 pub mod net;
 pub mod pop3;
 pub mod secret;

@@ -117,6 +117,16 @@ impl Config {
     /// Settings that work but are risky; `--check` prints them and the
     /// server logs them at start.
     pub fn warnings(&self) -> Vec<String> {
+        let old = self.migration.as_ref().map(|m| &m.pop3);
+        let old_plain = old
+            .filter(|p| p.tls == UpstreamTls::None && !is_loopback(p.address.host()))
+            .map(|p| {
+                format!(
+                    "migration.pop3.tls: none sends passwords to {} unencrypted over the network; \
+                     use starttls or implicit unless that path is private",
+                    p.address.0
+                )
+            });
         self.upstreams_by_key()
             .filter(|(_, up)| up.tls == UpstreamTls::None && !is_loopback(up.address.host()))
             .map(|(key, up)| {
@@ -126,6 +136,7 @@ impl Config {
                     up.address.0
                 )
             })
+            .chain(old_plain)
             .collect()
     }
 
@@ -231,6 +242,13 @@ impl Config {
         }
         if self.mailbox.is_empty() {
             return Err(at(&["mailbox"], Empty));
+        }
+        if let Some((key, kind)) = self
+            .migration
+            .as_ref()
+            .and_then(|m| m.check(self.state.is_some()))
+        {
+            return Err(at(&key, kind));
         }
         Ok(())
     }

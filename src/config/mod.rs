@@ -6,6 +6,7 @@
 mod check;
 pub mod duration;
 mod locate;
+pub mod migration;
 pub mod parsed;
 
 pub use check::{ConfigError, ConfigErrorKind};
@@ -54,6 +55,9 @@ pub struct Config {
     /// The UIDL memory; absent means UIDLs come from the template alone.
     #[serde(default)]
     pub state: Option<State>,
+    /// The old POP3 server whose UIDLs a mailbox keeps; needs `state`.
+    #[serde(default)]
+    pub migration: Option<migration::Migration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,6 +12,7 @@ use super::backend::{Backend, Endpoints, Imap, OpenGuard};
 use super::fetch::Pipeline;
 use super::limits::{Key, Slot};
 use super::maildrop::Maildrop;
+use super::uidls::OldServer;
 use super::Context;
 use crate::metrics::LimitKind;
 use crate::secret::Secret;
@@ -41,6 +42,8 @@ pub(crate) struct Request<'a> {
     /// the mailbox's UIDL memory.
     pub(crate) mailbox_owner: &'a str,
     pub(crate) credentials: UpstreamProof<'a>,
+    /// The user as the old POP3 server knows them, for a migration.
+    pub(crate) old_owner: crate::migration::Owner<'a>,
     pub(crate) client: Endpoints,
 }
 
@@ -136,8 +139,20 @@ pub(crate) async fn open(
                 folder: ctx.config.mailbox.clone(),
             };
             let v = selected.uid_validity;
+            let source = ctx
+                .migration
+                .as_ref()
+                .map(|s| OldServer::Ask(s, &req.old_owner, s.on_failure()));
             let r = memory
-                .remember(&mut imap, &key, v, listing, &ctx.config.uidl_format, m)
+                .remember(
+                    &mut imap,
+                    &key,
+                    v,
+                    listing,
+                    &ctx.config.uidl_format,
+                    m,
+                    source,
+                )
                 .await
                 .map_err(|_| UNAVAILABLE)?;
             Maildrop::new(v, &r.listing).with_exceptions(r.exceptions)

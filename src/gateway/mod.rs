@@ -35,6 +35,8 @@ pub struct Context {
     pub(crate) limits: limits::Limiters,
     /// The UIDL memory, when `state` is configured.
     pub(crate) uidls: Option<uidls::UidlMemory>,
+    /// The old POP3 server, when `migration` is configured.
+    pub(crate) migration: Option<crate::migration::Source>,
     next_session: AtomicU64,
 }
 
@@ -71,8 +73,13 @@ impl Context {
             Some(state) => Some(uidls::UidlMemory::open(state)?),
             None => None,
         };
+        let migration = match &config.migration {
+            Some(m) => Some(crate::migration::Source::new(&m.pop3)?),
+            None => None,
+        };
         Ok(Context {
             uidls,
+            migration,
             credentials,
             master,
             backends,

@@ -10,9 +10,28 @@ use tracing::{info, warn};
 
 use super::backend::Imap;
 use super::maildrop::uid_sets;
+use crate::config::migration::OnFailure;
 use crate::config::State;
 use crate::imap::{ClientError, Listing};
 use crate::metrics::{Metrics, UidlEvent};
+use crate::migration::{self, matcher::OldMessage, Owner, Source};
+
+/// Where a mailbox never seen before gets its UIDLs from.
+pub(crate) enum OldServer<'a> {
+    /// Ask the old server at this login; a failure is handled per
+    /// `on_failure`.
+    Ask(&'a Source, &'a Owner<'a>, OnFailure),
+    /// Its messages, read already (the bulk import).
+    Read(Vec<OldMessage>),
+}
+
+/// What a migration found: old messages, paired, not paired.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Migrated {
+    pub(crate) old_messages: usize,
+    pub(crate) matched: usize,
+    pub(crate) unmatched: usize,
+}
 use crate::pop3::uidl::UidlTemplate;
 use crate::state::embedded::Embedded;
 use crate::state::{matcher, MailboxKey, Memory, Print, StateStore};
@@ -33,6 +52,8 @@ pub(crate) struct Remembered {
     /// The snapshot, less messages expunged before they were fingerprinted.
     pub(crate) listing: Vec<Listing>,
     pub(crate) exceptions: HashMap<u32, String>,
+    /// Set when this login migrated the mailbox.
+    pub(crate) migrated: Option<Migrated>,
 }
 
 impl UidlMemory {
@@ -47,6 +68,11 @@ impl UidlMemory {
             store,
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the store holds a record of this mailbox.
+    pub(crate) async fn knows(&self, key: &MailboxKey) -> Result<bool, crate::state::StateError> {
+        Ok(self.store.load(key).await?.is_some())
     }
 
     fn lock_for(&self, key: &MailboxKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -71,6 +97,7 @@ impl UidlMemory {
         listing: Vec<Listing>,
         template: &UidlTemplate,
         metrics: &Metrics,
+        migration: Option<OldServer<'_>>,
     ) -> Result<Remembered, ClientError> {
         let lock = self.lock_for(key);
         let _held = lock.lock().await;
@@ -81,6 +108,7 @@ impl UidlMemory {
             Ok(Remembered {
                 listing,
                 exceptions: HashMap::new(),
+                migrated: None,
             })
         };
         let old = match self.store.load(key).await {
@@ -96,8 +124,17 @@ impl UidlMemory {
             return Ok(Remembered {
                 listing,
                 exceptions,
+                migrated: None,
             });
         }
+        // A mailbox never seen: its UIDLs come from the old server, if any.
+        let old_server = match migration.filter(|_| old.is_none()) {
+            Some(OldServer::Ask(source, owner, on_failure)) => {
+                read_old(source, owner, on_failure, &key.user, metrics).await?
+            }
+            Some(OldServer::Read(messages)) => Some(messages),
+            None => None,
+        };
         // (hash, date) by UID.
         let known: HashMap<u32, (u64, u32)> = match &old {
             Some(m) if m.uid_validity == uid_validity => {
@@ -135,7 +172,28 @@ impl UidlMemory {
                 }
             })
             .collect();
-        let a = matcher::assign(old.as_ref(), &prints, uid_validity, template);
+        let mut a = matcher::assign(old.as_ref(), &prints, uid_validity, template);
+        let mut migrated = None;
+        if let Some(messages) = old_server {
+            let ms = started.elapsed().as_millis() as u64;
+            let (memory, matched) =
+                migration::assign(imap, &messages, &prints, uid_validity, template).await?;
+            info!(
+                user = %key.user,
+                old_messages = messages.len(),
+                matched,
+                unmatched = prints.len() - matched,
+                duration_ms = ms,
+                "UIDLs migrated from the old POP3 server"
+            );
+            metrics.uidl_event(UidlEvent::Migrated);
+            a.memory = memory;
+            migrated = Some(Migrated {
+                old_messages: messages.len(),
+                matched,
+                unmatched: prints.len() - matched,
+            });
+        }
         if old.as_ref() != Some(&a.memory) {
             if let Err(e) = self.store.save(key, &a.memory).await {
                 return fallback(listing, &e);
@@ -145,6 +203,7 @@ impl UidlMemory {
         Ok(Remembered {
             listing,
             exceptions: a.memory.exceptions.into_iter().collect(),
+            migrated,
         })
     }
 
@@ -175,6 +234,35 @@ impl UidlMemory {
                 metrics.uidl_event(UidlEvent::FirstContact);
             }
             Some(_) => {}
+        }
+    }
+}
+
+/// The old server's messages; `None` when it failed and `on_failure:
+/// continue` goes on with template UIDLs. With `refuse` a failure ends
+/// the login, and nothing is stored.
+async fn read_old(
+    source: &Source,
+    owner: &Owner<'_>,
+    on_failure: OnFailure,
+    user: &str,
+    metrics: &Metrics,
+) -> Result<Option<Vec<OldMessage>>, ClientError> {
+    match source.read_old(owner).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) => {
+            warn!(
+                user = %user,
+                old_server = %source.config.address.0,
+                error = %e,
+                on_failure = on_failure.as_str(),
+                "UIDL migration from the old POP3 server failed"
+            );
+            metrics.uidl_event(UidlEvent::MigrationFailed);
+            match on_failure {
+                OnFailure::Refuse => Err(ClientError::Protocol("UIDL migration failed".into())),
+                OnFailure::Continue => Ok(None),
+            }
         }
     }
 }

@@ -104,5 +104,7 @@ label_values!(
         FirstContact => "first_contact",
         Rematch => "rematch",
         StoreFailed => "store_failed",
+        Migrated => "migrated",
+        MigrationFailed => "migration_failed",
     }
 );

@@ -97,7 +97,12 @@ pub fn assign(
 
 /// The template's UIDL, or when that string is used, one of the form
 /// `p<uid><uidvalidity><n>` (hex) that is not.
-fn fresh(template: String, p: &Print, uid_validity: u32, used: impl Fn(&str) -> bool) -> String {
+pub(crate) fn fresh(
+    template: String,
+    p: &Print,
+    uid_validity: u32,
+    used: impl Fn(&str) -> bool,
+) -> String {
     if !used(&template) {
         return template;
     }

@@ -169,6 +169,7 @@ class Dovecot:
         mail_user: str | None = None,
         auth_penalty: bool = False,
         parent_dir: str | None = None,
+        pop3_uidl_format: str = "%08Xu%08Xv",
     ) -> None:
         if os.geteuid() != 0:
             raise DovecotError("the Dovecot test instance must be started as root")
@@ -176,6 +177,7 @@ class Dovecot:
         self.master_user = master_user
         self.master_password = master_password
         self.extra_conf = extra_conf
+        self.pop3_uidl_format = pop3_uidl_format
         self.auth_penalty = auth_penalty
         self.start_timeout = start_timeout
         if keep_dir is None:
@@ -426,7 +428,7 @@ protocol imap {{
 }}
 protocol pop3 {{
   mail_max_userip_connections = 1000
-  pop3_uidl_format = %08Xu%08Xv
+  pop3_uidl_format = {self.pop3_uidl_format}
 }}
 
 {self.extra_conf}

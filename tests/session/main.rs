@@ -4,6 +4,7 @@
 mod authorization;
 mod faults;
 mod gate;
+mod migration;
 mod peer;
 mod retrieval;
 mod transaction;

@@ -262,7 +262,15 @@ impl Pop3Session {
                 response,
             },
         };
+        let old_owner = crate::migration::Owner {
+            login: &user,
+            password: match &proof {
+                Proof::Password { authzid, password } if authzid.is_empty() => Some(password),
+                _ => None,
+            },
+        };
         let req = login::Request {
+            old_owner,
             owner: admitted.user,
             mailbox_owner,
             credentials,

@@ -1,0 +1,168 @@
+//! The bulk import in process: a scripted old POP3 server on loopback,
+//! the scripted IMAP peer as the new server, a store in a directory of
+//! the test's own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use popgate::config::migration::SourceLogin;
+use popgate::config::DEFAULT_ROUTE;
+use popgate::gateway::backend::{Backend, Connector};
+use popgate::gateway::Context;
+use popgate::metrics::Metrics;
+use popgate::migration::import::{import, parse_users, Outcome};
+use popgate::state::embedded::Embedded;
+use popgate::state::{MailboxKey, StateStore};
+
+use super::{body, config, Peer, PASSWORD, USER};
+
+/// Serves `messages` (UIDL, body) to `USER` with `PASSWORD`; any other
+/// login is refused.
+async fn old_server(messages: Vec<(&'static str, Vec<u8>)>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let messages = messages.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"+OK old server\r\n").await.unwrap();
+                let mut user = String::new();
+                let mut line = String::new();
+                while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    let cmd = line.trim_end().to_string();
+                    line.clear();
+                    let mut out = String::new();
+                    match cmd.split_once(' ').unwrap_or((&cmd, "")) {
+                        ("CAPA", _) => out.push_str("+OK\r\nUIDL\r\nTOP\r\nPIPELINING\r\n.\r\n"),
+                        ("USER", u) => {
+                            user = u.to_string();
+                            out.push_str("+OK\r\n");
+                        }
+                        ("PASS", p) if user == USER && p == PASSWORD => out.push_str("+OK\r\n"),
+                        ("PASS", _) => out.push_str("-ERR [AUTH] no\r\n"),
+                        ("UIDL" | "LIST", _) => {
+                            out.push_str("+OK\r\n");
+                            for (i, (uidl, b)) in messages.iter().enumerate() {
+                                let v = if cmd == "UIDL" {
+                                    uidl.to_string()
+                                } else {
+                                    b.len().to_string()
+                                };
+                                out.push_str(&format!("{} {v}\r\n", i + 1));
+                            }
+                            out.push_str(".\r\n");
+                        }
+                        ("TOP", args) => {
+                            let n: usize = args.split(' ').next().unwrap().parse().unwrap();
+                            let text = String::from_utf8(messages[n - 1].1.clone()).unwrap();
+                            let header = text.split("\r\n\r\n").next().unwrap();
+                            out.push_str(&format!("+OK\r\n{header}\r\n\r\n.\r\n"));
+                        }
+                        ("QUIT", _) => {
+                            let _ = w.write_all(b"+OK\r\n").await;
+                            return;
+                        }
+                        _ => out.push_str("-ERR what\r\n"),
+                    }
+                    if w.write_all(out.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn context(peer: &Peer, state: &std::path::Path, port: u16) -> Arc<Context> {
+    let cfg = config(&format!(
+        "state:\n  path: \"{}\"\nmigration:\n  pop3:\n    address: \"127.0.0.1:{port}\"\n",
+        state.display()
+    ));
+    let metrics = Arc::new(Metrics::new());
+    let mut ctx = Context::new(cfg, metrics.clone()).expect("context");
+    let open = peer.clone();
+    let connector = Connector::Memory(Arc::new(move || open.open()));
+    let backend = Backend::with_connector(
+        DEFAULT_ROUTE,
+        "upstream",
+        &ctx.config.upstream,
+        metrics,
+        connector,
+    )
+    .expect("backend");
+    ctx.backends.insert(DEFAULT_ROUTE.into(), backend);
+    Arc::new(ctx)
+}
+
+#[tokio::test]
+async fn import_stores_old_uidls_skips_known_mailboxes_and_reports_failures() {
+    // The new server holds the messages under other UIDs, in another order.
+    let peer = Peer::default();
+    peer.add(10, body(3, 2));
+    peer.add(11, body(1, 2));
+    peer.add(12, body(2, 2));
+    peer.add(13, body(4, 2));
+    let old = vec![
+        ("old-a", body(1, 2)),
+        ("old-b", body(2, 2)),
+        ("old-c", body(3, 2)),
+    ];
+    let port = old_server(old).await;
+    let state = std::env::temp_dir().join(format!("popgate-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+
+    let users = format!("{USER}\t{PASSWORD}\nbob\tnot-his\n");
+    let users = parse_users(&users, SourceLogin::User).unwrap();
+    let ctx = context(&peer, &state, port);
+    let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = counted.clone();
+    let summary = import(ctx.clone(), users.clone(), 2, move |_| {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await;
+    assert_eq!(counted.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(summary[0].user, USER);
+    assert_eq!(
+        summary[0].outcome,
+        Outcome::Migrated {
+            old_messages: 3,
+            matched: 3,
+            unmatched: 1
+        }
+    );
+    match &summary[1].outcome {
+        Outcome::Failed(why) => assert!(
+            why.contains("PASS refused") && !why.contains("not-his"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // Run again: the migrated mailbox is skipped, the failed one retried.
+    let again = import(ctx.clone(), users, 2, |_| {}).await;
+    assert_eq!(again[0].outcome, Outcome::Skipped);
+    assert!(matches!(again[1].outcome, Outcome::Failed(_)));
+    drop(ctx);
+
+    let store = Embedded::open(&state).unwrap();
+    let key = MailboxKey {
+        route: DEFAULT_ROUTE.into(),
+        user: USER.into(),
+        folder: "INBOX".into(),
+    };
+    let memory = store.load(&key).await.unwrap().expect("a record");
+    let expected: BTreeMap<u32, String> = [(10, "old-c"), (11, "old-a"), (12, "old-b")]
+        .into_iter()
+        .map(|(u, s)| (u, s.to_string()))
+        .collect();
+    assert_eq!(memory.exceptions, expected);
+    assert_eq!(memory.prints.len(), 4);
+    drop(store);
+    std::fs::remove_dir_all(&state).unwrap();
+}
