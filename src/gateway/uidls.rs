@@ -255,7 +255,7 @@ async fn read_old(
                 user = %user,
                 old_server = %source.config.address.0,
                 error = %e,
-                on_failure = on_failure.as_str(),
+                on_failure = %on_failure.as_str(),
                 "UIDL migration from the old POP3 server failed"
             );
             metrics.uidl_event(UidlEvent::MigrationFailed);
