@@ -89,6 +89,9 @@ impl UidlMemory {
     /// The maildrop's exceptions for this snapshot, stored before they are
     /// returned. A store that fails gives none (template UIDLs) and a
     /// warning; an upstream that fails mid-fetch is an error.
+    // The login's snapshot and everything that shapes its UIDLs: grouping
+    // them would only move the list elsewhere.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn remember(
         &self,
         imap: &mut Imap,

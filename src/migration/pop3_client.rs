@@ -191,12 +191,18 @@ pub async fn read_mailbox(
 
     let mut uidls = Vec::new();
     conn.command("UIDL", &[]).await?;
-    conn.data(|l| Ok(uidls.push(pop3_wire::uidl_entry(l)?)))
-        .await?;
+    conn.data(|l| {
+        uidls.push(pop3_wire::uidl_entry(l)?);
+        Ok(())
+    })
+    .await?;
     let mut sizes = Vec::new();
     conn.command("LIST", &[]).await?;
-    conn.data(|l| Ok(sizes.push(pop3_wire::list_entry(l)?)))
-        .await?;
+    conn.data(|l| {
+        sizes.push(pop3_wire::list_entry(l)?);
+        Ok(())
+    })
+    .await?;
     let listed = pop3_wire::listing(&uidls, &sizes)?;
 
     let window = if pop3_wire::offers(&capa, "PIPELINING") {
