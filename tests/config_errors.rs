@@ -210,3 +210,78 @@ fn check_warns_of_a_plaintext_upstream_off_this_machine() {
     let (ok, text) = check(&tls);
     assert!(ok && !text.contains("warning"), "{text}");
 }
+
+#[test]
+fn migration_checks_name_key_and_line() {
+    let state = "state:\n  path: /nonexistent/popgate-state\n";
+    let old = "migration:\n  pop3:\n    address: \"127.0.0.1:110\"\n";
+    let requires = |k: &ConfigErrorKind| matches!(k, ConfigErrorKind::Requires(_));
+    let syntax = |k: &ConfigErrorKind| matches!(k, ConfigErrorKind::Syntax(_));
+    fails(old, "migration", 6, requires);
+    fails(
+        &format!("{state}{old}    login: master\n"),
+        "migration.pop3.login",
+        10,
+        requires,
+    );
+    fails(
+        &format!("{state}{old}    ca_file: /etc/ssl/ca.pem\n"),
+        // No tls key: the section it belongs in.
+        "migration.pop3.tls",
+        9,
+        requires,
+    );
+    fails(
+        &format!("{state}{old}    master_separator: \"\"\n"),
+        "migration.pop3.master_separator",
+        10,
+        |k| matches!(k, ConfigErrorKind::Empty),
+    );
+    fails(
+        &format!("{state}{old}    timeout: 1ms\n"),
+        "migration.pop3.timeout",
+        10,
+        |k| matches!(k, ConfigErrorKind::TooSmall(_)),
+    );
+    for (bad, line) in [
+        ("    tls: sometimes\n", 10),
+        ("    on_failure: maybe\n", 10),
+        ("    login: guest\n", 10),
+        ("    adress: x\n", 10),
+    ] {
+        let yaml = format!("{BASE}{state}{old}{bad}");
+        let e = Config::from_yaml(&yaml).unwrap_err();
+        assert!(syntax(&e.kind), "{e}");
+        assert_eq!(e.location.map(|l| l.0), Some(line), "{e}");
+        let (ok, text) = check(&yaml);
+        assert!(
+            !ok && text.contains("migration.pop3") && text.contains(&format!("line {line}")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn check_loads_the_migration_master_password_and_warns_of_a_plaintext_old_server() {
+    let dir = std::env::temp_dir().join(format!("popgate-migration-check-{}", std::process::id()));
+    let yaml = format!(
+        "{BASE}state:\n  path: {}\nmigration:\n  pop3:\n    address: \"pop.example.org:110\"\n    \
+         login: master\n    master_user: m\n    master_password_file: /nonexistent/master\n",
+        dir.display()
+    );
+    let (ok, text) = check(&yaml);
+    assert!(
+        !ok && text.contains("migration.pop3.master_password_file"),
+        "{text}"
+    );
+    let (ok, text) = check(&yaml.replace(
+        "    login: master\n    master_user: m\n    master_password_file: /nonexistent/master\n",
+        "",
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: migration.pop3.tls: none sends passwords to pop.example.org:110"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -63,18 +63,6 @@ impl Reload for Credentials {
     }
 }
 
-/// The master user's password: the first line of its file, read as a
-/// secret file.
-pub fn master_password(path: &Path) -> Result<Secret, String> {
-    let raw = read_secret(path).map_err(|e| e.to_string())?;
-    let text = std::str::from_utf8(&raw).map_err(|_| format!("{}: not UTF-8", path.display()))?;
-    let password = text.lines().next().unwrap_or_default();
-    if password.is_empty() {
-        return Err(format!("{}: the file is empty", path.display()));
-    }
-    Ok(Secret(password.as_bytes().to_vec()))
-}
-
 fn parse(raw: &[u8]) -> Result<HashMap<String, Secret>, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
     let mut out = HashMap::new();

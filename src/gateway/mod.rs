@@ -4,9 +4,11 @@ pub(crate) mod answer;
 pub mod backend;
 pub(crate) mod credentials;
 pub(crate) mod fetch;
+pub mod import;
 pub(crate) mod limits;
 pub(crate) mod login;
 pub(crate) mod maildrop;
+pub(crate) mod migration;
 pub(crate) mod route;
 pub mod session;
 pub(crate) mod uidls;
@@ -64,7 +66,7 @@ impl Context {
         let master = match (&auth.master_user, &auth.master_password_file) {
             (Some(user), Some(path)) => Some((
                 user.clone(),
-                credentials::master_password(path)
+                crate::files::master_password(path)
                     .map_err(|e| format!("auth.master_password_file: {e}"))?,
             )),
             _ => None,

@@ -10,11 +10,12 @@ use tracing::{info, warn};
 
 use super::backend::Imap;
 use super::maildrop::uid_sets;
+use super::migration;
 use crate::config::migration::OnFailure;
 use crate::config::State;
 use crate::imap::{ClientError, Listing};
 use crate::metrics::{Metrics, UidlEvent};
-use crate::migration::{self, matcher::OldMessage, Owner, Source};
+use crate::migration::{matcher::OldMessage, Owner, Source};
 
 /// Where a mailbox never seen before gets its UIDLs from.
 pub(crate) enum OldServer<'a> {

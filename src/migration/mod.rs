@@ -1,30 +1,23 @@
 //! Migration from another POP3 server: when popgate first meets a mailbox
 //! it reads the old server's UIDLs and headers (`pop3_client`), hashes the
 //! headers on both sides (`headers`), pairs the messages (`matcher`) and
-//! stores the old UIDLs as the mailbox's exceptions. `import` does the same
-//! ahead of time for a list of users.
+//! stores the old UIDLs as the mailbox's exceptions. No I/O on the IMAP
+//! side here: `gateway::migration` hashes the IMAP headers and
+//! `gateway::import` runs the migration ahead of time for many users.
 
 pub mod headers;
-pub mod import;
 pub mod matcher;
 pub mod pop3_client;
 pub mod pop3_wire;
-
-use std::collections::HashMap;
 
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use crate::config::migration::{OnFailure, Pop3Source, SourceLogin};
 use crate::config::UpstreamTls;
-use crate::gateway::backend::Imap;
-use crate::gateway::maildrop::uid_sets;
-use crate::imap::ClientError;
 use crate::net::tls;
-use crate::pop3::uidl::UidlTemplate;
 use crate::secret::Secret;
-use crate::state::{Memory, Print};
-use matcher::{NewMessage, OldMessage};
+use matcher::OldMessage;
 use pop3_client::Pop3Error;
 
 /// The old server, prepared once at start: its TLS and master password.
@@ -70,7 +63,7 @@ impl Source {
         let master = match (&c.login, &c.master_user, &c.master_password_file) {
             (SourceLogin::Master, Some(user), Some(path)) => Some((
                 user.clone(),
-                crate::gateway::credentials::master_password(path)
+                crate::files::master_password(path)
                     .map_err(|e| format!("migration.pop3.master_password_file: {e}"))?,
             )),
             _ => None,
@@ -104,49 +97,4 @@ impl Source {
         };
         Ok(read?)
     }
-}
-
-/// The mailbox's first memory from the old server's messages: hashes the
-/// whole header of every message in `prints` (once, at migration), pairs,
-/// and returns the memory with the number of messages paired.
-pub(crate) async fn assign(
-    imap: &mut Imap,
-    old: &[OldMessage],
-    prints: &[Print],
-    uid_validity: u32,
-    template: &UidlTemplate,
-) -> Result<(Memory, usize), ClientError> {
-    let uids: Vec<u32> = prints.iter().map(|p| p.uid).collect();
-    let hashes = header_hashes(imap, &uids).await?;
-    let new: Vec<NewMessage> = prints
-        .iter()
-        .filter_map(|p| {
-            hashes.get(&p.uid).map(|&hash| NewMessage {
-                uid: p.uid,
-                size: p.size,
-                hash,
-            })
-        })
-        .collect();
-    let pairs = matcher::pair(old, &new);
-    Ok(matcher::memory(prints, &pairs, old, uid_validity, template))
-}
-
-/// The migration hash of each message's whole header, by UID.
-async fn header_hashes(imap: &mut Imap, uids: &[u32]) -> Result<HashMap<u32, u128>, ClientError> {
-    let mut out = HashMap::with_capacity(uids.len());
-    for set in uid_sets(uids, 900) {
-        let tag = imap.fetch_bodies(&set, "BODY.PEEK[HEADER]").await?;
-        while let Some(start) = imap.next_body(&tag).await? {
-            let mut header = Vec::with_capacity(start.len.min(headers::MAX_HEADER as u64) as usize);
-            while let Some(chunk) = imap.body_chunk().await? {
-                let room = headers::MAX_HEADER.saturating_sub(header.len());
-                header.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            if let Some(uid) = start.uid {
-                out.insert(uid, headers::hash(&header));
-            }
-        }
-    }
-    Ok(out)
 }

@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use popgate::config::migration::SourceLogin;
 use popgate::config::DEFAULT_ROUTE;
 use popgate::gateway::backend::{Backend, Connector};
+use popgate::gateway::import::{import, parse_users, Outcome};
 use popgate::gateway::Context;
 use popgate::metrics::Metrics;
-use popgate::migration::import::{import, parse_users, Outcome};
 use popgate::state::embedded::Embedded;
 use popgate::state::{MailboxKey, StateStore};
 

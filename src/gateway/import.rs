@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::Owner;
+use super::uidls::OldServer;
+use super::Context;
 use crate::config::migration::SourceLogin;
 use crate::config::MasterLogin;
-use crate::gateway::uidls::OldServer;
-use crate::gateway::Context;
+use crate::migration::Owner;
 use crate::secret::Secret;
 use crate::state::MailboxKey;
 
