@@ -17,9 +17,10 @@ import socket
 
 import pytest
 
+import certs
 from clients import CLIENTS, download
 from corpus import CLIENT_MESSAGES, simple_message
-from dovecot import Dovecot
+from dovecot import Dovecot, free_port, tls_conf
 from popgate import Popgate
 from scriptpop3 import ScriptedPop3
 
@@ -272,3 +273,38 @@ def _try(fn):
         fn()
     except Exception:  # the kill ends the session any way it likes
         pass
+
+
+# ------------------------------------------------------------------ TLS
+
+@pytest.fixture(scope="module")
+def pki():
+    p = certs.make_pki()
+    yield p
+    p.cleanup()
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_the_old_server_over_tls(mode, pki, dovecot, user, tmp_path):
+    pop3s = free_port()
+    conf = tls_conf(pki.dovecot.chain, pki.dovecot.key, pop3s_port=pop3s)
+    with Dovecot(pop3_uidl_format="%g", extra_conf=conf) as old:
+        n = _fill(old, user)
+        old_uidls = pop3_uidls(old.pop3_port, user.name, user.password)
+        copy_mailbox(old, dovecot, user.name)
+        port = pop3s if mode == "implicit" else old.pop3_port
+        config = migration_config(str(tmp_path / "state"), old, tmp_path, port=port)
+        config = config.replace("    tls: none\n", f"    tls: {mode}\n    ca_file: \"{pki.other_ca.cert}\"\n")
+        with Popgate(dovecot.imap_port, extra=config) as pg:
+            # A certificate from a CA it was not told to trust: refused.
+            with pytest.raises(poplib.error_proto):
+                pop3_uidls(pg.port, user.name, user.password)
+            assert "migration from the old POP3 server failed" in pg.log_text()
+        with Popgate(dovecot.imap_port, extra=config.replace(pki.other_ca.cert, pki.ca.cert)) as pg:
+            assert sorted(pop3_uidls(pg.port, user.name, user.password)) == sorted(old_uidls)
+            assert f"matched={n}" in pg.log_text()
+        tls = [l for l in old.log_text().splitlines()
+               if f"pop3-login: Info: Login: user=<{user.name}>," in l and ", TLS" in l]
+        # popgate's (the test's own reading of the old server is plaintext).
+        assert len(tls) == 1, old.log_text()[-2000:]
+        assert "unknown ca" in old.log_text()
