@@ -187,7 +187,9 @@ pub async fn read_mailbox(
         .await?;
     }
     conn.command("USER", &[user.as_bytes()]).await?;
-    conn.command("PASS", &[password.expose()]).await?;
+    conn.command("PASS", &[password.expose()])
+        .await
+        .map_err(|e| redact(e, password))?;
 
     let mut uidls = Vec::new();
     conn.command("UIDL", &[]).await?;
@@ -243,4 +245,23 @@ pub async fn read_mailbox(
     // Nothing was marked, so QUIT changes nothing; its answer is moot.
     let _ = conn.send(b"QUIT\r\n").await;
     Ok(out)
+}
+
+/// A refusal's text without the password, should the server echo it.
+fn redact(e: Pop3Error, password: &Secret) -> Pop3Error {
+    match e {
+        Pop3Error::Refused { command, text } => {
+            let secret = String::from_utf8_lossy(password.expose());
+            let quoted = pop3_wire::quote(password.expose());
+            let inner = quoted.trim_matches('"');
+            let text = if secret.is_empty() {
+                text
+            } else {
+                text.replace(&*secret, "<password>")
+                    .replace(inner, "<password>")
+            };
+            Pop3Error::Refused { command, text }
+        }
+        other => other,
+    }
 }

@@ -188,7 +188,15 @@ def _duplicate_uidls(line, conn):
     return False
 
 
+def _echoes_the_password(line, conn):
+    if line.startswith("PASS "):
+        conn.sendall(b"-ERR [AUTH] wrong password: " + line[5:].encode() + b"\r\n")
+        return True
+    return False
+
+
 FAULTS = {
+    "login refused, the password echoed": (_echoes_the_password, "PASS refused: \"[AUTH] wrong password: <password>\""),
     "garbage": (_garbage, "unexpected answer"),
     "drop mid-UIDL": (_drop_mid_uidl, "closed in the middle of an answer"),
     "duplicate UIDLs": (_duplicate_uidls, "listed for two messages"),
