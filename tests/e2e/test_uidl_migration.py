@@ -316,3 +316,20 @@ def test_the_old_server_over_tls(mode, pki, dovecot, user, tmp_path):
         # popgate's (the test's own reading of the old server is plaintext).
         assert len(tls) == 1, old.log_text()[-2000:]
         assert "unknown ca" in old.log_text()
+
+
+def test_concurrent_first_logins_migrate_once(old, dovecot, user, tmp_path):
+    import concurrent.futures
+
+    _fill(old, user)
+    expected = sorted(pop3_uidls(old.pop3_port, user.name, user.password))
+    copy_mailbox(old, dovecot, user.name)
+    config = migration_config(str(tmp_path / "state"), old, tmp_path)
+    with Popgate(dovecot.imap_port, extra=config) as pg:
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            seen = list(pool.map(lambda _: pop3_uidls(pg.port, user.name, user.password), range(5)))
+        assert all(sorted(s) == expected for s in seen)
+        assert all(s == seen[0] for s in seen)
+        assert pg.log_text().count("UIDLs migrated") == 1
+    logins = [l for l in old.log_text().splitlines() if f"pop3-login: Info: Login: user=<{user.name}>," in l]
+    assert len(logins) == 2  # the test's own reading, and popgate's one migration
