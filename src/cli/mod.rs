@@ -1,6 +1,7 @@
 //! The command line: running the gateway (`--config FILE [--check]`) and
 //! the operator subcommands (`uidl ...`).
 
+pub mod import;
 pub mod uidl;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ popgate --config FILE            run the gateway
                                         the error naming the key and the line)
        popgate uidl show --config FILE --user USER [--route NAME] [--folder NAME]
        popgate uidl forget --config FILE --user USER [--route NAME] [--folder NAME]
+       popgate uidl import --config FILE --users FILE [--concurrency N]
        popgate --help | --version";
 
 const AFTER_HELP: &str = "\
@@ -71,9 +73,26 @@ pub enum UidlCommand {
     /// whose UIDL was an exception.
     #[command(after_help = UIDL_AFTER_HELP)]
     Forget(Mailbox),
-    // `import` (UIDLs from another POP3 server, for many users ahead of
-    // their first login) goes here.
+    /// Take over the UIDLs of the old POP3 server (`migration.pop3`) for
+    /// the users of a file, ahead of their first login
+    ///
+    /// Each user's mailbox that the memory does not know yet is read on
+    /// the old server and on the IMAP server and stored, as the first
+    /// login would; users already remembered are skipped, so an
+    /// interrupted import can be run again. Prints one line per user
+    /// (migrated with its counts, skipped, or failed with the reason).
+    #[command(after_help = IMPORT_AFTER_HELP)]
+    Import(import::Import),
 }
+
+const IMPORT_AFTER_HELP: &str = "\
+Users file: one user per line; blank lines and lines starting with # are
+skipped. With `login: master` a line is the login name (the IMAP server is
+read as auth.master_user); with `login: user` it is the login name, a TAB
+and the password, used on both servers.
+Exit status: 0 every user migrated or skipped; 1 some users failed (nothing
+stored for them; run again); 2 a bad command line, config or users file;
+3 the store or the config's files cannot be used.";
 
 /// Names one mailbox as the store keys it.
 #[derive(Debug, Args)]

@@ -30,6 +30,7 @@ pub fn run(command: UidlCommand) -> ExitCode {
     let (Ok(code) | Err(code)) = match command {
         UidlCommand::Show(m) => with_store(&m, show),
         UidlCommand::Forget(m) => with_store(&m, forget),
+        UidlCommand::Import(args) => return super::import::run(args),
     };
     ExitCode::from(code)
 }

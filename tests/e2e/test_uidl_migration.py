@@ -14,6 +14,7 @@ import poplib
 import re
 import shutil
 import socket
+import subprocess
 
 import pytest
 
@@ -21,7 +22,7 @@ import certs
 from clients import CLIENTS, download
 from corpus import CLIENT_MESSAGES, simple_message
 from dovecot import Dovecot, free_port, tls_conf
-from popgate import Popgate
+from popgate import Popgate, binary
 from scriptpop3 import ScriptedPop3
 
 HOST = "127.0.0.1"
@@ -333,3 +334,58 @@ def test_concurrent_first_logins_migrate_once(old, dovecot, user, tmp_path):
         assert pg.log_text().count("UIDLs migrated") == 1
     logins = [l for l in old.log_text().splitlines() if f"pop3-login: Info: Login: user=<{user.name}>," in l]
     assert len(logins) == 2  # the test's own reading, and popgate's one migration
+
+
+# ------------------------------------------------------------ bulk import
+
+def _import(config_path: str, users_path) -> subprocess.CompletedProcess:
+    return subprocess.run([binary(), "uidl", "import", "--config", config_path,
+                           "--users", str(users_path), "--concurrency", "3"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+@pytest.mark.parametrize("login", ["user", "master"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_bulk_import_ahead_of_the_first_login(client, login, old, dovecot, user, tmp_path):
+    n = _fill(old, user)
+    first = _run(client, old.pop3_port, user, tmp_path)
+    assert len(first) == n
+    copy_mailbox(old, dovecot, user.name)
+    config = migration_config(str(tmp_path / "state"), old, tmp_path, login=login)
+    users = tmp_path / "users"
+    if login == "master":
+        secret = tmp_path / "new-master"
+        secret.write_text(dovecot.master_password + "\n")
+        os.chmod(secret, 0o600)
+        config += f'auth:\n  master_user: {dovecot.master_user}\n  master_password_file: "{secret}"\n'
+        users.write_text(f"# users to import\n{user.name}\nnobody-there\n")
+    else:
+        users.write_text(f"{user.name}\t{user.password}\nnobody-there\tx\n")
+
+    pg = Popgate(dovecot.imap_port, extra=config, start=False)
+    try:
+        done = _import(pg.config_path, users)
+        assert done.returncode == 1, done  # one user failed
+        lines = dict(l.split("\t", 1) for l in done.stdout.splitlines() if "\t" in l)
+        assert lines[user.name] == f"migrated\told={n} matched={n} unmatched=0", done.stdout
+        assert lines["nobody-there"].startswith("failed\told POP3 server:"), done.stdout
+        assert "1 migrated, 0 skipped, 1 failed of 2" in done.stdout
+        assert user.password not in done.stdout + done.stderr
+        assert MASTER_PASSWORD not in done.stdout + done.stderr
+
+        again = _import(pg.config_path, users)
+        assert f"{user.name}\tskipped" in again.stdout, again
+
+        # The old server is gone before anyone logs in through popgate.
+        old.stop()
+        pg.start()
+        _same_port_for_getmail(tmp_path / "client", old.pop3_port, pg.port)
+        assert _run(client, pg.port, user, tmp_path) == []
+        for i in range(3):
+            user.deliver(_late(i))
+        late = _run(client, pg.port, user, tmp_path)
+        assert sorted(_message_id(m) for m in late) == [f"<late-{i}@mig.test>".encode() for i in range(3)]
+        assert _run(client, pg.port, user, tmp_path) == []
+        assert "migration from the old POP3 server failed" not in pg.log_text()
+    finally:
+        pg.cleanup()
