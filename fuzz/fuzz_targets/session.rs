@@ -9,22 +9,17 @@
 #[allow(dead_code)]
 mod peer;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+#[path = "../../tests/session/harness.rs"]
+mod harness;
+
 use std::time::Duration;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 use peer::{Peer, PASSWORD, USER};
-use popgate::config::{Config, ListenerTls, DEFAULT_ROUTE};
-use popgate::gateway::backend::{Backend, Connector};
-use popgate::gateway::session::{serve, Origin};
-use popgate::gateway::Context;
-use popgate::metrics::Metrics;
-use popgate::net::stream::Stream;
+use popgate::config::Config;
 
 const MAX_MESSAGES: usize = 8;
 const MAX_BODY: usize = 4096;
@@ -179,39 +174,8 @@ async fn run(case: Case) {
          limits:\n  auth_penalty_max: 0s\n",
     )
     .expect("config");
-    let metrics = Arc::new(Metrics::new());
-    let mut ctx = Context::new(config, metrics.clone()).expect("context");
-    let open = peer.clone();
-    let connector = Connector::Memory(Arc::new(move || open.open()));
-    let backend = Backend::with_connector(
-        DEFAULT_ROUTE,
-        "upstream",
-        &ctx.config.upstream,
-        metrics,
-        connector,
-    )
-    .expect("backend");
-    ctx.backends.insert(DEFAULT_ROUTE.into(), backend);
-
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    let (_force, force_rx) = watch::channel(false);
-    let origin = Origin {
-        listener: "fuzz".into(),
-        tls: ListenerTls::None,
-        acceptor: None,
-        proxy_trusted: Arc::from([]),
-        client_known: true,
-    };
-    let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let local: SocketAddr = "127.0.0.1:110".parse().unwrap();
-    let session = tokio::spawn(serve(
-        Stream::Memory(server),
-        addr,
-        local,
-        Arc::new(ctx),
-        origin,
-        force_rx,
-    ));
+    let ctx = harness::context(config, &peer, |_| {});
+    let (client, _force, session) = harness::session(ctx);
 
     let (mut r, mut w) = tokio::io::split(client);
     let hang_up = case.hang_up;

@@ -4,6 +4,7 @@
 mod authorization;
 mod faults;
 mod gate;
+mod harness;
 mod migration;
 mod peer;
 mod retrieval;
@@ -11,7 +12,6 @@ mod transaction;
 mod uidls;
 mod update;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +19,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHal
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use popgate::config::{Config, ListenerTls, DEFAULT_ROUTE};
-use popgate::gateway::backend::{Backend, Connector};
-use popgate::gateway::session::{serve, Origin};
+use popgate::config::Config;
 use popgate::gateway::Context;
-use popgate::metrics::Metrics;
-use popgate::net::stream::Stream;
 
 pub use peer::{body, Peer, MASTER, MASTER_PASSWORD, PASSWORD, USER};
 
@@ -121,21 +117,7 @@ impl Gateway {
         config: Config,
         adjust: impl FnOnce(&mut Context),
     ) -> (Gateway, Pop) {
-        let metrics = Arc::new(Metrics::new());
-        let mut ctx = Context::new(config, metrics.clone()).expect("context");
-        adjust(&mut ctx);
-        let open = peer.clone();
-        let connector = Connector::Memory(Arc::new(move || open.open()));
-        let backend = Backend::with_connector(
-            DEFAULT_ROUTE,
-            "upstream",
-            &ctx.config.upstream,
-            metrics,
-            connector,
-        )
-        .expect("backend");
-        ctx.backends.insert(DEFAULT_ROUTE.into(), backend);
-        let ctx = Arc::new(ctx);
+        let ctx = harness::context(config, &peer, adjust);
         let (mut gw, mut pop) = Gateway::connect(ctx, peer);
         let greeting = pop.line().await;
         assert!(greeting.starts_with("+OK POP3 gateway ready"), "{greeting}");
@@ -151,25 +133,7 @@ impl Gateway {
     }
 
     fn connect(ctx: Arc<Context>, peer: Peer) -> (Gateway, Pop) {
-        let (client, server) = tokio::io::duplex(16 * 1024);
-        let (force, force_rx) = watch::channel(false);
-        let origin = Origin {
-            listener: "test".into(),
-            tls: ListenerTls::None,
-            acceptor: None,
-            proxy_trusted: Arc::from([]),
-            client_known: true,
-        };
-        let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let local: SocketAddr = "127.0.0.1:110".parse().unwrap();
-        let task = tokio::spawn(serve(
-            Stream::Memory(server),
-            addr,
-            local,
-            ctx.clone(),
-            origin,
-            force_rx,
-        ));
+        let (client, force, task) = harness::session(ctx.clone());
         let (r, w) = tokio::io::split(client);
         let pop = Pop {
             r: BufReader::new(r),

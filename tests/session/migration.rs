@@ -10,10 +10,8 @@ use tokio::net::TcpListener;
 
 use popgate::config::migration::SourceLogin;
 use popgate::config::DEFAULT_ROUTE;
-use popgate::gateway::backend::{Backend, Connector};
 use popgate::gateway::import::{import, parse_users, Outcome};
 use popgate::gateway::Context;
-use popgate::metrics::Metrics;
 use popgate::state::embedded::Embedded;
 use popgate::state::{MailboxKey, StateStore};
 
@@ -84,20 +82,7 @@ fn context(peer: &Peer, state: &std::path::Path, port: u16) -> Arc<Context> {
         "state:\n  path: \"{}\"\nmigration:\n  pop3:\n    address: \"127.0.0.1:{port}\"\n",
         state.display()
     ));
-    let metrics = Arc::new(Metrics::new());
-    let mut ctx = Context::new(cfg, metrics.clone()).expect("context");
-    let open = peer.clone();
-    let connector = Connector::Memory(Arc::new(move || open.open()));
-    let backend = Backend::with_connector(
-        DEFAULT_ROUTE,
-        "upstream",
-        &ctx.config.upstream,
-        metrics,
-        connector,
-    )
-    .expect("backend");
-    ctx.backends.insert(DEFAULT_ROUTE.into(), backend);
-    Arc::new(ctx)
+    crate::harness::context(cfg, peer, |_| {})
 }
 
 #[tokio::test]
