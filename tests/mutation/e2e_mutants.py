@@ -11,15 +11,19 @@ incremental), runs that patch's end-to-end tests against the mutant binary
 (`POPGATE_BIN`), and records *killed* (a test failed), *survived* (every
 test passed: a test is missing), *build failed*, or *error* (pytest itself
 failed: a test id that no longer exists, say). Then it reverts the patch.
-The tests are the checkout's (`tests/e2e`, working tree included).
+The tests are the checkout's (`tests/e2e`, working tree included). Before
+the first patch it runs every selected test against the unpatched build:
+a test that fails there would "kill" a patch without telling anything, so
+the run stops.
 
     .venv/bin/python tests/mutation/e2e_mutants.py              # every patch
     .venv/bin/python tests/mutation/e2e_mutants.py --only top-marks-seen
     .venv/bin/python tests/mutation/e2e_mutants.py --list       # names; do the patches apply?
-    .venv/bin/python tests/mutation/e2e_mutants.py --baseline   # the tests on the unpatched tree
+    .venv/bin/python tests/mutation/e2e_mutants.py --baseline   # only the unpatched build's tests
 
 It prints a table and exits 1 if any patch survived, was stale, did not
-build or could not be tested. A run of the whole list also writes the table
+build or could not be tested; 2 if the unpatched tree does not build or
+fails a test. A run of the whole list also writes the table
 to `tests/mutation/E2E_RESULTS.md` with the date and commit. It takes a
 few minutes per patch (a release build and a few e2e tests each), so it is
 not part of `scripts/test.sh` or CI. Builds and tests run under `nice`."""
@@ -106,16 +110,34 @@ def failed_test(out: str, spec: str) -> str:
     return spec
 
 
-def run_tests(patch: Patch, binary: Path, log) -> tuple[str, str]:
-    """Runs the patch's tests one spec at a time; stops at the first failure."""
+def run_spec(spec: str, binary: Path, log) -> tuple[int, str]:
+    """One pytest run (a node id, or a file with -k) against `binary`."""
     python = ROOT / ".venv" / "bin" / "python"
     env = dict(os.environ, POPGATE_BIN=str(binary))
+    cmd = NICE + [str(python), "-m", "pytest", *shlex.split(spec),
+                  "-x", "-q", "-rfE", "-p", "no:cacheprovider"]
+    code, out = sh(cmd, ROOT, TEST_TIMEOUT, env)
+    log.write(f"$ POPGATE_BIN={binary} {shlex.join(cmd)}\n{out}\n")
+    log.flush()
+    return code, out
+
+
+def baseline(patches: list[Patch], binary: Path, log) -> list[str]:
+    """Runs every spec once against the unpatched build; returns the failing ones."""
+    specs = list(dict.fromkeys(spec for p in patches for spec in p.tests))
+    failing = []
+    for spec in specs:
+        code, _ = run_spec(spec, binary, log)
+        print(f"  {'passed' if code == 0 else f'FAILED (exit {code})'}: {spec}", flush=True)
+        if code != 0:
+            failing.append(spec)
+    return failing
+
+
+def run_tests(patch: Patch, binary: Path, log) -> tuple[str, str]:
+    """Runs the patch's tests one spec at a time; stops at the first failure."""
     for spec in patch.tests:
-        cmd = NICE + [str(python), "-m", "pytest", *shlex.split(spec),
-                      "-x", "-q", "-rfE", "-p", "no:cacheprovider"]
-        code, out = sh(cmd, ROOT, TEST_TIMEOUT, env)
-        log.write(f"$ {shlex.join(cmd)}\n{out}\n")
-        log.flush()
+        code, out = run_spec(spec, binary, log)
         if code == 1:
             return "killed", failed_test(out, spec)
         if code == -1:
@@ -135,7 +157,8 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
-def write_results(outcomes: list[Outcome], commit: str, total: int, elapsed: float) -> None:
+def write_results(outcomes: list[Outcome], commit: str, total: int, elapsed: float,
+                  specs: int) -> None:
     counts = {r: sum(o.result == r for o in outcomes)
               for r in ("killed", "survived", "stale", "build failed", "error")}
     summary = ", ".join(f"{n} {r}" for r, n in counts.items() if n)
@@ -144,7 +167,8 @@ def write_results(outcomes: list[Outcome], commit: str, total: int, elapsed: flo
         "# End-to-end mutation check: results\n\n"
         f"Run of `tests/mutation/e2e_mutants.py` on {datetime.date.today().isoformat()}, "
         f"commit `{commit}`{done}: {summary}; {elapsed / 60:.0f} minutes in all "
-        "on a shared 2-core machine under load.\n\n"
+        "on a shared 2-core machine under load. "
+        f"First, all {specs} test runs passed against the unpatched build.\n\n"
         "Each patch is a small change to popgate's source that breaks the guarantee "
         "named; *killed* means the end-to-end test named failed against the mutant "
         "binary. The patches, and the tests each one runs, are in "
@@ -157,7 +181,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run these patches only")
     ap.add_argument("--list", action="store_true", help="list the patches and whether they apply")
     ap.add_argument("--baseline", action="store_true",
-                    help="run every selected patch's tests against the unpatched tree instead")
+                    help="only run the selected patches' tests against the unpatched tree")
     args = ap.parse_args()
 
     names = {p.name for p in PATCHES}
@@ -193,14 +217,21 @@ def main() -> int:
                 print(f"the unpatched tree does not build:\n{out}", file=sys.stderr)
                 return 2
             print(f"unpatched build: {time.monotonic() - t:.0f} s", flush=True)
+            unpatched = TARGET / "popgate-unpatched"
+            shutil.copy2(binary, unpatched)
+            print("the tests against the unpatched build:", flush=True)
+            log.write("\n===== unpatched =====\n")
+            failing = baseline(selected, unpatched, log)
+            specs = len({spec for p in selected for spec in p.tests})
+            if failing or args.baseline:
+                if failing:
+                    print(f"{len(failing)} of {specs} test runs fail without any patch; "
+                          "fix them first", file=sys.stderr)
+                return 2 if failing else 0
             for p in selected:
                 t = time.monotonic()
                 log.write(f"\n===== {p.name} =====\n")
-                if args.baseline:
-                    result, detail = run_tests(p, binary, log)
-                    result = {"survived": "passed", "killed": "FAILED"}.get(result, result)
-                    outcomes.append(Outcome(p, result, detail, time.monotonic() - t))
-                elif not apply(tree, p):
+                if not apply(tree, p):
                     outcomes.append(Outcome(p, "stale", f"old text found {occurrences(tree, p)} times"))
                 else:
                     ok, out = build(tree)
@@ -214,16 +245,15 @@ def main() -> int:
                     revert(tree)
                 o = outcomes[-1]
                 print(f"{o.patch.name}: {o.result} {o.detail} ({o.seconds:.0f} s)", flush=True)
-                if not args.only and not args.baseline:
-                    write_results(outcomes, commit, len(selected), time.monotonic() - started)
+                if not args.only:
+                    write_results(outcomes, commit, len(selected), time.monotonic() - started,
+                                  specs)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
         shutil.rmtree(scratch, ignore_errors=True)
 
     print()
     print(table(outcomes))
-    if args.baseline:
-        return 0 if all(o.result == "passed" for o in outcomes) else 1
     bad = [o for o in outcomes if o.result != "killed"]
     for o in bad:
         print(f"NOT KILLED: {o.patch.name}: {o.result} {o.detail}", file=sys.stderr)
