@@ -62,3 +62,20 @@ def test_uidl_default_is_dovecots_format(dovecot, gateway, user):
         wire = c.answer("UIDL")
     expected = "".join(f"{n} {uid:08x}{validity:08x}\r\n" for n, uid in enumerate(user.uids(), 1))
     assert wire == b"+OK\r\n" + expected.encode() + b".\r\n"
+
+
+def test_uidls_match_dovecot_after_an_expunge(dovecot, gateway, user):
+    """Once another client has expunged mail, message numbers and UIDs part
+    ways: UIDL and LIST still answer as Dovecot's POP3 does, from the UID."""
+    user.deliver(*(f"Subject: m{i}\n\nbody {i}\n".encode() for i in range(5)))
+    uids = user.uids()
+    dovecot.expunge_uid(user.name, uids[0])
+    dovecot.expunge_uid(user.name, uids[2])
+    commands = ["STAT", "LIST", "UIDL", "UIDL 1", "UIDL 3", "LIST 2"]
+    ours = answers(gateway.port, user, commands)
+    theirs = answers(dovecot.pop3_port, user, commands)
+    assert ours == theirs
+    validity = dovecot.uid_validity(user.name)
+    survivors = [uids[1], uids[3], uids[4]]
+    expected = "".join(f"{n} {uid:08x}{validity:08x}\r\n" for n, uid in enumerate(survivors, 1))
+    assert ours[2] == b"+OK\r\n" + expected.encode() + b".\r\n"

@@ -91,10 +91,10 @@ def test_login_timeout_closes_idle_unauthenticated_connections(dovecot):
             assert b"No login within the time allowed" in c.buf
 
 
-def proxy_gateway(dovecot, trusted: str) -> Popgate:
+def proxy_gateway(dovecot, trusted: str, limits: str = "") -> Popgate:
     # The clients come from public addresses now: allow their passwords.
     auth = 'auth:\n  plaintext_networks: ["0.0.0.0/0"]\n'
-    pg = Popgate(dovecot.imap_port, start=False, extra=auth)
+    pg = Popgate(dovecot.imap_port, start=False, extra=auth, **({"limits": limits} if limits else {}))
     with open(pg.config_path) as f:
         cfg = f.read()
     cfg = cfg.replace(
@@ -137,3 +137,26 @@ def test_proxy_header_from_untrusted_peer_is_refused(dovecot, user):
         s.close()
         assert "203.0.113.99" not in dovecot.log_text()
         assert "refused on a PROXY-protocol listener" in pg.log_text()
+
+
+def test_connections_per_address_count_the_proxied_client_not_the_balancer(dovecot, user):
+    limits = "  auth_penalty_max: 0s\n  connections_per_ip: 1\n"
+    with proxy_gateway(dovecot, "127.0.0.1/32", limits) as pg:
+        def via_balancer(client_ip: str, port: int) -> Pop3Raw:
+            s = socket.create_connection(("127.0.0.1", pg.port), timeout=10)
+            s.sendall(proxy_v2(client_ip, port))
+            c = Pop3Raw.__new__(Pop3Raw)
+            c.sock, c.buf = s, b""
+            return c
+
+        first = via_balancer("203.0.113.7", 40001)
+        assert first.line().startswith(b"+OK")
+        # Another client behind the same balancer has an allowance of its own.
+        other = via_balancer("198.51.100.23", 40002)
+        assert other.line().startswith(b"+OK")
+        # The first client again is over its limit.
+        again = via_balancer("203.0.113.7", 40003)
+        assert again.line().startswith(b"-ERR [SYS/TEMP]")
+        assert again.closed(timeout=30)
+        for c in (first, other, again):
+            c.close()

@@ -98,3 +98,19 @@ def test_connection_limit_answers_sys_temp(dovecot):
         s.close()
         a.close()
         b.close()
+
+
+def test_twenty_unparsable_lines_in_a_row_close_the_connection(gateway):
+    with Pop3Raw(gateway.port) as c:
+        # Nineteen, then a good command: the count starts again.
+        for _ in range(19):
+            assert c.answer("XYZZY").startswith(b"-ERR")
+        assert c.answer("NOOP").startswith(b"+OK")
+        # Over-long lines count as unparsable too.
+        for i in range(19):
+            c.send(b"x" * 9000 + b"\r\n" if i % 2 else b"XYZZY\r\n")
+            assert c.line().startswith(b"-ERR")
+        c.send("XYZZY\r\n")
+        assert c.line().startswith(b"-ERR")
+        assert c.closed(timeout=30)
+        assert b"Too many bad commands" in c.buf
