@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
+use popgate::config::migration::SourceLogin;
 use popgate::config::Config;
+use popgate::files::read_secret;
 use popgate::gateway::import::{import, parse_users, Outcome};
 use popgate::gateway::Context;
 use popgate::metrics::Metrics;
+use zeroize::Zeroizing;
 
 #[derive(Debug, Args)]
 pub struct Import {
@@ -50,11 +53,22 @@ pub fn run(args: Import) -> ExitCode {
         );
         return fail(BAD_INPUT, why);
     };
-    let text = match std::fs::read_to_string(&args.users) {
-        Ok(t) => t,
-        Err(e) => return fail(BAD_INPUT, format!("{}: {e}", args.users.display())),
+    // With `login: user` the file holds passwords: read as a secret file
+    // (refused when others may read it, wiped after parsing).
+    let read = match login {
+        SourceLogin::User => read_secret(&args.users).map_err(|e| e.to_string()),
+        SourceLogin::Master => std::fs::read(&args.users)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("{}: {e}", args.users.display())),
     };
-    let users = match parse_users(&text, login) {
+    let bytes = match read {
+        Ok(b) => b,
+        Err(e) => return fail(BAD_INPUT, e),
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return fail(BAD_INPUT, format!("{}: not UTF-8", args.users.display()));
+    };
+    let users = match parse_users(text, login) {
         Ok(u) => u,
         Err(e) => return fail(BAD_INPUT, format!("{}: {e}", args.users.display())),
     };

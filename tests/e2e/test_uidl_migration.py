@@ -364,6 +364,14 @@ def test_bulk_import_ahead_of_the_first_login(client, login, old, dovecot, user,
 
     pg = Popgate(dovecot.imap_port, extra=config, start=False)
     try:
+        if login == "user":
+            # A file of passwords that others may read is refused, unread.
+            os.chmod(users, 0o644)
+            exposed = _import(pg.config_path, users)
+            assert exposed.returncode == 2, exposed
+            assert f"chmod 600 {users}" in exposed.stderr, exposed.stderr
+            assert user.password not in exposed.stdout + exposed.stderr
+            os.chmod(users, 0o600)
         done = _import(pg.config_path, users)
         assert done.returncode == 1, done  # one user failed
         lines = dict(l.split("\t", 1) for l in done.stdout.splitlines() if "\t" in l)
