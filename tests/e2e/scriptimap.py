@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable
 
+from loopserver import LoopbackServer
+
 CAPS = b"IMAP4rev1 SASL-IR AUTH=PLAIN UIDPLUS LITERAL+ ID"
 
 
@@ -165,54 +167,21 @@ class Session:
         return True
 
 
-class ScriptedImap:
+class ScriptedImap(LoopbackServer):
     def __init__(self, bodies: list[bytes], hooks: dict[str, Callable] | None = None) -> None:
         self.mailbox = Mailbox(bodies)
         self.hooks = hooks or {}
         self.commands: list[bytes] = []
         self.logins: list = []
         self.sessions: list[Session] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.sock.accept()
-            except OSError:
-                return
-            s = Session(self, sock)
-            self.sessions.append(s)
-            threading.Thread(target=self._run, args=(s,), daemon=True).start()
-
-    def _run(self, s: Session) -> None:
-        try:
-            s.serve()
-        except OSError:
-            pass
-        finally:
-            s.sock.close()
+    def serve(self, conn: socket.socket) -> None:
+        s = Session(self, conn)
+        self.sessions.append(s)
+        s.serve()
 
     def sent(self, pattern: str) -> list[bytes]:
         """Commands received that match `pattern` (after the tag)."""
         rx = re.compile(pattern.encode())
         return [c for c in self.commands if rx.search(c.partition(b" ")[2])]
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        for s in self.sessions:
-            try:
-                s.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def __enter__(self) -> "ScriptedImap":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

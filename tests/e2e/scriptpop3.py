@@ -12,45 +12,29 @@ connection) itself.
 from __future__ import annotations
 
 import socket
-import threading
 from typing import Callable
 
+from loopserver import LoopbackServer
 
-class ScriptedPop3:
+
+class ScriptedPop3(LoopbackServer):
     def __init__(self, messages: list[tuple[str, bytes]],
                  fault: Callable[[str, socket.socket], bool] | None = None) -> None:
         self.messages = messages
         self.fault = fault
         self.commands: list[str] = []
-        self.conns: list[socket.socket] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
+    def serve(self, conn: socket.socket) -> None:
+        conn.sendall(b"+OK scripted POP3 ready\r\n")
+        f = conn.makefile("rb")
+        for raw in f:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.commands.append(line)
+            if self.fault and self.fault(line, conn):
+                continue
+            if not self._answer(line, conn):
                 return
-            self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            conn.sendall(b"+OK scripted POP3 ready\r\n")
-            f = conn.makefile("rb")
-            for raw in f:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                self.commands.append(line)
-                if self.fault and self.fault(line, conn):
-                    continue
-                if not self._answer(line, conn):
-                    return
-        except OSError:
-            pass
-        finally:
-            conn.close()
 
     def listing(self, what: str) -> bytes:
         out = b"+OK\r\n"
@@ -81,21 +65,3 @@ class ScriptedPop3:
         else:
             conn.sendall(b"-ERR unknown command\r\n")
         return True
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def __enter__(self) -> "ScriptedPop3":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
