@@ -33,6 +33,8 @@ pub struct Health {
     pub listening: AtomicBool,
     pub upstream_ok: AtomicBool,
     pub draining: AtomicBool,
+    /// False while the state store is down and logins need it.
+    pub store_ok: AtomicBool,
 }
 
 impl Health {
@@ -44,6 +46,8 @@ impl Health {
             Some("listeners not up")
         } else if !self.upstream_ok.load(Ordering::Relaxed) {
             Some("upstream unreachable")
+        } else if !self.store_ok.load(Ordering::Relaxed) {
+            Some("state store unreachable")
         } else {
             None
         }

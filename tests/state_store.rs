@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use popgate::state::embedded::{Embedded, FILE_NAME};
-use popgate::state::{MailboxKey, Memory, Print, StateError, StateStore};
+use popgate::state::{MailboxKey, Memory, Print, Saved, StateError, StateStore};
 
 struct TempDir(PathBuf);
 
@@ -36,6 +36,17 @@ fn key(user: &str) -> MailboxKey {
     }
 }
 
+/// Writes whatever is stored: a compare-and-set against what is there.
+async fn put(store: &Embedded, key: &MailboxKey, memory: &Memory) -> Result<(), StateError> {
+    let current = store.load(key).await?;
+    assert_eq!(store.save(key, memory, current.as_ref()).await?, Saved::Done);
+    Ok(())
+}
+
+async fn get(store: &Embedded, key: &MailboxKey) -> Result<Option<Memory>, StateError> {
+    Ok(store.load(key).await?.map(|s| s.memory))
+}
+
 fn memory(n: u32) -> Memory {
     Memory {
         uid_validity: 1234,
@@ -56,14 +67,14 @@ async fn memories_survive_reopening_and_stay_small() {
     let dir = TempDir::new("reopen");
     {
         let store = Embedded::open(&dir.0).unwrap();
-        assert_eq!(store.load(&key("ann")).await.unwrap(), None);
-        store.save(&key("ann"), &memory(3)).await.unwrap();
-        store.save(&key("bob"), &memory(1000)).await.unwrap();
-        store.save(&key("ann"), &memory(4)).await.unwrap();
+        assert_eq!(get(&store, &key("ann")).await.unwrap(), None);
+        put(&store, &key("ann"), &memory(3)).await.unwrap();
+        put(&store, &key("bob"), &memory(1000)).await.unwrap();
+        put(&store, &key("ann"), &memory(4)).await.unwrap();
     }
     let store = Embedded::open(&dir.0).unwrap();
-    assert_eq!(store.load(&key("ann")).await.unwrap(), Some(memory(4)));
-    assert_eq!(store.load(&key("bob")).await.unwrap(), Some(memory(1000)));
+    assert_eq!(get(&store, &key("ann")).await.unwrap(), Some(memory(4)));
+    assert_eq!(get(&store, &key("bob")).await.unwrap(), Some(memory(1000)));
     // The record, not counting the database's pages: well under 32 bytes
     // per message.
     assert!(memory(1000).encode().len() < 1000 * 20);
@@ -73,16 +84,41 @@ async fn memories_survive_reopening_and_stay_small() {
 async fn a_deleted_store_file_is_noticed() {
     let dir = TempDir::new("deleted");
     let store = Embedded::open(&dir.0).unwrap();
-    store.save(&key("ann"), &memory(2)).await.unwrap();
+    put(&store, &key("ann"), &memory(2)).await.unwrap();
     std::fs::remove_file(dir.0.join(FILE_NAME)).unwrap();
     assert!(matches!(
-        store.load(&key("ann")).await,
+        get(&store, &key("ann")).await,
         Err(StateError::Lost(_))
     ));
     assert!(matches!(
-        store.save(&key("ann"), &memory(2)).await,
+        store.save(&key("ann"), &memory(2), None).await,
         Err(StateError::Lost(_))
     ));
+}
+
+#[tokio::test]
+async fn a_save_from_a_stale_read_is_refused() {
+    let dir = TempDir::new("cas");
+    // Two handles on one file: two processes (a gateway and `popgate uidl
+    // import`) or two logins.
+    let (one, two) = (Embedded::open(&dir.0).unwrap(), Embedded::open(&dir.0).unwrap());
+    assert_eq!(one.save(&key("ann"), &memory(2), None).await.unwrap(), Saved::Done);
+    assert_eq!(
+        two.save(&key("ann"), &memory(5), None).await.unwrap(),
+        Saved::Conflict,
+        "a record appeared since `two` read none"
+    );
+    let read = two.load(&key("ann")).await.unwrap().unwrap();
+    put(&one, &key("ann"), &memory(3)).await.unwrap();
+    assert_eq!(
+        two.save(&key("ann"), &memory(5), Some(&read)).await.unwrap(),
+        Saved::Conflict,
+        "the record changed since `two` read it"
+    );
+    assert_eq!(get(&two, &key("ann")).await.unwrap(), Some(memory(3)));
+    let read = two.load(&key("ann")).await.unwrap();
+    assert_eq!(two.save(&key("ann"), &memory(5), read.as_ref()).await.unwrap(), Saved::Done);
+    assert_eq!(get(&one, &key("ann")).await.unwrap(), Some(memory(5)));
 }
 
 fn config(dir: &Path) -> PathBuf {
@@ -184,7 +220,7 @@ async fn the_file_stays_the_size_of_what_it_holds() {
     for round in 0..4 {
         let mut m = memory(n);
         m.uid_validity += round;
-        store.save(&key("ann"), &m).await.unwrap();
+        put(&store, &key("ann"), &m).await.unwrap();
     }
     let record = memory(n).encode().len() as u64;
     let file = std::fs::metadata(dir.0.join(FILE_NAME)).unwrap().len();
@@ -203,24 +239,24 @@ async fn forgetting_drops_one_mailbox_only_and_lasts() {
         let store = Embedded::open(&dir.0).unwrap();
         // Nothing there, not even the table yet.
         assert!(!store.forget(&key("ann")).await.unwrap());
-        store.save(&key("ann"), &memory(3)).await.unwrap();
-        store.save(&key("bob"), &memory(2)).await.unwrap();
+        put(&store, &key("ann"), &memory(3)).await.unwrap();
+        put(&store, &key("bob"), &memory(2)).await.unwrap();
         let other_folder = MailboxKey {
             folder: "Archive".into(),
             ..key("ann")
         };
-        store.save(&other_folder, &memory(1)).await.unwrap();
+        put(&store, &other_folder, &memory(1)).await.unwrap();
         assert!(store.forget(&key("ann")).await.unwrap());
         assert!(!store.forget(&key("ann")).await.unwrap());
-        assert_eq!(store.load(&key("ann")).await.unwrap(), None);
-        assert_eq!(store.load(&other_folder).await.unwrap(), Some(memory(1)));
+        assert_eq!(get(&store, &key("ann")).await.unwrap(), None);
+        assert_eq!(get(&store, &other_folder).await.unwrap(), Some(memory(1)));
         // A later login stores afresh.
-        store.save(&key("ann"), &memory(1)).await.unwrap();
+        put(&store, &key("ann"), &memory(1)).await.unwrap();
         assert!(store.forget(&key("ann")).await.unwrap());
     }
     let store = Embedded::open(&dir.0).unwrap();
-    assert_eq!(store.load(&key("ann")).await.unwrap(), None);
-    assert_eq!(store.load(&key("bob")).await.unwrap(), Some(memory(2)));
+    assert_eq!(get(&store, &key("ann")).await.unwrap(), None);
+    assert_eq!(get(&store, &key("bob")).await.unwrap(), Some(memory(2)));
 }
 
 #[tokio::test]
@@ -230,7 +266,7 @@ async fn the_commands_work_beside_a_running_gateway() {
     let cfg = cfg.to_str().unwrap();
     // The gateway's handle stays open throughout.
     let gateway = Embedded::open(&dir.0.join("store")).unwrap();
-    gateway.save(&key("ann"), &memory(3)).await.unwrap();
+    put(&gateway, &key("ann"), &memory(3)).await.unwrap();
     let (code, text) = run_code(&["--config", cfg, "--check"]);
     assert_eq!(code, Some(0), "{text}");
     let (code, text) = run_code(&["uidl", "show", "--config", cfg, "--user", "ann"]);
@@ -239,8 +275,8 @@ async fn the_commands_work_beside_a_running_gateway() {
     let (code, text) = run_code(&["uidl", "forget", "--config", cfg, "--user", "ann"]);
     assert_eq!(code, Some(0), "{text}");
     // The gateway sees the forgetting at once, and goes on writing.
-    assert_eq!(gateway.load(&key("ann")).await.unwrap(), None);
-    gateway.save(&key("ann"), &memory(2)).await.unwrap();
+    assert_eq!(get(&gateway, &key("ann")).await.unwrap(), None);
+    put(&gateway, &key("ann"), &memory(2)).await.unwrap();
     let (code, text) = run_code(&["uidl", "show", "--config", cfg, "--user", "ann"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("messages: 2"), "{text}");
@@ -271,7 +307,7 @@ async fn show_and_forget_read_the_key_a_login_writes() {
 
     {
         let store = Embedded::open(&dir.0.join("store")).unwrap();
-        store.save(&key("ann"), &memory(3)).await.unwrap();
+        put(&store, &key("ann"), &memory(3)).await.unwrap();
     }
     // Logins store the user in lower case; the folder is the config's.
     let (code, text) = run_args(args("show", "ANN", &[]));
@@ -321,7 +357,7 @@ async fn a_damaged_record_is_named_and_can_be_forgotten() {
     let cfg = cfg.to_str().unwrap();
     {
         let store = Embedded::open(&dir.0.join("store")).unwrap();
-        store.save(&key("bob"), &memory(2)).await.unwrap();
+        put(&store, &key("bob"), &memory(2)).await.unwrap();
     }
     {
         // A record no version of popgate wrote, under ann's key.

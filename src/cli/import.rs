@@ -72,13 +72,15 @@ pub fn run(args: Import) -> ExitCode {
         Ok(u) => u,
         Err(e) => return fail(BAD_INPUT, format!("{}: {e}", args.users.display())),
     };
-    let ctx = match Context::new(config, Arc::new(Metrics::new())) {
-        Ok(c) => Arc::new(c),
-        Err(e) => return fail(STORE_FAILED, e),
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(STORE_FAILED, format!("cannot start the runtime: {e}")),
+    };
+    // Inside the runtime: a Redis store's connection lives on it.
+    let _in = runtime.enter();
+    let ctx = match Context::new(config, Arc::new(Metrics::new())) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return fail(STORE_FAILED, e),
     };
     let total = users.len();
     let done = Arc::new(AtomicUsize::new(0));

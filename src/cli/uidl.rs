@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use popgate::config::{Config, DEFAULT_ROUTE};
 use popgate::pop3::uidl::UidlTemplate;
 use popgate::state::embedded::{Embedded, FILE_NAME};
+use popgate::state::redis::Redis;
 use popgate::state::{MailboxKey, Memory, StateError, StateStore};
 
 use super::{Mailbox, UidlCommand};
@@ -40,7 +41,9 @@ struct Target {
     key: MailboxKey,
     template: UidlTemplate,
     /// None: no store file yet, so nothing remembered.
-    store: Option<Embedded>,
+    store: Option<Box<dyn StateStore>>,
+    /// Where the store is, for messages.
+    place: String,
 }
 
 type Action = fn(Target) -> Result<u8, u8>;
@@ -76,18 +79,30 @@ fn with_store(m: &Mailbox, action: Action) -> Result<u8, u8> {
         user: m.user.to_lowercase(),
         folder: m.folder.clone().unwrap_or_else(|| config.mailbox.clone()),
     };
-    // Opening would create the file: looking must not.
-    let store = if state.path.join(FILE_NAME).exists() {
-        // Unchecked: a damaged record elsewhere must not keep an operator
-        // from this one, nor a damaged one from being forgotten.
-        Some(Embedded::open_unchecked(&state.path).map_err(|e| fail(STORE_FAILED, e))?)
-    } else {
-        None
+    let place = match (&state.path, &state.redis) {
+        (_, Some(r)) => format!("Redis {}, prefix {:?}", without_password(&r.url), r.key_prefix),
+        (Some(p), None) if p.join(FILE_NAME).exists() => p.join(FILE_NAME).display().to_string(),
+        _ => "no store file yet".to_string(),
+    };
+    let store: Option<Box<dyn StateStore>> = match (&state.path, &state.redis) {
+        (_, Some(redis)) => {
+            let _in = runtime().enter();
+            Some(Box::new(Redis::open(redis).map_err(|e| fail(BAD_CONFIG, e))?))
+        }
+        // Opening would create the file: looking must not.
+        (Some(path), None) if path.join(FILE_NAME).exists() => {
+            // Unchecked: a damaged record elsewhere must not keep an operator
+            // from this one, nor a damaged one from being forgotten.
+            let store = Embedded::open_unchecked(path).map_err(|e| fail(STORE_FAILED, e))?;
+            Some(Box::new(store))
+        }
+        _ => None,
     };
     action(Target {
         key,
         template: config.uidl_format.clone(),
         store,
+        place,
     })
 }
 
@@ -122,7 +137,7 @@ fn forget(t: Target) -> Result<u8, u8> {
     if !block_on(store.forget(&t.key)).map_err(|e| fail(STORE_FAILED, e))? {
         return nothing(&t);
     }
-    let Ok(Some(memory)) = memory else {
+    let Ok(Some(stored)) = memory else {
         say!(
             "popgate: forgot {} (its record was unreadable). At its next login \
              every message gets its template UIDL and is fingerprinted afresh.",
@@ -130,6 +145,7 @@ fn forget(t: Target) -> Result<u8, u8> {
         );
         return Ok(0);
     };
+    let memory = stored.memory;
     let exceptions = memory.exceptions.len();
     say!(
         "popgate: forgot {} (messages: {}, exceptions: {exceptions}).\n\
@@ -145,7 +161,9 @@ fn forget(t: Target) -> Result<u8, u8> {
 fn load(t: &Target) -> Result<Option<Memory>, u8> {
     match &t.store {
         None => Ok(None),
-        Some(store) => block_on(store.load(&t.key)).map_err(|e| match e {
+        Some(store) => block_on(store.load(&t.key))
+            .map(|s| s.map(|s| s.memory))
+            .map_err(|e| match e {
             StateError::Corrupt => fail(
                 STORE_FAILED,
                 format!(
@@ -159,10 +177,7 @@ fn load(t: &Target) -> Result<Option<Memory>, u8> {
 }
 
 fn describe(t: &Target) -> String {
-    let where_ = match &t.store {
-        Some(s) => s.file().display().to_string(),
-        None => "no store file yet".to_string(),
-    };
+    let where_ = &t.place;
     format!(
         "route {}, user {}, folder {} ({where_})",
         t.key.route, t.key.user, t.key.folder
@@ -256,11 +271,30 @@ fn date(secs: u32) -> String {
     )
 }
 
+/// A Redis URL fit to print: any `user:password@` dropped.
+fn without_password(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// One runtime for the command: the Redis connection lives on it.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime")
+    })
+}
+
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime")
-        .block_on(f)
+    runtime().block_on(f)
 }
 
 fn fail(code: u8, e: impl std::fmt::Display) -> u8 {

@@ -8,10 +8,12 @@ pub mod duration;
 mod locate;
 pub mod migration;
 pub mod parsed;
+mod state;
 mod upstream;
 
 pub use check::{ConfigError, ConfigErrorKind};
 pub use locate::{KeyPath, Segment};
+pub use state::{OnUnavailable, RedisState, State};
 pub use upstream::{HostPort, Upstream, UpstreamTls};
 
 use std::collections::BTreeMap;
@@ -60,13 +62,6 @@ pub struct Config {
     /// The old POP3 server whose UIDLs a mailbox keeps; needs `state`.
     #[serde(default)]
     pub migration: Option<migration::Migration>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct State {
-    /// The directory holding the store file.
-    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone)]

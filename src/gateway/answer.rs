@@ -25,6 +25,9 @@ pub(crate) enum LoginFailure {
     NoMailbox,
     /// Too many attempts for this user or network are waiting already.
     Throttled,
+    /// The state store cannot be reached and `state.on_unavailable` is
+    /// `refuse`.
+    StoreUnavailable,
 }
 
 impl LoginFailure {
@@ -36,6 +39,7 @@ impl LoginFailure {
             LoginFailure::InUse | LoginFailure::UserLimit => LoginResult::InUse,
             LoginFailure::NoMailbox => LoginResult::MailboxError,
             LoginFailure::Throttled => LoginResult::Throttled,
+            LoginFailure::StoreUnavailable => LoginResult::StoreUnavailable,
         }
     }
 }
@@ -120,6 +124,10 @@ pub(crate) fn answer(refusal: &Refusal) -> Answer {
         Login(LoginFailure::Throttled) => (
             Some(RespCode::SysTemp),
             "Too many login attempts, try again later.".into(),
+        ),
+        Login(LoginFailure::StoreUnavailable) => (
+            Some(RespCode::SysTemp),
+            "Mailbox state unavailable, try again later.".into(),
         ),
         Login(LoginFailure::NoMailbox) => {
             (Some(RespCode::SysPerm), "Mailbox does not exist.".into())

@@ -186,7 +186,7 @@ async fn one(ctx: &Arc<Context>, u: &ImportUser) -> Result<Outcome, String> {
             Some(OldServer::Read(old)),
         )
         .await
-        .map_err(|e| format!("IMAP server: {e}"))?;
+        .map_err(|e| e.to_string())?;
     imap.logout().await;
     match r.migrated {
         Some(m) => Ok(Outcome::Migrated {

@@ -93,17 +93,34 @@ impl Keys {
 
     /// The client's network: the IPv4 address, or its IPv6 prefix.
     pub(crate) fn network(&self, ip: IpAddr) -> Key {
+        self.hasher.hash_one(self.net(ip))
+    }
+
+    fn net(&self, ip: IpAddr) -> (u8, u128) {
         match ip.to_canonical() {
-            IpAddr::V4(v4) => self.hasher.hash_one((0u8, v4.octets())),
+            IpAddr::V4(v4) => (0, u128::from(u32::from(v4))),
             IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
                 let mask = match self.v6_prefix {
                     0 => 0,
                     p => u128::MAX << (128 - u32::from(p)),
                 };
-                self.hasher.hash_one((1u8, bits & mask))
+                (1, u128::from(v6) & mask)
             }
         }
+    }
+
+    /// The network as every instance names it in a shared store: a digest
+    /// that is the same in every process (the in-memory keys are not).
+    pub(crate) fn network_id(&self, ip: IpAddr) -> String {
+        let (family, bits) = self.net(ip);
+        let mut input = vec![b'n', family];
+        input.extend_from_slice(&bits.to_be_bytes());
+        shared_digest(&input)
+    }
+
+    /// The user as every instance names it in a shared store.
+    pub(crate) fn user_id(&self, canonical: &str) -> String {
+        shared_digest(&[b"u:", canonical.as_bytes()].concat())
     }
 
     /// A user, by the canonical name (see `session::authorization`).
@@ -115,6 +132,13 @@ impl Keys {
     fn known(&self, user: Key, network: Key) -> Key {
         self.hasher.hash_one((3u8, user, network))
     }
+}
+
+/// 128 bits of SHA-256, in hex: names a user or network in Redis without
+/// writing the name itself there.
+fn shared_digest(input: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, input);
+    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -235,7 +259,7 @@ impl Penalty {
 }
 
 /// How long a successful login vouches for its address.
-const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const KNOWN_FOR: Duration = Duration::from_secs(24 * 3600);
 
 /// Networks users logged in from recently, by [`Keys::known`].
 struct Known {
@@ -353,6 +377,17 @@ impl Limiters {
             held,
             in_flight,
         })
+    }
+
+    /// Counts an attempt in flight for `user` (what `admit` does for an
+    /// attempt from an unknown address), for a penalty kept elsewhere.
+    pub(crate) fn in_flight(&self, user: Key) -> Result<Slot<Key>, Crowded> {
+        self.in_flight.acquire(user).ok_or(Crowded)
+    }
+
+    /// The penalty's window: failures older than this are forgotten.
+    pub(crate) fn window(&self) -> Duration {
+        self.user_penalty.window
     }
 
     pub(crate) fn failed(&self, network: Key, user: Key, now: Instant) {

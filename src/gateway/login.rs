@@ -10,7 +10,9 @@ use tracing::{info, warn};
 use super::answer::LoginFailure;
 use super::backend::{Backend, Endpoints, Imap, OpenGuard};
 use super::fetch::Pipeline;
-use super::limits::{Key, Slot};
+use super::cluster::{SessionSlot, Turned};
+use super::limits::Key;
+use super::uidls::Unsettled;
 use super::maildrop::Maildrop;
 use super::uidls::OldServer;
 use super::Context;
@@ -25,7 +27,7 @@ pub(crate) struct Opened {
     /// RETR and TOP's body fetches.
     pub(crate) fetch: Pipeline,
     pub(crate) maildrop: Maildrop,
-    pub(crate) user_slot: Slot<Key>,
+    pub(crate) user_slot: SessionSlot,
     pub(crate) counted: OpenGuard,
 }
 
@@ -38,6 +40,8 @@ pub(crate) struct Request<'a> {
     /// The maildrop's owner (the canonical user's key), for the per-user
     /// session limit.
     pub(crate) owner: Key,
+    /// The same, as every instance names it; with a cluster only.
+    pub(crate) owner_id: Option<&'a str>,
     /// The maildrop's owner by name, as the upstream knows it: the key of
     /// the mailbox's UIDL memory.
     pub(crate) mailbox_owner: &'a str,
@@ -103,10 +107,21 @@ pub(crate) async fn open(
     }
     // Counted only now that the user is proven: a stranger can neither take
     // the user's slots nor learn from [IN-USE] that the user is logged in.
-    let Some(user_slot) = ctx.limits.per_user.acquire(req.owner) else {
-        ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
-        imap.logout().await;
-        return Err(LoginFailure::UserLimit);
+    let slot = match (&ctx.cluster, req.owner_id) {
+        (Some(cluster), Some(id)) => cluster.session(&ctx.limits, req.owner, id).await,
+        _ => Ok(ctx.limits.per_user.acquire(req.owner).map(SessionSlot::Local)),
+    };
+    let user_slot = match slot {
+        Ok(Some(slot)) => slot,
+        Ok(None) => {
+            ctx.metrics.limit_rejected(LimitKind::SessionsPerUser);
+            imap.logout().await;
+            return Err(LoginFailure::UserLimit);
+        }
+        Err(Turned::StoreDown | Turned::Crowded) => {
+            imap.logout().await;
+            return Err(LoginFailure::StoreUnavailable);
+        }
     };
 
     let opened = backend.timed(
@@ -154,7 +169,10 @@ pub(crate) async fn open(
                     source,
                 )
                 .await
-                .map_err(|_| UNAVAILABLE)?;
+                .map_err(|e| match e {
+                    Unsettled::Store => LoginFailure::StoreUnavailable,
+                    Unsettled::Upstream(_) => UNAVAILABLE,
+                })?;
             Maildrop::new(v, &r.listing).with_exceptions(r.exceptions)
         }
     };

@@ -2,8 +2,10 @@
 
 pub(crate) mod answer;
 pub mod backend;
+pub(crate) mod cluster;
 pub(crate) mod credentials;
 pub(crate) mod fetch;
+pub(crate) mod fingerprint;
 pub mod import;
 pub(crate) mod limits;
 pub(crate) mod login;
@@ -21,6 +23,7 @@ use crate::config::Config;
 pub use crate::config::DEFAULT_ROUTE;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::state::embedded::Embedded;
 use backend::Backend;
 
 /// What every session of one server instance shares.
@@ -37,6 +40,9 @@ pub struct Context {
     pub(crate) limits: limits::Limiters,
     /// The UIDL memory, when `state` is configured.
     pub(crate) uidls: Option<uidls::UidlMemory>,
+    /// Session leases and the penalty shared with other instances, when
+    /// the state store is Redis.
+    pub(crate) cluster: Option<cluster::Cluster>,
     /// The old POP3 server, when `migration` is configured.
     pub(crate) migration: Option<crate::migration::Source>,
     next_session: AtomicU64,
@@ -71,9 +77,33 @@ impl Context {
             )),
             _ => None,
         };
-        let uidls = match &config.state {
-            Some(state) => Some(uidls::UidlMemory::open(state)?),
-            None => None,
+        let limits = limits::Limiters::new(&config.limits, config.session.exclusive);
+        let (uidls, cluster) = match &config.state {
+            None => (None, None),
+            Some(state) => match (&state.path, &state.redis) {
+                (_, Some(settings)) => {
+                    let redis = Arc::new(crate::state::redis::Redis::open(settings)?);
+                    metrics.init_store("redis");
+                    let cluster = cluster::Cluster::new(
+                        redis.clone(),
+                        settings,
+                        state.on_unavailable,
+                        &config,
+                        &limits,
+                        metrics.clone(),
+                    );
+                    let memory = uidls::UidlMemory::new(redis, state.on_unavailable);
+                    (Some(memory), Some(cluster))
+                }
+                (path, None) => {
+                    // The config check requires one of the two.
+                    let path = path.as_deref().unwrap_or(std::path::Path::new("."));
+                    let store = Embedded::open(path).map_err(|e| format!("state.path: {e}"))?;
+                    metrics.init_store("embedded");
+                    let memory = uidls::UidlMemory::new(Arc::new(store), state.on_unavailable);
+                    (Some(memory), None)
+                }
+            },
         };
         let migration = match &config.migration {
             Some(m) => Some(crate::migration::Source::new(&m.pop3)?),
@@ -86,17 +116,30 @@ impl Context {
             master,
             backends,
             router: route::Router::new(&config),
-            limits: limits::Limiters::new(&config.limits, config.session.exclusive),
+            limits,
+            cluster,
             config,
             metrics,
             next_session: AtomicU64::new(1),
         })
     }
 
-    /// Puts the UIDL memory on `store` (another backend than the
-    /// embedded one, or a test's).
-    pub fn set_state_store(&mut self, store: Arc<dyn crate::state::StateStore>) {
-        self.uidls = Some(uidls::UidlMemory::with_store(store));
+    /// Puts the UIDL memory on `store` (a test's), with what a login gets
+    /// while it fails.
+    pub fn set_state_store(
+        &mut self,
+        store: Arc<dyn crate::state::StateStore>,
+        on_unavailable: crate::config::OnUnavailable,
+    ) {
+        self.uidls = Some(uidls::UidlMemory::new(store, on_unavailable));
+    }
+
+    /// Whether new logins must be refused for want of the state store.
+    pub(crate) fn store_required(&self) -> bool {
+        self.config
+            .state
+            .as_ref()
+            .is_some_and(|s| s.on_unavailable == crate::config::OnUnavailable::Refuse)
     }
 
     pub(crate) fn default_backend(&self) -> &Arc<Backend> {
@@ -120,5 +163,45 @@ pub async fn sweep_limits(ctx: Arc<Context>) {
         ctx.limits.sweep(std::time::Instant::now());
         let held = ctx.limits.remembered();
         ctx.metrics.auth_penalty_entries.set(held as i64);
+    }
+}
+
+/// How often the state store is checked for `/readyz` and the metrics.
+const STORE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Checks the state store on a timer: `popgate_state_store_up`, and
+/// `/readyz` unready while it is down and logins need it.
+pub async fn watch_store(ctx: Arc<Context>, health: Arc<crate::http::Health>) {
+    let Some(memory) = &ctx.uidls else {
+        health.store_ok.store(true, Ordering::Relaxed);
+        return;
+    };
+    let backend = match ctx.cluster {
+        Some(_) => "redis",
+        None => "embedded",
+    };
+    let gauge = ctx.metrics.state_store_up.with_label_values(&[backend]);
+    let mut tick = tokio::time::interval(STORE_CHECK_EVERY);
+    let mut was_up = true;
+    loop {
+        tick.tick().await;
+        let up = match memory.store().ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                ctx.metrics.store_failed(crate::metrics::StoreOperation::Ping);
+                if was_up {
+                    tracing::warn!(backend, error = %e, "state store unreachable");
+                }
+                false
+            }
+        };
+        if up && !was_up {
+            tracing::info!(backend, "state store reachable again");
+        }
+        was_up = up;
+        gauge.set(i64::from(up));
+        health
+            .store_ok
+            .store(up || !ctx.store_required(), Ordering::Relaxed);
     }
 }

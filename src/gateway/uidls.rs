@@ -6,16 +6,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::backend::Imap;
-use super::maildrop::uid_sets;
-use super::migration;
+use super::fingerprint::Work;
 use crate::config::migration::OnFailure;
-use crate::config::State;
+use crate::config::OnUnavailable;
 use crate::imap::{ClientError, Listing};
 use crate::metrics::{Metrics, UidlEvent};
 use crate::migration::{matcher::OldMessage, Owner, Source};
+use crate::pop3::uidl::UidlTemplate;
+use crate::state::{matcher, MailboxKey, Memory, Saved, StateStore};
 
 /// Where a mailbox never seen before gets its UIDLs from.
 pub(crate) enum OldServer<'a> {
@@ -33,20 +34,43 @@ pub(crate) struct Migrated {
     pub(crate) matched: usize,
     pub(crate) unmatched: usize,
 }
-use crate::pop3::uidl::UidlTemplate;
-use crate::state::embedded::Embedded;
-use crate::state::{matcher, MailboxKey, Memory, Print, StateStore};
-
-/// The header fields whose hash tells messages of equal size and date apart.
-/// INTERNALDATE comes along: asking for it in every login snapshot would
-/// slow the listing of big mailboxes (measured: about 1.5x).
-const HEADERS: &str = "INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)]";
 
 pub(crate) struct UidlMemory {
     store: Arc<dyn StateStore>,
-    /// One lock per mailbox, so that concurrent logins agree.
+    on_unavailable: OnUnavailable,
+    /// One lock per mailbox, so that this instance's logins do the work
+    /// once; instances agree through the store's compare-and-set.
     locks: Mutex<HashMap<MailboxKey, Weak<tokio::sync::Mutex<()>>>>,
 }
+
+/// Why a login's UIDLs could not be settled.
+#[derive(Debug)]
+pub(crate) enum Unsettled {
+    /// The upstream failed while the headers were read, or the old
+    /// server's read failed with `on_failure: refuse`.
+    Upstream(ClientError),
+    /// The store failed and `state.on_unavailable` is `refuse`.
+    Store,
+}
+
+impl std::fmt::Display for Unsettled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsettled::Upstream(e) => write!(f, "IMAP server: {e}"),
+            Unsettled::Store => f.write_str("the state store is unavailable"),
+        }
+    }
+}
+
+impl From<ClientError> for Unsettled {
+    fn from(e: ClientError) -> Self {
+        Unsettled::Upstream(e)
+    }
+}
+
+/// Saves lost to another instance before this one gives up; each loss
+/// means the other's record is newer, so a retry usually finds it current.
+const ATTEMPTS: usize = 4;
 
 /// What the maildrop is built from.
 pub(crate) struct Remembered {
@@ -58,17 +82,16 @@ pub(crate) struct Remembered {
 }
 
 impl UidlMemory {
-    /// Opens the store `state` names; the error names the file.
-    pub(crate) fn open(state: &State) -> Result<UidlMemory, String> {
-        let store = Embedded::open(&state.path).map_err(|e| format!("state.path: {e}"))?;
-        Ok(UidlMemory::with_store(Arc::new(store)))
-    }
-
-    pub(crate) fn with_store(store: Arc<dyn StateStore>) -> UidlMemory {
+    pub(crate) fn new(store: Arc<dyn StateStore>, on_unavailable: OnUnavailable) -> UidlMemory {
         UidlMemory {
             store,
+            on_unavailable,
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 
     /// Whether the store holds a record of this mailbox.
@@ -88,8 +111,9 @@ impl UidlMemory {
     }
 
     /// The maildrop's exceptions for this snapshot, stored before they are
-    /// returned. A store that fails gives none (template UIDLs) and a
-    /// warning; an upstream that fails mid-fetch is an error.
+    /// returned. A store that fails gives template UIDLs and a warning, or
+    /// refuses, as `state.on_unavailable` says; an upstream that fails
+    /// mid-fetch is an error.
     // The login's snapshot and everything that shapes its UIDLs: grouping
     // them would only move the list elsewhere.
     #[allow(clippy::too_many_arguments)]
@@ -102,113 +126,66 @@ impl UidlMemory {
         template: &UidlTemplate,
         metrics: &Metrics,
         migration: Option<OldServer<'_>>,
-    ) -> Result<Remembered, ClientError> {
+    ) -> Result<Remembered, Unsettled> {
         let lock = self.lock_for(key);
         let _held = lock.lock().await;
         let started = Instant::now();
         let fallback = |listing, e: &dyn std::fmt::Display| {
-            warn!(user = %key.user, error = %e, "UIDL store unavailable: template UIDLs this session");
             metrics.uidl_event(UidlEvent::StoreFailed);
+            if self.on_unavailable == OnUnavailable::Refuse {
+                warn!(user = %key.user, error = %e, "UIDL store unavailable: login refused");
+                return Err(Unsettled::Store);
+            }
+            warn!(user = %key.user, error = %e, "UIDL store unavailable: template UIDLs this session");
             Ok(Remembered {
                 listing,
                 exceptions: HashMap::new(),
                 migrated: None,
             })
         };
-        let old = match self.store.load(key).await {
-            Ok(m) => m,
-            Err(e) => return fallback(listing, &e),
-        };
-        if let Some(m) = old
-            .as_ref()
-            .filter(|m| unchanged(m, uid_validity, &listing))
-        {
-            // The usual login: nothing new, nothing gone.
-            let exceptions = m.exceptions.clone().into_iter().collect();
-            return Ok(Remembered {
-                listing,
-                exceptions,
-                migrated: None,
-            });
-        }
-        // A mailbox never seen: its UIDLs come from the old server, if any.
-        let old_server = match migration.filter(|_| old.is_none()) {
-            Some(OldServer::Ask(source, owner, on_failure)) => {
-                read_old(source, owner, on_failure, &key.user, metrics).await?
+        let mut work = Work::new(migration);
+        for _ in 0..ATTEMPTS {
+            let old = match self.store.load(key).await {
+                Ok(m) => m,
+                Err(e) => return fallback(listing, &e),
+            };
+            let memory = old.as_ref().map(|s| &s.memory);
+            if let Some(m) = memory.filter(|m| unchanged(m, uid_validity, &listing)) {
+                // The usual login: nothing new, nothing gone.
+                let exceptions = m.exceptions.clone().into_iter().collect();
+                return Ok(Remembered {
+                    listing,
+                    exceptions,
+                    migrated: None,
+                });
             }
-            Some(OldServer::Read(messages)) => Some(messages),
-            None => None,
-        };
-        // (hash, date) by UID.
-        let known: HashMap<u32, (u64, u32)> = match &old {
-            Some(m) if m.uid_validity == uid_validity => {
-                m.prints.iter().map(|p| (p.uid, (p.hash, p.date))).collect()
-            }
-            _ => HashMap::new(),
-        };
-        let missing: Vec<u32> = listing
-            .iter()
-            .map(|l| l.uid)
-            .filter(|u| !known.contains_key(u))
-            .collect();
-        let hashes = match header_hashes(imap, &missing).await {
-            Ok(h) => h,
-            Err(e) if e.is_refusal() => return fallback(listing, &e),
-            Err(e) => return Err(e),
-        };
-        let listing: Vec<Listing> = listing
-            .into_iter()
-            .filter(|l| known.contains_key(&l.uid) || hashes.contains_key(&l.uid))
-            .collect();
-        let prints: Vec<Print> = listing
-            .iter()
-            .map(|l| {
-                let (hash, date) = known
-                    .get(&l.uid)
-                    .or(hashes.get(&l.uid))
-                    .copied()
-                    .unwrap_or_default();
-                Print {
-                    uid: l.uid,
-                    size: l.size,
-                    date,
-                    hash,
+            let assigned = work
+                .assign(imap, key, memory, uid_validity, &listing, template, metrics)
+                .await?;
+            let Some(assigned) = assigned else {
+                return Ok(Remembered {
+                    listing,
+                    exceptions: HashMap::new(),
+                    migrated: None,
+                });
+            };
+            let a = assigned.assignment;
+            match self.store.save(key, &a.memory, old.as_ref()).await {
+                Err(e) => return fallback(assigned.listing, &e),
+                Ok(Saved::Conflict) => {
+                    debug!(user = %key.user, "UIDL memory changed meanwhile: computed again");
+                    continue;
                 }
-            })
-            .collect();
-        let mut a = matcher::assign(old.as_ref(), &prints, uid_validity, template);
-        let mut migrated = None;
-        if let Some(messages) = old_server {
-            let ms = started.elapsed().as_millis() as u64;
-            let (memory, matched) =
-                migration::assign(imap, &messages, &prints, uid_validity, template).await?;
-            info!(
-                user = %key.user,
-                old_messages = messages.len(),
-                matched,
-                unmatched = prints.len() - matched,
-                duration_ms = ms,
-                "UIDLs migrated from the old POP3 server"
-            );
-            metrics.uidl_event(UidlEvent::Migrated);
-            a.memory = memory;
-            migrated = Some(Migrated {
-                old_messages: messages.len(),
-                matched,
-                unmatched: prints.len() - matched,
+                Ok(Saved::Done) => {}
+            }
+            self.report(key, memory, &a, assigned.fingerprinted, started, metrics);
+            return Ok(Remembered {
+                listing: assigned.listing,
+                exceptions: a.memory.exceptions.into_iter().collect(),
+                migrated: assigned.migrated,
             });
         }
-        if old.as_ref() != Some(&a.memory) {
-            if let Err(e) = self.store.save(key, &a.memory).await {
-                return fallback(listing, &e);
-            }
-        }
-        self.report(key, old.as_ref(), &a, missing.len(), started, metrics);
-        Ok(Remembered {
-            listing,
-            exceptions: a.memory.exceptions.into_iter().collect(),
-            migrated,
-        })
+        fallback(listing, &"the record kept changing under this login")
     }
 
     fn report(
@@ -242,35 +219,6 @@ impl UidlMemory {
     }
 }
 
-/// The old server's messages; `None` when it failed and `on_failure:
-/// continue` goes on with template UIDLs. With `refuse` a failure ends
-/// the login, and nothing is stored.
-async fn read_old(
-    source: &Source,
-    owner: &Owner<'_>,
-    on_failure: OnFailure,
-    user: &str,
-    metrics: &Metrics,
-) -> Result<Option<Vec<OldMessage>>, ClientError> {
-    match source.read_old(owner).await {
-        Ok(m) => Ok(Some(m)),
-        Err(e) => {
-            warn!(
-                user = %user,
-                old_server = %source.config.address.0,
-                error = %e,
-                on_failure = %on_failure.as_str(),
-                "UIDL migration from the old POP3 server failed"
-            );
-            metrics.uidl_event(UidlEvent::MigrationFailed);
-            match on_failure {
-                OnFailure::Refuse => Err(ClientError::Protocol("UIDL migration failed".into())),
-                OnFailure::Continue => Ok(None),
-            }
-        }
-    }
-}
-
 /// The memory already describes this snapshot exactly.
 fn unchanged(m: &Memory, uid_validity: u32, listing: &[Listing]) -> bool {
     m.uid_validity == uid_validity
@@ -279,29 +227,4 @@ fn unchanged(m: &Memory, uid_validity: u32, listing: &[Listing]) -> bool {
             .iter()
             .zip(listing)
             .all(|(p, l)| p.uid == l.uid && p.size == l.size)
-}
-
-/// A hash of each message's selected header fields and its INTERNALDATE,
-/// by UID; a message expunged meanwhile has none.
-async fn header_hashes(
-    imap: &mut Imap,
-    uids: &[u32],
-) -> Result<HashMap<u32, (u64, u32)>, ClientError> {
-    let mut out = HashMap::with_capacity(uids.len());
-    for set in uid_sets(uids, 900) {
-        let tag = imap.fetch_bodies(&set, HEADERS).await?;
-        while let Some(start) = imap.next_body(&tag).await? {
-            let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-            while let Some(chunk) = imap.body_chunk().await? {
-                digest.update(&chunk);
-            }
-            if let Some(uid) = start.uid {
-                let d = digest.finish();
-                let mut first = [0u8; 8];
-                first.copy_from_slice(&d.as_ref()[..8]);
-                out.insert(uid, (u64::from_le_bytes(first), start.date.unwrap_or(0)));
-            }
-        }
-    }
-    Ok(out)
 }

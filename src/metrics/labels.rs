@@ -60,6 +60,7 @@ label_values!(
         InUse => "in_use",
         MailboxError => "mailbox_error",
         Throttled => "throttled",
+        StoreUnavailable => "store_unavailable",
     }
 );
 
@@ -106,5 +107,16 @@ label_values!(
         StoreFailed => "store_failed",
         Migrated => "migrated",
         MigrationFailed => "migration_failed",
+    }
+);
+
+label_values!(
+    /// What the state store failed at (`popgate_state_store_errors_total{operation}`).
+    StoreOperation {
+        Load => "load",
+        Save => "save",
+        Lease => "lease",
+        Penalty => "penalty",
+        Ping => "ping",
     }
 );

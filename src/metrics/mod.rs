@@ -5,7 +5,8 @@
 mod labels;
 
 pub use labels::{
-    FailureReason, LimitKind, LoginResult, Mechanism, Outcome, ThrottleKind, UidlEvent,
+    FailureReason, LimitKind, LoginResult, Mechanism, Outcome, StoreOperation, ThrottleKind,
+    UidlEvent,
 };
 
 use prometheus::{
@@ -41,6 +42,8 @@ pub struct Metrics {
     pub uidl_events: IntCounterVec,
     pub uidl_rematched: IntCounterVec,
     pub auth_penalty_entries: IntGauge,
+    pub state_store_up: IntGaugeVec,
+    pub state_store_errors: IntCounterVec,
 }
 
 /// Latency buckets from 0.5 ms to about 16 s.
@@ -198,8 +201,32 @@ impl Metrics {
                 "Messages of re-matched mailboxes that kept their UIDL (matched) or got a new one (unmatched).",
                 &["result"]
             )),
+            state_store_up: register!(gauge_vec(
+                "popgate_state_store_up",
+                "1 when the state store (UIDL memory; on Redis also session leases and login penalty) answered its last check.",
+                &["backend"]
+            )),
+            state_store_errors: register!(counter_vec(
+                "popgate_state_store_errors_total",
+                "State store operations that failed, by operation.",
+                &["operation"]
+            )),
             registry,
         }
+    }
+
+    /// The state store's series, at 0 errors; `backend` names it.
+    pub fn init_store(&self, backend: &'static str) {
+        self.state_store_up.with_label_values(&[backend]);
+        for op in StoreOperation::ALL {
+            self.state_store_errors.with_label_values(&[op.as_str()]);
+        }
+    }
+
+    pub fn store_failed(&self, operation: StoreOperation) {
+        self.state_store_errors
+            .with_label_values(&[operation.as_str()])
+            .inc();
     }
 
     /// Creates the series of every known label value at 0, so that rates

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{MailboxKey, Memory, StateError, StateStore};
+use super::{MailboxKey, Memory, Saved, Stamp, StateError, StateStore, Stored};
 
 /// The file's name inside `state.path`.
 pub const FILE_NAME: &str = "popgate-state.sqlite";
@@ -161,7 +161,7 @@ fn check_records(conn: &Connection) -> Result<(), String> {
 
 #[async_trait]
 impl StateStore for Embedded {
-    async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Memory>, StateError> {
+    async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Stored>, StateError> {
         let key = mailbox.encoded();
         let bytes = self
             .blocking(move |conn| {
@@ -173,19 +173,39 @@ impl StateStore for Embedded {
                 .optional()
             })
             .await?;
-        bytes.map(|b| Memory::decode(&b)).transpose()
+        bytes.map(|b| Stored::decode(&b)).transpose()
     }
 
-    async fn save(&self, mailbox: &MailboxKey, memory: &Memory) -> Result<(), StateError> {
+    async fn save(
+        &self,
+        mailbox: &MailboxKey,
+        memory: &Memory,
+        expected: Option<&Stored>,
+    ) -> Result<Saved, StateError> {
         let key = mailbox.encoded();
         let bytes = memory.encode();
+        let expected = expected.map(|s| s.stamp.clone());
         self.blocking(move |conn| {
-            conn.execute(
+            // IMMEDIATE takes the write lock before the read, so no other
+            // process writes between the comparison and the update.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT memory FROM mailboxes WHERE key = ?1",
+                    [key.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current.as_deref().map(Stamp::of) != expected {
+                return Ok(Saved::Conflict);
+            }
+            tx.execute(
                 "INSERT INTO mailboxes (key, memory) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET memory = excluded.memory",
                 (key.as_bytes(), bytes.as_slice()),
-            )
-            .map(drop)
+            )?;
+            tx.commit()?;
+            Ok(Saved::Done)
         })
         .await
     }
@@ -197,6 +217,10 @@ impl StateStore for Embedded {
                 .map(|n| n > 0)
         })
         .await
+    }
+
+    async fn ping(&self) -> Result<(), StateError> {
+        self.present()
     }
 }
 

@@ -1,10 +1,14 @@
 //! The UIDL memory: what popgate remembers per mailbox so that a UIDL once
 //! given stays that message's UIDL after its UID changes. The session talks
-//! to a [`StateStore`]; `embedded` is the on-disk backend.
+//! to a [`StateStore`]; `embedded` is the on-disk backend of one instance,
+//! `redis` the backend several instances share (with their session leases
+//! and login penalty).
 
 mod codec;
 pub mod embedded;
 pub mod matcher;
+pub mod redis;
+mod scripts;
 
 use std::collections::BTreeMap;
 
@@ -68,6 +72,50 @@ impl Memory {
     }
 }
 
+/// A memory as read from the store, with the stamp of the bytes it was
+/// read from: a save that names it succeeds only if they are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub memory: Memory,
+    pub stamp: Stamp,
+}
+
+impl Stored {
+    pub fn decode(bytes: &[u8]) -> Result<Stored, StateError> {
+        Ok(Stored {
+            memory: Memory::decode(bytes)?,
+            stamp: Stamp::of(bytes),
+        })
+    }
+}
+
+/// The SHA-1 of a stored record's bytes: Redis computes the same in its
+/// scripts (`redis.sha1hex`), so a compare-and-set sends 20 bytes, not the
+/// record. It detects change, nothing more: no one chooses the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp([u8; 20]);
+
+impl Stamp {
+    pub fn of(bytes: &[u8]) -> Stamp {
+        let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes);
+        let mut out = [0u8; 20];
+        out.copy_from_slice(d.as_ref());
+        Stamp(out)
+    }
+
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What a compare-and-set did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Done,
+    /// The record was no longer the one read: nothing written.
+    Conflict,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("{path}: {reason}")]
@@ -81,13 +129,22 @@ pub enum StateError {
 }
 
 /// Where mailbox memories live. A backend loads and saves one mailbox's
-/// memory as a whole; a save is atomic (all of it or none of it).
-/// Callers serialise load-compute-save per mailbox.
+/// memory as a whole; a save is atomic (all of it or none of it) and a
+/// compare-and-set: it writes only if the record is still the one the
+/// caller loaded (`expected`, `None` for none), so that instances and
+/// operator commands working on one mailbox at once agree on one memory.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Memory>, StateError>;
-    async fn save(&self, mailbox: &MailboxKey, memory: &Memory) -> Result<(), StateError>;
+    async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Stored>, StateError>;
+    async fn save(
+        &self,
+        mailbox: &MailboxKey,
+        memory: &Memory,
+        expected: Option<&Stored>,
+    ) -> Result<Saved, StateError>;
     /// Drops the mailbox's memory; true if there was one. Its next login
     /// finds nothing and starts afresh, as on first contact.
     async fn forget(&self, mailbox: &MailboxKey) -> Result<bool, StateError>;
+    /// Whether the store can be used now.
+    async fn ping(&self) -> Result<(), StateError>;
 }

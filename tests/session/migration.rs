@@ -141,7 +141,7 @@ async fn import_stores_old_uidls_skips_known_mailboxes_and_reports_failures() {
         user: USER.into(),
         folder: "INBOX".into(),
     };
-    let memory = store.load(&key).await.unwrap().expect("a record");
+    let memory = store.load(&key).await.unwrap().expect("a record").memory;
     let expected: BTreeMap<u32, String> = [(10, "old-c"), (11, "old-a"), (12, "old-b")]
         .into_iter()
         .map(|(u, s)| (u, s.to_string()))

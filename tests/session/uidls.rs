@@ -5,43 +5,74 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use popgate::state::{MailboxKey, Memory, StateError, StateStore};
+use popgate::config::OnUnavailable;
+use popgate::state::{MailboxKey, Memory, Saved, StateError, StateStore, Stored};
 
-use super::{body, config, Gateway, Peer};
+use super::{body, config, Gateway, Peer, PASSWORD, USER};
 
-/// A store in a map; `broken` makes every call fail.
+/// A store in a map of encoded records, with the backends' compare-and-set;
+/// `broken` makes every call fail, and `meanwhile` is written over the
+/// record just before the next save, as another instance would.
 #[derive(Default)]
 struct MapStore {
-    map: Mutex<HashMap<MailboxKey, Memory>>,
+    map: Mutex<HashMap<MailboxKey, Vec<u8>>>,
     broken: Mutex<bool>,
+    meanwhile: Mutex<Option<Memory>>,
+}
+
+impl MapStore {
+    fn check(&self) -> Result<(), StateError> {
+        match *self.broken.lock().unwrap() {
+            true => Err(StateError::Backend("broken".into())),
+            false => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
 impl StateStore for MapStore {
-    async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Memory>, StateError> {
-        if *self.broken.lock().unwrap() {
-            return Err(StateError::Backend("broken".into()));
-        }
-        Ok(self.map.lock().unwrap().get(mailbox).cloned())
+    async fn load(&self, mailbox: &MailboxKey) -> Result<Option<Stored>, StateError> {
+        self.check()?;
+        let map = self.map.lock().unwrap();
+        map.get(mailbox).map(|b| Stored::decode(b)).transpose()
     }
 
-    async fn save(&self, mailbox: &MailboxKey, memory: &Memory) -> Result<(), StateError> {
-        if *self.broken.lock().unwrap() {
-            return Err(StateError::Backend("broken".into()));
+    async fn save(
+        &self,
+        mailbox: &MailboxKey,
+        memory: &Memory,
+        expected: Option<&Stored>,
+    ) -> Result<Saved, StateError> {
+        self.check()?;
+        let mut map = self.map.lock().unwrap();
+        if let Some(other) = self.meanwhile.lock().unwrap().take() {
+            map.insert(mailbox.clone(), other.encode());
         }
-        self.map
-            .lock()
-            .unwrap()
-            .insert(mailbox.clone(), memory.clone());
-        Ok(())
+        let current = map.get(mailbox).map(|b| Stored::decode(b).unwrap().stamp);
+        if current != expected.map(|s| s.stamp.clone()) {
+            return Ok(Saved::Conflict);
+        }
+        map.insert(mailbox.clone(), memory.encode());
+        Ok(Saved::Done)
     }
 
     async fn forget(&self, mailbox: &MailboxKey) -> Result<bool, StateError> {
-        if *self.broken.lock().unwrap() {
-            return Err(StateError::Backend("broken".into()));
-        }
+        self.check()?;
         Ok(self.map.lock().unwrap().remove(mailbox).is_some())
     }
+
+    async fn ping(&self) -> Result<(), StateError> {
+        self.check()
+    }
+}
+
+async fn gateway(peer: &Peer, store: &Arc<MapStore>, on_unavailable: OnUnavailable) -> Gateway {
+    let s = store.clone();
+    let (gw, _) = Gateway::adjusted(peer.clone(), config(""), move |ctx| {
+        ctx.set_state_store(s, on_unavailable)
+    })
+    .await;
+    gw
 }
 
 /// UIDL -> the message's body, from one session.
@@ -73,8 +104,7 @@ async fn a_renumbered_mailbox_keeps_its_uidls_and_is_fingerprinted_once() {
     let peer = Peer::with_messages(4);
     peer.add(5, body(1, 3)); // an identical copy of message 1
     let store = Arc::new(MapStore::default());
-    let s = store.clone();
-    let (gw, _) = Gateway::adjusted(peer.clone(), config(""), |ctx| ctx.set_state_store(s)).await;
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
     let first = uidls(&gw).await;
     assert_eq!(first.len(), 5);
     assert_eq!(header_fetches(&peer), 1);
@@ -111,14 +141,71 @@ async fn a_renumbered_mailbox_keeps_its_uidls_and_is_fingerprinted_once() {
 }
 
 #[tokio::test]
-async fn a_failing_store_gives_template_uidls() {
+async fn a_failing_store_gives_template_uidls_when_told_to_serve() {
     let peer = Peer::with_messages(2);
     let store = Arc::new(MapStore::default());
     *store.broken.lock().unwrap() = true;
-    let s = store.clone();
-    let (gw, _) = Gateway::adjusted(peer.clone(), config(""), |ctx| ctx.set_state_store(s)).await;
+    let gw = gateway(&peer, &store, OnUnavailable::Serve).await;
     let got = uidls(&gw).await;
     let mut keys: Vec<_> = got.keys().cloned().collect();
     keys.sort();
     assert_eq!(keys, vec!["000000010000002a", "000000020000002a"]);
+}
+
+#[tokio::test]
+async fn a_failing_store_refuses_the_login_by_default() {
+    let peer = Peer::with_messages(2);
+    let store = Arc::new(MapStore::default());
+    *store.broken.lock().unwrap() = true;
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    let (_session, mut pop) = gw.another().await;
+    pop.send(&format!("USER {USER}")).await;
+    assert!(pop.line().await.starts_with("+OK"));
+    pop.send(&format!("PASS {PASSWORD}")).await;
+    assert_eq!(
+        pop.line().await,
+        "-ERR [SYS/TEMP] Mailbox state unavailable, try again later."
+    );
+    // The store recovers: the next login is served, without a restart.
+    *store.broken.lock().unwrap() = false;
+    assert_eq!(uidls(&gw).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_save_lost_to_another_instance_adopts_what_that_one_stored() {
+    let peer = Peer::with_messages(3);
+    let store = Arc::new(MapStore::default());
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    let first = uidls(&gw).await;
+
+    // A UIDVALIDITY change; another instance re-matches first and stores
+    // its own assignment, in which message 2 got an exception UIDL.
+    {
+        let mut st = peer.0.lock().unwrap();
+        st.uid_validity_change = 7;
+        for (i, m) in st.messages.iter_mut().enumerate() {
+            m.uid = 50 + i as u32;
+        }
+    }
+    let key = MailboxKey {
+        route: "default".into(),
+        user: USER.into(),
+        folder: "INBOX".into(),
+    };
+    let mut theirs = store.load(&key).await.unwrap().unwrap().memory;
+    theirs.uid_validity = 49;
+    for (i, p) in theirs.prints.iter_mut().enumerate() {
+        p.uid = 50 + i as u32;
+    }
+    theirs.exceptions = [(51, "chosen-elsewhere".to_string())].into();
+    *store.meanwhile.lock().unwrap() = Some(theirs.clone());
+
+    let again = uidls(&gw).await;
+    assert!(
+        again.contains_key("chosen-elsewhere"),
+        "the other instance's assignment is served: {:?}",
+        again.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(again.len(), first.len());
+    assert_eq!(store.load(&key).await.unwrap().unwrap().memory, theirs);
 }

@@ -272,6 +272,7 @@ impl Pop3Session {
         let req = login::Request {
             old_owner,
             owner: admitted.user,
+            owner_id: admitted.ids.as_ref().map(|i| i.user.as_str()),
             mailbox_owner,
             credentials,
             client: self.ends,
@@ -283,8 +284,7 @@ impl Pop3Session {
         self.ctx.metrics.login(mechanism, result);
         match outcome {
             Ok(opened) => {
-                let limits = &self.ctx.limits;
-                limits.succeeded(admitted.network, admitted.user, Instant::now());
+                self.succeeded_login(&admitted).await;
                 info!(
                     user = %user,
                     mechanism = mechanism.as_str(),
@@ -298,7 +298,7 @@ impl Pop3Session {
                 self.state = State::Transaction(Box::new(opened));
                 self.ok("Logged in.")
             }
-            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, admitted),
+            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, admitted).await,
             Err(failure) => {
                 let result = failure.result().as_str();
                 let mechanism = mechanism.as_str();
@@ -311,7 +311,7 @@ impl Pop3Session {
     /// A failed login counts against its network and user: the next
     /// attempts wait longer before they are checked (`gate.rs`). Unknown
     /// users get the same answer.
-    pub(super) fn refuse_login(
+    pub(super) async fn refuse_login(
         &mut self,
         mechanism: Mechanism,
         user: &str,
@@ -323,10 +323,7 @@ impl Pop3Session {
             // Refused here, without asking the upstream.
             self.ctx.metrics.login(mechanism, LoginResult::AuthFailed);
         }
-        self.ctx
-            .limits
-            .failed(admitted.network, admitted.user, Instant::now());
-        self.auth_failures += 1;
+        self.failed_login(&admitted).await;
         self.refuse(Refusal::Login(LoginFailure::AuthFailed))
     }
 }

@@ -8,6 +8,7 @@ use tracing::info;
 
 use super::{Pop3Session, Reply};
 use crate::gateway::answer::{LoginFailure, Refusal};
+use crate::gateway::cluster::{Cluster, Ids, Turned};
 use crate::gateway::limits::{Admission, Held, Key, Slot};
 use crate::metrics::{LoginResult, Mechanism, ThrottleKind};
 
@@ -20,6 +21,8 @@ pub(super) const MAX_NAME: usize = 255;
 pub(super) struct Admitted {
     pub(super) network: Key,
     pub(super) user: Key,
+    /// The same, as every instance names them; with a cluster only.
+    pub(super) ids: Option<Ids>,
     _in_flight: Option<Slot<Key>>,
 }
 
@@ -62,13 +65,30 @@ impl Pop3Session {
         authzid: &str,
     ) -> Result<Admitted, Reply> {
         let fit = acceptable(name) && (authzid.is_empty() || acceptable(authzid));
-        let limits = &self.ctx.limits;
-        let network = limits.keys.network(self.ends.client.ip());
-        let user = limits.keys.user(&self.canonical(name, authzid));
+        let ctx = self.ctx.clone();
+        let limits = &ctx.limits;
+        let canonical = self.canonical(name, authzid);
+        let ip = self.ends.client.ip();
+        let (network, user) = (limits.keys.network(ip), limits.keys.user(&canonical));
+        let ids = ctx
+            .cluster
+            .as_ref()
+            .map(|_| Cluster::ids(limits, ip, &canonical));
         let m = self.ctx.metrics.clone();
         let mechanism_name = mechanism.as_str();
-        let in_flight = match limits.admit(network, user, Instant::now()) {
-            Err(_) => {
+        let admission = match (&ctx.cluster, &ids) {
+            (Some(cluster), Some(ids)) => cluster.admit(limits, (network, user), ids).await,
+            _ => limits
+                .admit(network, user, Instant::now())
+                .map_err(|_| Turned::Crowded),
+        };
+        let in_flight = match admission {
+            Err(Turned::StoreDown) => {
+                m.login(mechanism, LoginResult::StoreUnavailable);
+                info!(mechanism = mechanism_name, result = "store_unavailable", "login refused");
+                return Err(self.refuse(Refusal::Login(LoginFailure::StoreUnavailable)));
+            }
+            Err(Turned::Crowded) => {
                 m.throttled(ThrottleKind::User);
                 m.login(mechanism, LoginResult::Throttled);
                 info!(
@@ -100,6 +120,7 @@ impl Pop3Session {
         let admitted = Admitted {
             network,
             user,
+            ids,
             _in_flight: in_flight,
         };
         let reason = if !fit {
@@ -117,10 +138,28 @@ impl Pop3Session {
             reason,
             "login refused"
         );
-        self.ctx
-            .limits
-            .failed(admitted.network, admitted.user, Instant::now());
-        self.auth_failures += 1;
+        self.failed_login(&admitted).await;
         Err(self.refuse(Refusal::Login(LoginFailure::AuthFailed)))
+    }
+
+    /// Books a failed login against its network and user, here and, with
+    /// a cluster, for every instance.
+    pub(super) async fn failed_login(&mut self, admitted: &Admitted) {
+        let ctx = self.ctx.clone();
+        ctx.limits
+            .failed(admitted.network, admitted.user, Instant::now());
+        if let (Some(cluster), Some(ids)) = (&ctx.cluster, &admitted.ids) {
+            cluster.failed(ids).await;
+        }
+        self.auth_failures += 1;
+    }
+
+    pub(super) async fn succeeded_login(&self, admitted: &Admitted) {
+        let ctx = &self.ctx;
+        ctx.limits
+            .succeeded(admitted.network, admitted.user, Instant::now());
+        if let (Some(cluster), Some(ids)) = (&ctx.cluster, &admitted.ids) {
+            cluster.succeeded(ids).await;
+        }
     }
 }

@@ -97,7 +97,7 @@ impl Pop3Session {
             self.login(Mechanism::Apop, user, proof, Some(admitted))
                 .await
         } else {
-            self.refuse_login(Mechanism::Apop, &user, admitted)
+            self.refuse_login(Mechanism::Apop, &user, admitted).await
         }
     }
 
@@ -133,7 +133,7 @@ impl Pop3Session {
             self.login(Mechanism::CramMd5, user, proof, Some(admitted))
                 .await
         } else {
-            self.refuse_login(Mechanism::CramMd5, &user, admitted)
+            self.refuse_login(Mechanism::CramMd5, &user, admitted).await
         })
     }
 
