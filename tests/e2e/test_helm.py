@@ -404,11 +404,14 @@ def test_schema_rejects_several_pods_on_the_embedded_store(helm, chart, tmp_path
     assert find(docs, "PersistentVolumeClaim")
 
 
-def test_schema_rejects_redis_settings_without_state(helm, chart):
+def test_schema_rejects_bad_redis_settings(helm, chart):
     for settings, needle in [
         (["state.enabled=false", "state.redis.url=redis://valkey:6379"],
          "at '/state/enabled': value must be true"),
-        (["state.redis.url=http://valkey:6379"], "does not match pattern"),
+        (["state.redis.url=http://valkey:6379"], "at '/state/redis/url': 'http://valkey:6379' does not match"),
+        # A password in the URL would stand in the ConfigMap.
+        (["state.redis.url=redis://:hunter2@valkey:6379/0"], "at '/state/redis/url'"),
+        (["state.redis.url=redis://popgate:hunter2@valkey:6379/0"], "at '/state/redis/url'"),
         (["state.redis.url=redis://valkey:6379", "state.onUnavailable=wait"], "onUnavailable"),
         (["state.redis.url=redis://valkey:6379", "state.redis.lease=thirty"], "lease"),
     ]:  # fmt: skip
