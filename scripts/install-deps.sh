@@ -10,6 +10,11 @@
 #                     the IMAP server behind popgate, and its POP3 to compare
 #   fetchmail, getmail6, mpop, curl
 #                     the real POP3 clients the tests drive
+#   redis-server      the Redis the shared state store is tested against
+#                     (throwaway instances, tests/e2e/redisserver.py)
+#   redis-tools       redis-cli, with which the tests read and stop that Redis
+#   haproxy           the load balancer in front of several popgate instances
+#                     sharing one Redis (PROXY protocol, health checks)
 #   openssl           test certificates
 #   systemd           systemd-analyze, which checks the shipped systemd unit
 #                     (it works without systemd running)
@@ -24,16 +29,19 @@
 # when a package is missing.  Works without a terminal (CI=true, no stdin).
 # Runs as root, or through passwordless sudo.
 #
-# The tests start their own throwaway Dovecot instances; a system-wide
-# Dovecot that the package installation starts is stopped again (and
-# disabled under systemd).  A Dovecot that was already installed and running
-# before this script is left alone.
+# The tests start their own throwaway Dovecot, Redis and HAProxy instances;
+# a system-wide Dovecot, redis-server or HAProxy that the package
+# installation starts is stopped again (and disabled under systemd).  One
+# that was already installed before this script is left alone.
 set -euo pipefail
 
 PACKAGES=(gcc g++ libc6-dev dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl
+    redis-server redis-tools haproxy
     openssl systemd procps ca-certificates python3 python3-venv)
 
 export DEBIAN_FRONTEND=noninteractive
+# haproxy and the daemons live in sbin, which a user's PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 exec </dev/null
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -58,10 +66,16 @@ missing_packages() {
     done
 }
 
-dovecot_installed_before=no
-if dpkg-query -W -f='${db:Status-Status}' dovecot-core 2>/dev/null | grep -qx installed; then
-    dovecot_installed_before=yes
-fi
+installed_before() {
+    if dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; then
+        echo yes
+    else
+        echo no
+    fi
+}
+dovecot_installed_before="$(installed_before dovecot-core)"
+redis_installed_before="$(installed_before redis-server)"
+haproxy_installed_before="$(installed_before haproxy)"
 
 mapfile -t MISSING < <(missing_packages)
 
@@ -100,32 +114,52 @@ if [ "${#MISSING[@]}" -gt 0 ]; then
     trap - EXIT
 fi
 
-# Stop a system Dovecot that this installation brought up (some init
-# systems ignore policy-rc.d).  Never fails on systems without systemd.
-if [ "$dovecot_installed_before" = no ] && command -v dovecot >/dev/null 2>&1; then
+# Stop a system service that this installation brought up (some init
+# systems ignore policy-rc.d), and disable it under systemd.  Never fails on
+# systems without systemd.  Arguments: the daemon's command, its SysV init
+# script name, the pid file of the system instance, the systemd units.
+stop_system_service() {
+    local daemon="$1" initscript="$2" pidfile="$3" pid
+    shift 3
+    command -v "$daemon" >/dev/null 2>&1 || return 0
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-        as_root systemctl stop dovecot.service dovecot.socket >/dev/null 2>&1 || true
-        as_root systemctl disable dovecot.service dovecot.socket >/dev/null 2>&1 || true
-    else
-        if [ -x /etc/init.d/dovecot ]; then
-            as_root /etc/init.d/dovecot stop >/dev/null 2>&1 || true
-        fi
-        # Without an init system the master may still be up: stop exactly
-        # the process named in the system instance's pid file.
-        pidfile=/run/dovecot/master.pid
-        if [ -r "$pidfile" ]; then
-            pid="$(cat "$pidfile" 2>/dev/null || true)"
-            if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        as_root systemctl stop "$@" >/dev/null 2>&1 || true
+        as_root systemctl disable "$@" >/dev/null 2>&1 || true
+        return 0
+    fi
+    if [ -x "/etc/init.d/$initscript" ]; then
+        as_root "/etc/init.d/$initscript" stop >/dev/null 2>&1 || true
+    fi
+    # Without an init system the daemon may still be up: stop exactly the
+    # processes named in the system instance's pid file (HAProxy's may
+    # name several).
+    if [ -r "$pidfile" ]; then
+        for pid in $(cat "$pidfile" 2>/dev/null || true); do
+            case "$pid" in ''|*[!0-9]*) continue ;; esac
+            if kill -0 "$pid" 2>/dev/null; then
                 as_root kill -TERM "$pid" 2>/dev/null || true
             fi
-        fi
+        done
     fi
+}
+
+if [ "$dovecot_installed_before" = no ]; then
+    stop_system_service dovecot dovecot /run/dovecot/master.pid \
+        dovecot.service dovecot.socket
+fi
+if [ "$redis_installed_before" = no ]; then
+    stop_system_service redis-server redis-server /run/redis/redis-server.pid \
+        redis-server.service
+fi
+if [ "$haproxy_installed_before" = no ]; then
+    stop_system_service haproxy haproxy /run/haproxy.pid haproxy.service
 fi
 
 # pytest and the other Python tools, in the project's virtual environment.
 VENV_PYTHON="$(bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh")"
 
-for tool in cc c++ dovecot doveconf fetchmail getmail mpop curl systemd-analyze; do
+for tool in cc c++ dovecot doveconf fetchmail getmail mpop curl redis-server redis-cli \
+        haproxy systemd-analyze; do
     command -v "$tool" >/dev/null 2>&1 || { log "$tool not found after install"; exit 1; }
 done
-log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $("$VENV_PYTHON" -m pytest --version 2>&1 | head -1) in $(dirname "$(dirname "$VENV_PYTHON")")"
+log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $(redis-server --version | cut -d' ' -f1-3), $(haproxy -v | head -1 | cut -d' ' -f1-3), $("$VENV_PYTHON" -m pytest --version 2>&1 | head -1) in $(dirname "$(dirname "$VENV_PYTHON")")"

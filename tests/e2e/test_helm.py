@@ -146,7 +146,9 @@ def deployment(docs: list[dict]) -> dict:
 
 
 def test_ci_values_files_exist():
-    assert set(CI_VALUES) == {"default-values.yaml", "all-on-values.yaml"}, CI_VALUES
+    assert set(CI_VALUES) == {
+        "default-values.yaml", "all-on-values.yaml", "redis-values.yaml"
+    }, CI_VALUES
 
 
 # --- helm lint and template ------------------------------------------------
@@ -202,7 +204,9 @@ def test_default_render(helm, chart):
     assert [p["targetPort"] for p in metrics["spec"]["ports"]] == ["metrics"]
     # The UIDL memory: on a claim that outlives the pod, one pod, replaced
     # (never two at once on the store).
-    assert yaml.safe_load(popgate_config(docs))["state"] == {"path": "/var/lib/popgate"}
+    assert yaml.safe_load(popgate_config(docs))["state"] == {
+        "path": "/var/lib/popgate", "on_unavailable": "refuse"
+    }
     (claim,) = find(docs, "PersistentVolumeClaim")
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert {"name": "state", "mountPath": "/var/lib/popgate"} in c["volumeMounts"]
@@ -212,11 +216,27 @@ def test_default_render(helm, chart):
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
 
 
+# The schema's complaint about several pods on the embedded store: the
+# setting at fault and the way out, state.redis.url.
+EMBEDDED_STORE_ERRORS = {
+    "replicaCount=2": ["at '/replicaCount': maximum: got 2, want 1"],
+    "autoscaling.enabled=true": ["at '/autoscaling/enabled': value must be false"],
+}
+
+
 def test_state_needs_a_single_pod(helm, chart):
-    for setting in ["replicaCount=2", "autoscaling.enabled=true"]:
+    for setting, errors in EMBEDDED_STORE_ERRORS.items():
         proc = run([helm, "template", "popgate", str(chart), "--set", setting])
         assert proc.returncode != 0, setting
-        assert "state.enabled" in proc.stderr
+        assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+        for error in errors + ["at '/state/redis/url': minLength: got 0, want 1"]:
+            assert error in proc.stderr, proc.stderr
+        # The template refuses it too, should the schema be skipped.
+        proc = run(
+            [helm, "template", "popgate", str(chart), "--set", setting, "--skip-schema-validation"]
+        )
+        assert proc.returncode != 0, setting
+        assert "state.enabled without state.redis.url" in proc.stderr, proc.stderr
     docs = render(helm, chart, None, "--set", "replicaCount=3", "--set", "state.enabled=false")
     assert not find(docs, "PersistentVolumeClaim")
     assert "state" not in yaml.safe_load(popgate_config(docs))
@@ -274,6 +294,135 @@ def test_all_on_render(helm, chart):
     assert not all(
         pop3_labels.get(k) == v for k, v in sm["selector"]["matchLabels"].items()
     ), "ServiceMonitor would also select the POP3 Service"
+
+
+def test_redis_render(helm, chart):
+    """Three pods sharing their state in Redis: the state section names the
+    server and the mounted password file, the Secret's key is mounted alone
+    and read-only, no claim, rolling updates, Redis allowed out."""
+    values = yaml.safe_load(CI_VALUES["redis-values.yaml"].read_text())
+    redis = values["state"]["redis"]
+    docs = render(helm, chart, CI_VALUES["redis-values.yaml"])
+    assert not find(docs, "PersistentVolumeClaim")
+    cfg = yaml.safe_load(popgate_config(docs))
+    assert cfg["state"] == {
+        "redis": {
+            "url": redis["url"],
+            "password_file": "/etc/popgate/redis/password",
+            "key_prefix": "popgate:",
+            "timeout": "2s",
+            "lease": "30s",
+        },
+        "on_unavailable": "refuse",
+    }
+    assert cfg["session"]["exclusive"] is True
+    dep = deployment(docs)
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert not [m for m in c["volumeMounts"] if m["name"] == "state"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "redis-password"]
+    assert mount == {"name": "redis-password", "mountPath": "/etc/popgate/redis", "readOnly": True}
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "redis-password"]
+    assert vol["secret"]["secretName"] == redis["existingSecret"] == "popgate-valkey"
+    assert vol["secret"]["items"] == [{"key": "password", "path": "password", "mode": 0o400}]
+    assert vol["secret"]["defaultMode"] == 0o400
+    assert cfg["state"]["redis"]["password_file"] == f"{mount['mountPath']}/password"
+    # The NetworkPolicy lets the pods out to Redis, and only there.
+    egress = find(docs, "NetworkPolicy")[0]["spec"]["egress"]
+    (to_redis,) = [r for r in egress if {"port": 6379, "protocol": "TCP"} in r["ports"]]
+    assert to_redis["to"] == values["networkPolicy"]["redis"]["to"]
+    # Without a Secret: no password file, no volume; the port from the URL.
+    docs = render(
+        helm, chart, CI_VALUES["redis-values.yaml"],
+        "--set", "state.redis.existingSecret=", "--set", "state.redis.url=rediss://[fd00::7]:6380/2",
+        "--set", "state.onUnavailable=serve", "--set", "state.redis.keyPrefix=pop3:",
+    )  # fmt: skip
+    state = yaml.safe_load(popgate_config(docs))["state"]
+    assert state["on_unavailable"] == "serve"
+    assert state["redis"]["url"] == "rediss://[fd00::7]:6380/2"
+    assert state["redis"]["key_prefix"] == "pop3:"
+    assert "password_file" not in state["redis"]
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if v["name"] == "redis-password"]
+    egress = find(docs, "NetworkPolicy")[0]["spec"]["egress"]
+    assert [r for r in egress if {"port": 6380, "protocol": "TCP"} in r["ports"]]
+    # The embedded store, by default, has no Redis port to reach.
+    docs = render(helm, chart, CI_VALUES["default-values.yaml"])
+    egress = find(docs, "NetworkPolicy")[0]["spec"]["egress"]
+    assert not [r for r in egress if {"port": 6379, "protocol": "TCP"} in r["ports"]]
+
+
+def embedded_store_values(tmp_path: Path, **changes) -> Path:
+    """The Redis CI values file turned back to the embedded store (no URL,
+    no Secret), with changes."""
+    values = yaml.safe_load(CI_VALUES["redis-values.yaml"].read_text())
+    values["state"]["redis"]["url"] = ""
+    values["state"]["redis"]["existingSecret"] = ""
+    for key, value in changes.items():
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = tmp_path / "embedded-values.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, error",
+    [
+        ({}, "at '/replicaCount': maximum: got 3, want 1"),
+        (
+            {"replicaCount": 1, "autoscaling.enabled": True},
+            "at '/autoscaling/enabled': value must be false",
+        ),
+    ],
+    ids=["three-replicas", "autoscaling"],
+)
+def test_schema_rejects_several_pods_on_the_embedded_store(helm, chart, tmp_path, changes, error):
+    values = embedded_store_values(tmp_path, **changes)
+    lint = run([helm, "lint", "--strict", str(chart), "-f", str(values)])
+    template = run([helm, "template", "popgate", str(chart), "-f", str(values)])
+    for proc in (lint, template):
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        assert "values don't meet the specifications of the schema" in out, out
+        # The setting at fault, and the way out.
+        assert error in out, out
+        assert "at '/state/redis/url': minLength: got 0, want 1" in out, out
+    # One pod without autoscaling is the embedded store's normal case.
+    values = embedded_store_values(tmp_path, replicaCount=1)
+    proc = run([helm, "lint", "--strict", str(chart), "-f", str(values)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    docs = render(helm, chart, values)
+    assert yaml.safe_load(popgate_config(docs))["state"] == {
+        "path": "/var/lib/popgate", "on_unavailable": "refuse"
+    }
+    assert find(docs, "PersistentVolumeClaim")
+
+
+def test_schema_rejects_bad_redis_settings(helm, chart):
+    for settings, needle in [
+        (["state.enabled=false", "state.redis.url=redis://valkey:6379"],
+         "at '/state/enabled': value must be true"),
+        (["state.redis.url=http://valkey:6379"], "at '/state/redis/url': 'http://valkey:6379' does not match"),
+        # A password in the URL would stand in the ConfigMap.
+        (["state.redis.url=redis://:hunter2@valkey:6379/0"], "at '/state/redis/url'"),
+        (["state.redis.url=redis://popgate:hunter2@valkey:6379/0"], "at '/state/redis/url'"),
+        (["state.redis.url=redis://valkey:6379", "state.onUnavailable=wait"], "onUnavailable"),
+        (["state.redis.url=redis://valkey:6379", "state.redis.lease=thirty"], "lease"),
+    ]:  # fmt: skip
+        args = [a for s in settings for a in ("--set", s)]
+        proc = run([helm, "template", "popgate", str(chart), *args])
+        assert proc.returncode != 0, settings
+        assert needle in proc.stderr, proc.stderr
+    # A Secret without a URL would be mounted for nothing: the template says so.
+    proc = run([helm, "template", "popgate", str(chart), "--set", "state.redis.existingSecret=x"])
+    assert proc.returncode != 0
+    assert "state.redis.existingSecret needs state.enabled and state.redis.url" in proc.stderr
 
 
 @pytest.mark.parametrize("values", sorted(CI_VALUES))
@@ -341,6 +490,12 @@ COMBINATIONS = {
         "podDisruptionBudget.minAvailable=50%",
     ],
     "networkpolicy-defaults": ["networkPolicy.enabled=true", "drain.preStopSleepSeconds=0"],
+    "redis-autoscaling": [
+        "autoscaling.enabled=true",
+        "state.redis.url=rediss://valkey.cache.svc:6380/1",
+        "state.redis.existingSecret=valkey-auth",
+        "state.redis.secretKey=valkey-password",
+    ],
 }
 
 
@@ -447,13 +602,23 @@ def stand_in_tls_files(directory: Path) -> tuple[Path, Path]:
 
 
 def file_paths(cfg: dict) -> list[str]:
-    """The files popgate.yaml names (certificate, key, CA)."""
+    """The files popgate.yaml names (certificate, key, CA, Redis password)."""
     paths = []
     if "tls" in cfg:
         paths += [cfg["tls"]["certificate"], cfg["tls"]["key"]]
     if cfg["upstream"].get("ca_file"):
         paths.append(cfg["upstream"]["ca_file"])
+    if cfg.get("state", {}).get("redis", {}).get("password_file"):
+        paths.append(cfg["state"]["redis"]["password_file"])
     return paths
+
+
+def stand_in_password_file(directory: Path) -> Path:
+    """A password file as popgate wants one: readable by its owner only."""
+    path = directory / "redis-password"
+    path.write_text("stand-in\n")
+    path.chmod(0o600)
+    return path
 
 
 @pytest.mark.parametrize("values", sorted(CI_VALUES))
@@ -465,15 +630,19 @@ def test_rendered_config_passes_popgate_check(helm, chart, values, tmp_path):
     (c,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
     # Every file the config names is in a volume mounted into the container.
     mounts = [m["mountPath"].rstrip("/") + "/" for m in c["volumeMounts"]]
-    for path in file_paths(cfg) + ([cfg["state"]["path"] + "/"] if "state" in cfg else []):
+    state_dir = [cfg["state"]["path"] + "/"] if "path" in cfg.get("state", {}) else []
+    for path in file_paths(cfg) + state_dir:
         assert any(path.startswith(m) for m in mounts), f"{path} is in no volume mount"
     # --check reads those files: point it at stand-ins.
     local = text
-    if file_paths(cfg):
+    password = cfg.get("state", {}).get("redis", {}).get("password_file")
+    if password:
+        local = local.replace(password, str(stand_in_password_file(tmp_path)))
+    if set(file_paths(cfg)) - {password}:
         crt, key = stand_in_tls_files(tmp_path)
-        for path in file_paths(cfg):
+        for path in set(file_paths(cfg)) - {password}:
             local = local.replace(path, str(key if path.endswith(".key") else crt))
-    if "state" in cfg:
+    if "path" in cfg.get("state", {}):
         local = local.replace(cfg["state"]["path"], str(tmp_path / "state"))
     cfg_file = tmp_path / "popgate.yaml"
     cfg_file.write_text(local)

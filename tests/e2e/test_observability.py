@@ -80,6 +80,8 @@ FAMILIES = {
     "popgate_limit_rejections_total": "counter",
     "popgate_connection_limit": "gauge",
     "popgate_draining": "gauge",
+    "popgate_state_store_up": "gauge",
+    "popgate_state_store_errors_total": "counter",
     "popgate_build_info": "gauge",
 }
 
@@ -467,9 +469,10 @@ def open_sessions(pg: Popgate) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack(dovecot):
-    """popgate (with metrics) behind a fault-injecting proxy to Dovecot, a
-    Prometheus scraping it, and a run of real sessions through it."""
+def stack(dovecot, tmp_path_factory):
+    """popgate (with metrics and its embedded state store) behind a
+    fault-injecting proxy to Dovecot, a Prometheus scraping it, and a run of
+    real sessions through it."""
     tool("promtool")
     tool("prometheus")
     need_yaml()
@@ -489,7 +492,8 @@ def stack(dovecot):
             proxy.port,
             metrics=True,
             upstream_extra="  health_check_interval: 200ms\n",
-            extra=f"session:\n  max_connections: {MAX_CONNECTIONS}\n  idle_timeout: {IDLE_TIMEOUT_S}s\n",
+            extra=f"session:\n  max_connections: {MAX_CONNECTIONS}\n  idle_timeout: {IDLE_TIMEOUT_S}s\n"
+            f'state:\n  path: "{tmp_path_factory.mktemp("state")}"\n',
         )
         assert pg.metrics_port, pg.log_text()
         wait_for(lambda: pg.http("/readyz")[0] == 200, 10, "popgate /readyz 200")

@@ -90,6 +90,25 @@ where the PodLifecycleSleepAction feature is on by default). */}}
 {{- regexFind "[0-9]+$" .Values.config.upstream.address -}}
 {{- end -}}
 
+{{/* Where popgate's state is: "redis" (state.redis.url), "embedded" (the
+store on the PersistentVolumeClaim) or "" (state.enabled off). */}}
+{{- define "popgate.stateBackend" -}}
+{{- if .Values.state.enabled -}}
+{{- if .Values.state.redis.url -}}redis{{- else -}}embedded{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The TCP port of the Redis server, from state.redis.url (6379 when the
+URL names none). */}}
+{{- define "popgate.redisPort" -}}
+{{- $hostport := regexReplaceAll "^[a-z]+://([^/@]*@)?([^/?#]*).*$" .Values.state.redis.url "${2}" -}}
+{{- default "6379" (regexFind ":[0-9]+$" $hostport | trimPrefix ":") -}}
+{{- end -}}
+
+{{/* Where the Secret with the Redis password is mounted, and the file. */}}
+{{- define "popgate.redisSecretDir" -}}/etc/popgate/redis{{- end -}}
+{{- define "popgate.redisPasswordFile" -}}{{ include "popgate.redisSecretDir" . }}/password{{- end -}}
+
 {{/* Where the TLS Secret is mounted. */}}
 {{- define "popgate.tlsDir" -}}/etc/popgate/tls{{- end -}}
 
@@ -167,8 +186,21 @@ where the PodLifecycleSleepAction feature is on by default). */}}
   "key" (printf "%s/tls.key" (include "popgate.tlsDir" .))
   "reload_interval" .Values.tls.reloadInterval) -}}
 {{- end -}}
-{{- if .Values.state.enabled -}}
-{{- $_ := set $cfg "state" (dict "path" "/var/lib/popgate") -}}
+{{- $backend := include "popgate.stateBackend" . -}}
+{{- if eq $backend "redis" -}}
+{{- $r := .Values.state.redis -}}
+{{- $redis := dict
+  "url" $r.url
+  "key_prefix" $r.keyPrefix
+  "timeout" $r.timeout
+  "lease" $r.lease
+-}}
+{{- if $r.existingSecret -}}
+{{- $_ := set $redis "password_file" (include "popgate.redisPasswordFile" .) -}}
+{{- end -}}
+{{- $_ := set $cfg "state" (dict "redis" $redis "on_unavailable" .Values.state.onUnavailable) -}}
+{{- else if eq $backend "embedded" -}}
+{{- $_ := set $cfg "state" (dict "path" "/var/lib/popgate" "on_unavailable" .Values.state.onUnavailable) -}}
 {{- end -}}
 {{- $cfg = mustMergeOverwrite $cfg (deepCopy $c.extra) -}}
 {{- toYaml $cfg -}}
