@@ -779,7 +779,7 @@ def main(argv: list[str]) -> int:
     info = report.machine_info(REPO, binary, args.rev, bool(args.popgate_bin))
     t0 = time.monotonic()
     runner = Runner(args, binary)
-    if set(args.only) & set("abcdefgu"):
+    if set(args.only) & set("abcdefgur"):
         runner.main_dovecot()
     if "i" in args.only:
         runner.run_idle()
