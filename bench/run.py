@@ -116,6 +116,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "'performance' reuses login processes (service_count = 0)")
     p.add_argument("--no-embedded", action="store_true",
                    help="r: leave out the reference popgate on the embedded store")
+    p.add_argument("--redis-appendfsync", choices=("always", "everysec", "no"), default="always",
+                   help="r: redis-server's appendfsync ('always' syncs every write before "
+                   "answering, as a production store would)")
     p.add_argument("--popgate-bin", help="use this popgate binary instead of building target/release/popgate")
     p.add_argument("--rev", help="benchmark popgate as of this git revision (e.g. HEAD, a tag): "
                    "its tree is exported to bench/.build/ and built there, away from the "
@@ -371,7 +374,8 @@ class Runner:
                 log("r: skipped, redis-server is not installed")
             else:
                 state_store.run(self, log, dv, pg, "sess", "huge", pw, a.listing_msgs,
-                                embedded=not a.no_embedded)
+                                embedded=not a.no_embedded,
+                                appendfsync=a.redis_appendfsync)
         if "u" in only:
             uidl_memory.run_store(self, log, dv, pg, "huge", pw, a.listing_msgs)
 
@@ -660,6 +664,9 @@ class Runner:
                 out.append(f"| {key}: redis-server CPU / wall | — | "
                            + ", ".join(f"{s.extra['redis_cpu'] / s.wall * 100:.0f}%"
                                        for s in self.samples[key]["popgate"]) + " |")
+        for key, calls in self.r_result.get("commands", {}).items():
+            out.append(f"| {key}: Redis commands per {'listing' if key == 'r-f' else 'session'} | — | "
+                       + (", ".join(f"{cmd} {c:.2g}" for cmd, c in calls.items()) or "none") + " |")
         for label, r in self.i_result.items():
             out.append(f"| i ({label} mailbox): popgate VmRSS before -> after (KiB) | — | "
                        f"{r['rss_before_kib']} -> {r['rss_after_kib']} over {r['sessions']} sessions |")
@@ -757,7 +764,7 @@ def write_results(args, runner: Runner, rows: list[Row], info: dict, command: st
               f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
               f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
               "r: d, e and f's warm listing through popgate on a throwaway redis-server "
-              "(appendonly yes, appendfsync always, its directory on "
+              f"(appendonly yes, appendfsync {args.redis_appendfsync}, its directory on "
               f"{tempfile.gettempdir()}) and on the embedded store, against the popgate of a-g "
               "(no state section, the \"native\" column); the sides rotate within each round"]
     lines += [f"- {s}" for s in runner.settings]

@@ -37,10 +37,16 @@ class StorePopgates:
     all stopped by ``cleanup()``."""
 
     def __init__(self, binary: str, upstream_port: int, log_level: str,
-                 embedded: bool = True) -> None:
+                 embedded: bool = True, appendfsync: str = "always") -> None:
         from redisserver import RedisServer
 
-        self.redis = RedisServer()
+        self.redis = RedisServer(start=False)
+        if appendfsync != "always":
+            with open(self.redis.conf_path) as f:
+                conf = f.read()
+            with open(self.redis.conf_path, "w") as f:
+                f.write(conf.replace("appendfsync always", f"appendfsync {appendfsync}"))
+        self.redis.start()
         self.dir = tempfile.mkdtemp(prefix="popgate-bench-state-")
         self.pgs: dict[str, Popgate] = {}
         try:
@@ -55,6 +61,17 @@ class StorePopgates:
             self.cleanup()
             raise
 
+    def commands(self) -> dict[str, int]:
+        """Calls so far by command (INFO commandstats), without the PINGs
+        of popgate's health check and the INFO and SCAN of this benchmark."""
+        out = {}
+        for line in self.redis.cli("INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, stats = line[len("cmdstat_"):].partition(":")
+                if name not in ("ping", "info", "scan", "strlen", "dbsize", "command"):
+                    out[name] = int(stats.split(",")[0].split("=")[1])
+        return out
+
     def redis_cpu(self) -> float:
         assert self.redis.proc is not None
         return proc_cpu_seconds(self.redis.proc.pid)
@@ -68,17 +85,17 @@ class StorePopgates:
 
 
 def run(runner, log, dv, pg_off: Popgate, sess_user: str, huge_user: str,
-        password: str, n: int, embedded: bool = True) -> None:
+        password: str, n: int, embedded: bool = True, appendfsync: str = "always") -> None:
     """Fills runner.samples["r-d"], ["r-e"], ["r-f"] (native = popgate
     without state, popgate = the Redis store) and, with ``embedded``, the
     same keys with "-emb" (popgate = the embedded store), plus
     runner.r_result with the size of the UIDL memory in Redis."""
     a = runner.args
-    st = StorePopgates(runner.binary, dv.imap_port, a.popgate_log_level, embedded)
+    st = StorePopgates(runner.binary, dv.imap_port, a.popgate_log_level, embedded, appendfsync)
     try:
         pgs = {"off": pg_off, **st.pgs}
         ports = {side: pg.port for side, pg in pgs.items()}
-        log(f"r: the state store: popgate on Redis ({st.redis.url}, appendfsync always)"
+        log(f"r: the state store: popgate on Redis ({st.redis.url}, appendfsync {appendfsync})"
             + (" and on the embedded store" if embedded else "") + " vs popgate without state")
 
         def e_run(side: str) -> Sample:
@@ -89,14 +106,14 @@ def run(runner, log, dv, pg_off: Popgate, sess_user: str, huge_user: str,
             return s
 
         workloads = [
-            ("r-d", f"{a.seq_sessions} sequential sessions",
+            ("r-d", a.seq_sessions, f"{a.seq_sessions} sequential sessions",
              lambda side: seq_sessions(ports[side], sess_user, password, a.seq_sessions),
              lambda side: seq_sessions(ports[side], sess_user, password, 5)),
-            ("r-e", f"{a.conc_sessions} sessions by {a.clients} concurrent clients",
+            ("r-e", a.conc_sessions, f"{a.conc_sessions} sessions by {a.clients} concurrent clients",
              e_run,
              lambda side: concurrent_sessions(ports[side], sess_user, password,
                                               a.clients, a.clients)),
-            ("r-f", f"warm UIDL+LIST of {n:,} messages",
+            ("r-f", 1, f"warm UIDL+LIST of {n:,} messages",
              lambda side: listing(ports[side], huge_user, password, n),
              # The first login on a store fingerprints every message; the
              # second is the first warm one.
@@ -104,23 +121,32 @@ def run(runner, log, dv, pg_off: Popgate, sess_user: str, huge_user: str,
                            listing(ports[side], huge_user, password, n))),
         ]
         order = list(pgs)
-        for key, what, measure, warm in workloads:
+        commands: dict[str, dict[str, float]] = {}
+        for key, per, what, measure, warm in workloads:
             log(f"r: {what}")
             for side in order:
                 warm(side)
             res: dict[str, list[Sample]] = {side: [] for side in order}
+            calls: dict[str, int] = {}
             for r in range(a.rounds):
                 for side in order[r % len(order):] + order[:r % len(order)]:
+                    k0 = st.commands() if side == "redis" else {}
                     c0 = pgs[side].cpu_seconds()
                     rc0 = st.redis_cpu()
                     s = measure(side)
                     s.server_cpu = pgs[side].cpu_seconds() - c0
                     s.extra["redis_cpu"] = st.redis_cpu() - rc0
+                    if side == "redis":
+                        for cmd, c in st.commands().items():
+                            calls[cmd] = calls.get(cmd, 0) + c - k0.get(cmd, 0)
                     res[side].append(s)
                 log(f"  {key} round {r + 1}/{a.rounds}: "
                     + ", ".join(f"{side} {fmt(res[side][-1].value)}" for side in order))
             for side in st.pgs:
                 runner.samples[key + SIDES[side][0]] = {"native": res["off"], "popgate": res[side]}
+            commands[key] = {cmd: c / (per * a.rounds) for cmd, c in sorted(calls.items()) if c}
+            log(f"  {key}: Redis commands per {'session' if per > 1 else 'listing'}: "
+                + (", ".join(f"{cmd} {c:.2g}" for cmd, c in commands[key].items()) or "none"))
         keys = st.redis.keys("popgate:uidl:*")
         if not keys:
             raise RuntimeError("r: no UIDL memory in Redis after the listings "
@@ -130,6 +156,7 @@ def run(runner, log, dv, pg_off: Popgate, sess_user: str, huge_user: str,
             "uidl_keys": len(keys),
             "uidl_bytes": max(int(st.redis.cli("STRLEN", k)) for k in keys),
             "redis_keys": int(st.redis.cli("DBSIZE")),
+            "commands": commands,
         }
         log(f"  r: {runner.r_result['redis_keys']} keys in Redis, the UIDL memory of the "
             f"big mailbox {runner.r_result['uidl_bytes'] / n:.1f} B/msg")
