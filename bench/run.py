@@ -2,7 +2,7 @@
 """popgate against Dovecot's own POP3 on the same mailboxes.
 
     python3 bench/run.py            # the default run (a few minutes)
-    python3 bench/run.py --quick    # a smoke run (under a minute)
+    python3 bench/run.py --quick    # a smoke run (about a minute)
     python3 bench/run.py --help     # sizes, rounds, selection
 
 Starts a throwaway Dovecot (the end-to-end test harness's), puts popgate in
@@ -92,7 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Benchmark popgate against Dovecot's own POP3.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smaller sizes and 3 rounds: a smoke run in under a minute")
+                   help="smaller sizes and 3 rounds: a smoke run of about a minute")
     p.add_argument("--only", default=ALL, metavar="LETTERS",
                    help="workloads to run, e.g. 'abc' or 'a,f,i'")
     p.add_argument("--rounds", type=int, help="interleaved rounds per workload "
