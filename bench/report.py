@@ -235,7 +235,8 @@ def ensure_matplotlib() -> bool:
 
 
 def plot(rows: list[Row], path: Path, title: str) -> None:
-    speed = [r for r in rows if r.kind in ("rate", "time") and r.ratio is not None]
+    speed = [r for r in rows if r.kind in ("rate", "time") and r.ratio is not None
+             and r.target is not None]
     mem = [r for r in rows if r.kind == "mem" and r.popgate is not None and r.target]
     if ensure_matplotlib():
         _plot_matplotlib(speed, mem, path, title)

@@ -2,7 +2,7 @@
 """popgate against Dovecot's own POP3 on the same mailboxes.
 
     python3 bench/run.py            # the default run (a few minutes)
-    python3 bench/run.py --quick    # a smoke run (under a minute)
+    python3 bench/run.py --quick    # a smoke run (about a minute)
     python3 bench/run.py --help     # sizes, rounds, selection
 
 Starts a throwaway Dovecot (the end-to-end test harness's), puts popgate in
@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(REPO / "tests" / "e2e"))
 
 import report  # noqa: E402
+import state_store  # noqa: E402
 import uidl_memory  # noqa: E402
 from report import Row  # noqa: E402
 from corpus import (  # noqa: E402
@@ -43,7 +45,7 @@ from workloads import (  # noqa: E402
     seq_sessions, start_popgate, top_all,
 )
 
-ALL = "abcdefgiu"
+ALL = "abcdefgiur"
 PASSWORD = "bench-pw"
 
 # Sizes: (default, --quick).
@@ -74,6 +76,9 @@ TARGETS = {  # the least ratio each workload must reach
     "u": 1 / 1.1,                      # warm listing with the UIDL store within 1.1x of without
     "u-bytes": 32,                     # store file bytes per message
     "u-idle": 1.1,                     # idle session with the store within 1.1x of i's
+    "r-d": 0.9,                        # d's logins on the Redis store vs without state
+    "r-e": 0.9,                        # e's logins on the Redis store vs without state
+    "r-f": 1 / 1.2,                    # warm listing on the Redis store within 1.2x of without
 }
 
 
@@ -87,7 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Benchmark popgate against Dovecot's own POP3.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smaller sizes and 3 rounds: a smoke run in under a minute")
+                   help="smaller sizes and 3 rounds: a smoke run of about a minute")
     p.add_argument("--only", default=ALL, metavar="LETTERS",
                    help="workloads to run, e.g. 'abc' or 'a,f,i'")
     p.add_argument("--rounds", type=int, help="interleaved rounds per workload "
@@ -109,6 +114,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="Dovecot's login services for a-g: 'security' is the test harness's "
                    "configuration (Dovecot's default: a new login process per connection); "
                    "'performance' reuses login processes (service_count = 0)")
+    p.add_argument("--no-embedded", action="store_true",
+                   help="r: leave out the reference popgate on the embedded store")
+    p.add_argument("--redis-appendfsync", choices=("always", "everysec", "no"), default="always",
+                   help="r: redis-server's appendfsync ('always' syncs every write before "
+                   "answering, as a production store would)")
     p.add_argument("--popgate-bin", help="use this popgate binary instead of building target/release/popgate")
     p.add_argument("--rev", help="benchmark popgate as of this git revision (e.g. HEAD, a tag): "
                    "its tree is exported to bench/.build/ and built there, away from the "
@@ -124,7 +134,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, vals[prof])
     args.only = "".join(ch for ch in args.only.lower() if ch in ALL)
     if not args.only:
-        p.error("--only selects no workload (letters: a b c d e f g i u)")
+        p.error("--only selects no workload (letters: a b c d e f g i u r)")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     return args
@@ -254,6 +264,7 @@ class Runner:
         self.settings: list[str] = []
         self.i_result: dict = {}
         self.u_result: dict = {}
+        self.r_result: dict = {}
 
     def interleave(self, key: str, native, popgate, pg: Popgate,
                    warm_native=None, warm_popgate=None) -> None:
@@ -299,13 +310,13 @@ class Runner:
                 dv.deliver_many("big", attachment_messages(a.retr_msgs, a.retr_size), flags="S")
             if "c" in only:
                 dv.deliver_many("small", small_messages(a.top_msgs), flags="S")
-            if "d" in only or "e" in only:
+            if "d" in only or "e" in only or "r" in only:
                 dv.deliver_many("sess", small_messages(10), flags="S")
             if "g" in only:
                 dv.deliver_many("giant", [small_message(1),
                                           attachment_message(2, a.big_mb * 1_000_000)], flags="S")
-            if "f" in only or "u" in only:
-                log(f"writing the {a.listing_msgs:,}-message Maildir for f and u")
+            if "f" in only or "u" in only or "r" in only:
+                log(f"writing the {a.listing_msgs:,}-message Maildir for f, u and r")
                 dv.deliver_many("huge", small_messages(a.listing_msgs), flags="S")
             log(f"Dovecot ready with test mail in {time.monotonic() - t0:.1f} s")
             pg = start_popgate(self.binary, dv.imap_port, log_level=a.popgate_log_level)
@@ -356,6 +367,15 @@ class Runner:
                             lambda: big_retr(P, "giant", pw, pg), pg)
         if "f" in only:
             self.run_listing(dv, pg)
+        if "r" in only:
+            if shutil.which("redis-server") is None:
+                self.notes.append("r: skipped, redis-server is not installed "
+                                  "(Debian: apt-get install redis-server)")
+                log("r: skipped, redis-server is not installed")
+            else:
+                state_store.run(self, log, dv, pg, "sess", "huge", pw, a.listing_msgs,
+                                embedded=not a.no_embedded,
+                                appendfsync=a.redis_appendfsync)
         if "u" in only:
             uidl_memory.run_store(self, log, dv, pg, "huge", pw, a.listing_msgs)
 
@@ -516,6 +536,7 @@ class Runner:
                                 "KiB/session", None, self.i_result["small, store on"]["kib_per_session"],
                                 "mem", lim, f"< {lim:.1f} KiB (i + 10%)", label="idle, store"))
         rows += self.u_rows()
+        rows += state_store.rows(self, TARGETS)
         return rows
 
     def u_rows(self) -> list[Row]:
@@ -551,9 +572,13 @@ class Runner:
         per_cmd = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
                    "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
                    "e": (a.conc_sessions, "session"), "g": (1, "RETR")}
+        for suffix in ("", "-emb"):
+            per_cmd["r-d" + suffix] = per_cmd["d"]
+            per_cmd["r-e" + suffix] = per_cmd["e"]
         out.append("| Workload | wall per measurement, native / popgate | per command or session, native / popgate (difference) | popgate CPU / its wall | client CPU / wall (max) | machine busy, native / popgate | octets received, native / popgate |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
-        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g"):
+        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g",
+                    "r-d", "r-e", "r-f", "r-d-emb", "r-e-emb", "r-f-emb"):
             if key not in S:
                 continue
             nat, pgs = S[key]["native"], S[key]["popgate"]
@@ -586,10 +611,17 @@ class Runner:
         S, a = self.samples, self.args
         if key not in S:
             return ""
-        count, what = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
-                       "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
-                       "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
-                       "f-cold": (1, "listing"), "f-warm": (1, "listing")}[key]
+        counts = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
+                  "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
+                  "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
+                  "f-cold": (1, "listing"), "f-warm": (1, "listing"),
+                  "u-warm": (1, "listing"), "r-d": (a.seq_sessions, "session"),
+                  "r-e": (a.conc_sessions, "session"), "r-f": (1, "listing")}
+        if key not in counts:
+            return ""
+        count, what = counts[key]
+        if key.startswith("r-"):
+            return state_store.evidence(S[key], count, what)
         nat, pgs = S[key]["native"], S[key]["popgate"]
         wn = statistics.median(s.wall for s in nat) / count
         wp = statistics.median(s.wall for s in pgs) / count
@@ -627,6 +659,14 @@ class Runner:
             out.append("| g: popgate VmRSS before -> VmHWM (KiB) | — | "
                        + ", ".join(f"{s.extra['rss_before_kib']} -> {s.extra['hwm_kib']}"
                                    for s in self.samples["g"]["popgate"]) + " |")
+        for key in ("r-d", "r-e", "r-f"):
+            if key in self.samples:
+                out.append(f"| {key}: redis-server CPU / wall | — | "
+                           + ", ".join(f"{s.extra['redis_cpu'] / s.wall * 100:.0f}%"
+                                       for s in self.samples[key]["popgate"]) + " |")
+        for key, calls in self.r_result.get("commands", {}).items():
+            out.append(f"| {key}: Redis commands per {'listing' if key == 'r-f' else 'session'} | — | "
+                       + (", ".join(f"{cmd} {c:.2g}" for cmd, c in calls.items()) or "none") + " |")
         for label, r in self.i_result.items():
             out.append(f"| i ({label} mailbox): popgate VmRSS before -> after (KiB) | — | "
                        f"{r['rss_before_kib']} -> {r['rss_after_kib']} over {r['sessions']} sessions |")
@@ -722,7 +762,11 @@ def write_results(args, runner: Runner, rows: list[Row], info: dict, command: st
               "the LIST answer (USER, PASS, UIDL, LIST)",
               f"- g: one message of {args.big_mb} MB after a small one",
               f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
-              f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each"]
+              f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
+              "r: d, e and f's warm listing through popgate on a throwaway redis-server "
+              f"(appendonly yes, appendfsync {args.redis_appendfsync}, its directory on "
+              f"{tempfile.gettempdir()}) and on the embedded store, against the popgate of a-g "
+              "(no state section, the \"native\" column); the sides rotate within each round"]
     lines += [f"- {s}" for s in runner.settings]
     lines += [f"- note: {n}" for n in runner.notes]
     lines.append("")
@@ -742,7 +786,7 @@ def main(argv: list[str]) -> int:
     info = report.machine_info(REPO, binary, args.rev, bool(args.popgate_bin))
     t0 = time.monotonic()
     runner = Runner(args, binary)
-    if set(args.only) & set("abcdefgu"):
+    if set(args.only) & set("abcdefgur"):
         runner.main_dovecot()
     if "i" in args.only:
         runner.run_idle()
