@@ -40,13 +40,7 @@ class StorePopgates:
                  embedded: bool = True, appendfsync: str = "always") -> None:
         from redisserver import RedisServer
 
-        self.redis = RedisServer(start=False)
-        if appendfsync != "always":
-            with open(self.redis.conf_path) as f:
-                conf = f.read()
-            with open(self.redis.conf_path, "w") as f:
-                f.write(conf.replace("appendfsync always", f"appendfsync {appendfsync}"))
-        self.redis.start()
+        self.redis = RedisServer(appendfsync=appendfsync)
         self.dir = tempfile.mkdtemp(prefix="popgate-bench-state-")
         self.pgs: dict[str, Popgate] = {}
         try:

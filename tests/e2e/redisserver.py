@@ -1,7 +1,7 @@
 """A throwaway redis-server (Debian's package) on a free loopback port.
 
-Append-only persistence with an fsync per write, as a cluster's state store
-would run: ``stop()`` then ``start()`` (or ``kill()`` then ``start()``) brings
+Append-only persistence with an fsync per write (``appendfsync`` says
+otherwise), as a cluster's state store would run: ``stop()`` then ``start()`` (or ``kill()`` then ``start()``) brings
 back what was written, on the same port, so popgate's reconnects find it.
 Stopped and its directory removed when its ``with`` block ends, or at the
 latest at interpreter exit.
@@ -30,7 +30,9 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, *, password: str | None = None, start: bool = True) -> None:
+    def __init__(
+        self, *, password: str | None = None, appendfsync: str = "always", start: bool = True
+    ) -> None:
         self.dir = tempfile.mkdtemp(prefix="pgredis-")
         _STARTED.add(self)
         self.port = free_port()
@@ -42,7 +44,7 @@ class RedisServer:
             f"port {self.port}",
             f"dir {self.dir}",
             "appendonly yes",
-            "appendfsync always",
+            f"appendfsync {appendfsync}",
             'save ""',
             "daemonize no",
             f"logfile {self.log_path}",
