@@ -9,18 +9,19 @@
 //! queued is refused at once. An address the user logged in from recently
 //! skips the user's queue, so a guesser elsewhere cannot slow them down.
 //!
-//! Bookkeeping is bounded in bytes: keys are keyed SipHash digests of the
+//! Bookkeeping is bounded in bytes: keys are keyed digests (`keys.rs`) of the
 //! network or the canonical user name (never the name itself), the tables
 //! hold at most a configured number of entries, and expired ones are swept
 //! on a timer.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+
+pub(crate) use super::keys::{Key, Keys};
 
 /// Counts holders per key; a holder is a [`Slot`].
 pub(crate) struct Counter<K: Hash + Eq + Clone> {
@@ -71,74 +72,6 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
             *n == 0
         });
     }
-}
-
-/// A fixed-size penalty key: a keyed digest, so its size does not depend
-/// on what a client sent and its value cannot be aimed at by one.
-pub(crate) type Key = u64;
-
-/// Makes [`Key`]s with a per-process random SipHash key.
-pub(crate) struct Keys {
-    hasher: RandomState,
-    v6_prefix: u8,
-}
-
-impl Keys {
-    pub(crate) fn new(v6_prefix: u8) -> Keys {
-        Keys {
-            hasher: RandomState::new(),
-            v6_prefix: v6_prefix.min(128),
-        }
-    }
-
-    /// The client's network: the IPv4 address, or its IPv6 prefix.
-    pub(crate) fn network(&self, ip: IpAddr) -> Key {
-        self.hasher.hash_one(self.net(ip))
-    }
-
-    fn net(&self, ip: IpAddr) -> (u8, u128) {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => (0, u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => {
-                let mask = match self.v6_prefix {
-                    0 => 0,
-                    p => u128::MAX << (128 - u32::from(p)),
-                };
-                (1, u128::from(v6) & mask)
-            }
-        }
-    }
-
-    /// The network as every instance names it in a shared store: a digest
-    /// that is the same in every process (the in-memory keys are not).
-    pub(crate) fn network_id(&self, ip: IpAddr) -> String {
-        let (family, bits) = self.net(ip);
-        let mut input = vec![b'n', family];
-        input.extend_from_slice(&bits.to_be_bytes());
-        shared_digest(&input)
-    }
-
-    /// The user as every instance names it in a shared store.
-    pub(crate) fn user_id(&self, canonical: &str) -> String {
-        shared_digest(&[b"u:", canonical.as_bytes()].concat())
-    }
-
-    /// A user, by the canonical name (see `session::authorization`).
-    pub(crate) fn user(&self, canonical: &str) -> Key {
-        self.hasher.hash_one((2u8, canonical))
-    }
-
-    /// A user at a network, for the addresses users logged in from.
-    fn known(&self, user: Key, network: Key) -> Key {
-        self.hasher.hash_one((3u8, user, network))
-    }
-}
-
-/// 128 bits of SHA-256, in hex: names a user or network in Redis without
-/// writing the name itself there.
-fn shared_digest(input: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, input);
-    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Clone, Copy)]

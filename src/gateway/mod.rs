@@ -7,6 +7,7 @@ pub(crate) mod credentials;
 pub(crate) mod fetch;
 pub(crate) mod fingerprint;
 pub mod import;
+pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod login;
 pub(crate) mod maildrop;
