@@ -301,15 +301,15 @@ def test_redis_going_away_and_coming_back(dovecot, user, tmp_path):
         assert redis.keys(prefix + "uidl:*"), redis.keys()
         uid_of = dict(zip(before, user.uids()))
 
-        held = {}
-        for node, u in ((refuse, user), (serve, other)):
+        held = []
+        for mode, node, u in (("refuse", refuse, user), ("serve", serve, other)):
             c = node.connect(CLIENT)
             assert c.login(u.name, u.password).startswith(b"+OK")
-            held[node.name] = (node, u, c, dovecot.uids(u.name))
+            held.append((mode, u, c, dovecot.uids(u.name)))
 
         redis.stop()
-        for node in (refuse, serve):
-            wait_for(lambda: node.metric(STORE_UP) == 0, 15, f"{node.name}: state store down")
+        for mode, node in (("refuse", refuse), ("serve", serve)):
+            wait_for(lambda: node.metric(STORE_UP) == 0, 15, f"{mode}: state store down")
         status, body = refuse.http("/readyz")
         assert status == 503 and "state store unreachable" in body, (status, body)
 
@@ -323,7 +323,7 @@ def test_redis_going_away_and_coming_back(dovecot, user, tmp_path):
             assert c.answer("QUIT").startswith(b"+OK")
 
         # Sessions logged in before the outage finish their work.
-        for name, (node, u, c, uids) in held.items():
+        for name, u, c, uids in held:
             retr = c.answer("RETR 1")
             assert retr.startswith(b"+OK"), (name, retr)
             assert c.answer("DELE 1").startswith(b"+OK")
@@ -348,8 +348,8 @@ def test_redis_going_away_and_coming_back(dovecot, user, tmp_path):
         wait_for(back, 30, "a login through the refusing instance after Redis came back",
                  interval=0.2)
         print(f"refuse mode: logins again {time.monotonic() - started:.2f} s after Redis started")
-        for node in (refuse, serve):
-            wait_for(lambda: node.metric(STORE_UP) == 1, 15, f"{node.name}: state store up")
+        for mode, node in (("refuse", refuse), ("serve", serve)):
+            wait_for(lambda: node.metric(STORE_UP) == 1, 15, f"{mode}: state store up")
         assert refuse.http("/readyz")[0] == 200
 
         # The memory written before the restart still names the messages.
