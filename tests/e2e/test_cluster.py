@@ -275,7 +275,7 @@ def _sum_metric(node: Node, name: str, label: str) -> float:
 
 
 def test_redis_going_away_and_coming_back(dovecot, user, tmp_path):
-    """Redis stopped: refuse mode answers new logins -ERR [SYS/TEMP] and
+    """Redis stopped: refuse mode (the default) answers new logins -ERR [SYS/TEMP] and
     says so on /readyz and popgate_state_store_up; serve mode lets them in;
     sessions already logged in on either finish RETR, DELE and QUIT (the
     message is gone from Dovecot).  Redis started again (from its
@@ -290,7 +290,7 @@ def test_redis_going_away_and_coming_back(dovecot, user, tmp_path):
     other = SimpleNamespace(name=second, password="second secret")
     prefix = f"pgfault{os.getpid()}:"
     with RedisServer() as redis, \
-            Cluster(dovecot, redis, 1, key_prefix=prefix, on_unavailable="refuse") as refuse_c, \
+            Cluster(dovecot, redis, 1, key_prefix=prefix) as refuse_c, \
             Cluster(dovecot, redis, 1, key_prefix=prefix, on_unavailable="serve") as serve_c:
         refuse, serve = refuse_c[0], serve_c[0]
         assert refuse.metric(STORE_UP) == 1 and serve.metric(STORE_UP) == 1
@@ -513,7 +513,10 @@ def test_rolling_restart_under_load_loses_and_repeats_nothing(dovecot, redis):
         print(f"{sessions} sessions, {len(failures)} failed and run again: "
               f"{sorted(set(f.split(':')[0] for f in failures))}")
         for node in cluster:
-            print(f"{node.name}: {node.logs().count('logged in')} logins")
+            drained = re.findall(r"draining.*open_sessions=(\d+)", node.logs())
+            print(f"{node.name}: {node.logs().count('logged in')} logins, "
+                  f"{node.logs().count('listening on')} starts, sessions open at SIGTERM {drained}")
+            assert node.logs().count("listening on") == PASSES + 1
 
         for b in boxes:
             assert b.last_ok, f"{b.name}: the last session failed: {b.failures[-3:]}"
