@@ -10,6 +10,9 @@
 #                     the IMAP server behind popgate, and its POP3 to compare
 #   fetchmail, getmail6, mpop, curl
 #                     the real POP3 clients the tests drive
+#   redis-server, haproxy
+#                     the shared state store and the load balancer of the
+#                     cluster tests (each test starts its own instances)
 #   openssl           test certificates
 #   systemd           systemd-analyze, which checks the shipped systemd unit
 #                     (it works without systemd running)
@@ -31,7 +34,7 @@
 set -euo pipefail
 
 PACKAGES=(gcc g++ libc6-dev dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl
-    openssl systemd procps ca-certificates python3 python3-venv)
+    redis-server haproxy openssl systemd procps ca-certificates python3 python3-venv)
 
 export DEBIAN_FRONTEND=noninteractive
 exec </dev/null
@@ -125,7 +128,8 @@ fi
 # pytest and the other Python tools, in the project's virtual environment.
 VENV_PYTHON="$(bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh")"
 
-for tool in cc c++ dovecot doveconf fetchmail getmail mpop curl systemd-analyze; do
+for tool in cc c++ dovecot doveconf fetchmail getmail mpop curl redis-server redis-cli haproxy \
+    systemd-analyze; do
     command -v "$tool" >/dev/null 2>&1 || { log "$tool not found after install"; exit 1; }
 done
 log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $("$VENV_PYTHON" -m pytest --version 2>&1 | head -1) in $(dirname "$(dirname "$VENV_PYTHON")")"
