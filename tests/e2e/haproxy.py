@@ -5,8 +5,9 @@ TCP mode, round robin, ``send-proxy-v2`` to every server, on a free loopback
 port.  HAProxy's connections to the servers leave from ``source``
 (127.0.0.3 by default), so popgate sees a balancer address that differs
 from both the client's and its own.  Each server is health-checked with a
-PROXY v2 LOCAL header (``check-send-proxy``) every ``check_interval``, one
-failed check marks it down and one good one up again, and a connection
+PROXY v2 LOCAL header (``check-send-proxy``) every ``check_interval``, two
+failed checks in a row mark it down (one slow answer on a busy machine
+does not) and one good one up again, and a connection
 refused by a server that has just gone away is dispatched to another
 (``retries`` and ``option redispatch``): a stopped instance is skipped.
 
@@ -81,7 +82,7 @@ class HAProxy:
             "backend popgate",
             "  balance roundrobin",
             f"  source {source}",
-            f"  default-server send-proxy-v2 check check-send-proxy inter {check_interval} fall 1 rise 1",
+            f"  default-server send-proxy-v2 check check-send-proxy inter {check_interval} fall 2 rise 1",
         ]
         lines += [f"  server {name} 127.0.0.1:{port}" for name, port in self.servers.items()]
         with open(self.config_path, "w") as f:

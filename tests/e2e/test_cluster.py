@@ -304,7 +304,8 @@ def test_redis_going_away_and_coming_back(dovecot, user):
             Cluster(dovecot, redis, 1, key_prefix=prefix) as refuse_c, \
             Cluster(dovecot, redis, 1, key_prefix=prefix, on_unavailable="serve") as serve_c:
         refuse, serve = refuse_c[0], serve_c[0]
-        assert refuse.metric(STORE_UP) == 1 and serve.metric(STORE_UP) == 1
+        for mode, node in (("refuse", refuse), ("serve", serve)):
+            wait_for(lambda: node.metric(STORE_UP) == 1, 15, f"{mode}: state store up at start")
         assert refuse.http("/readyz")[0] == 200
 
         before = _uidls(refuse, user)
