@@ -119,6 +119,14 @@ poplib            USER PASS, UIDL or LIST, RETR n (+ DELE n) each, QUIT
 fetchmail sends no CAPA with ``auth password`` and ``sslproto ""``; without
 ``sslproto ""`` it sends CAPA then STLS even when STLS is not advertised.
 
+Source address
+--------------
+``download(..., source="127.0.0.2")`` connects from that local address
+(fetchmail, mpop and poplib; ``SOURCE_CLIENTS``): mpop with ``source_ip``,
+poplib with a bound socket, and fetchmail, which cannot bind, through a
+small relay run as its ``plugin`` (fetchmail talks to the relay's stdin and
+stdout; the relay connects from the address).
+
 TLS
 ---
 ``download(..., tls="implicit" | "starttls", cafile=path)`` runs the same
@@ -178,13 +186,16 @@ CLIENTS = ["fetchmail", "getmail", "mpop", "curl", "poplib"]
 # download(tls=...): plaintext, POP3S, STLS.
 TLS_MODES = (None, "implicit", "starttls")
 
+# Clients that can connect from a given local address (download(source=)).
+SOURCE_CLIENTS = ["fetchmail", "mpop", "poplib"]
+
 # Clients that can run each TLS mode (getmail has no STLS for POP3).
 TLS_CLIENTS = {
     "implicit": ["fetchmail", "getmail", "mpop", "curl", "poplib"],
     "starttls": ["fetchmail", "mpop", "curl", "poplib"],
 }
 
-__all__ = ["CLIENTS", "ClientError", "assert_fails", "TLS_CLIENTS", "TLS_MODES", "download",
+__all__ = ["CLIENTS", "ClientError", "SOURCE_CLIENTS", "assert_fails", "TLS_CLIENTS", "TLS_MODES", "download",
            "normalise", "wire_form"]
 
 
@@ -342,8 +353,32 @@ def _fetchmail_quote(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+# fetchmail cannot bind its connection to an address itself; with a
+# source address it connects through this relay (its `plugin` option).
+_RELAY_SCRIPT = """import os, socket, sys, threading
+source, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=60, source_address=(source, 0))
+s.settimeout(None)
+def up():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+out = sys.stdout.buffer
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    out.write(data)
+    out.flush()
+"""
+
+
 def _fetchmail(host, port, user, password, keep, workdir, timeout, *,
-               tls=None, cafile=None):
+               tls=None, cafile=None, source=None):
     outdir = _next_outdir(workdir, "fetchmail")
     mda = _write_mda(workdir)
     q = _fetchmail_quote
@@ -363,7 +398,8 @@ def _fetchmail(host, port, user, password, keep, workdir, timeout, *,
         f"set idfile {q(str(workdir / 'fetchids'))}\n"
         f"poll {q(host)} service {int(port)} protocol pop3 uidl auth password"
         f" timeout {max(1, int(timeout))} no envelope\n"
-        f"  user {q(user)} there with password {q(password)}\n"
+        + (f"  plugin {q(_relay(workdir, source) + ' %h %p')}\n" if source else "")
+        + f"  user {q(user)} there with password {q(password)}\n"
         f"  mda {mda_cmd}\n"
         f"  {ssl_opts} {mode} no rewrite no stripcr no forcecr no mimedecode"
         " no dropstatus no dropdelivered\n"
@@ -380,6 +416,17 @@ def _fetchmail(host, port, user, password, keep, workdir, timeout, *,
                        "--pidfile", str(workdir / "fetchmail.pid")],
          workdir=workdir, env=env, timeout=timeout, ok=(0, 1))
     return _read_numbered(outdir)
+
+
+def _relay(workdir: pathlib.Path, source: str) -> str:
+    """The relay command line, up to the host and port."""
+    import sys
+
+    script = workdir / "relay.py"
+    script.write_text(_RELAY_SCRIPT)
+    if any(c.isspace() for c in f"{sys.executable}{script}{source}"):
+        raise ValueError("the relay's paths and source cannot contain white space")
+    return f"{sys.executable} {script} {source}"
 
 
 # ---------------------------------------------------------------- getmail
@@ -449,7 +496,7 @@ def _mpop_quote(s: str) -> str:
 
 
 def _mpop(host, port, user, password, keep, workdir, timeout, *,
-          tls=None, cafile=None):
+          tls=None, cafile=None, source=None):
     outdir = _next_outdir(workdir, "mpop")
     q = _mpop_quote
     if tls is None:
@@ -476,6 +523,7 @@ def _mpop(host, port, user, password, keep, workdir, timeout, *,
         "received_header off\n"
         f"delivery exchange {q(str(outdir))}\n"
         f"uidls_file {q(str(workdir / 'mpop_uidls'))}\n"
+        + (f"source_ip {source}\n" if source else "")
     )
     conf_path = workdir / "mpoprc"
     fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -602,8 +650,20 @@ def _tls_context(cafile):
     return ssl.create_default_context(cafile=cafile)
 
 
+def _from(cls, source):
+    """`cls` connecting from `source` (an address of this machine)."""
+    import socket
+
+    class FromSource(cls):
+        def _create_socket(self, timeout):
+            return socket.create_connection((self.host, self.port), timeout,
+                                            source_address=(source, 0))
+
+    return FromSource
+
+
 def _poplib(host, port, user, password, keep, workdir, timeout, *,
-            tls=None, cafile=None):
+            tls=None, cafile=None, source=None):
     _check_password(password)
     deadline = time.monotonic() + timeout
     state = workdir / "poplib_uidls"
@@ -625,9 +685,9 @@ def _poplib(host, port, user, password, keep, workdir, timeout, *,
 
     if tls == "implicit":
         conn = step("connect", functools.partial(
-            _POP3_SSL, host, port, timeout=timeout, context=_tls_context(cafile)))
+            _from(_POP3_SSL, source) if source else _POP3_SSL, host, port, timeout=timeout, context=_tls_context(cafile)))
     else:
-        conn = step("connect", _POP3, host, port, timeout)
+        conn = step("connect", _from(_POP3, source) if source else _POP3, host, port, timeout)
     try:
         if tls == "starttls":
             step("STLS", functools.partial(conn.stls, context=_tls_context(cafile)))
@@ -676,14 +736,19 @@ _DRIVERS = {
 
 def download(client: str, host: str, port: int, user: str, password: str, *,
              keep: bool, workdir: pathlib.Path, timeout: float = 60,
-             tls: str | None = None, cafile: str | None = None) -> list[bytes]:
+             tls: str | None = None, cafile: str | None = None,
+             source: str | None = None) -> list[bytes]:
     """Run ``client`` once against host:port and return the messages it saved,
     in download order (see the module docstring for each client's setup).
 
     tls: None (plaintext), "implicit" (POP3S) or "starttls" (STLS, required:
     the client fails rather than continue in plaintext).  The server
     certificate is always verified, against ``cafile`` when given, else the
-    system's trust store, and must match ``host``."""
+    system's trust store, and must match ``host``.
+
+    source: the local address to connect from (fetchmail, mpop and poplib
+    only), e.g. 127.0.0.2 so that the client differs from a balancer or
+    popgate on 127.0.0.1."""
     if client not in _DRIVERS:
         raise ValueError(f"unknown client {client!r}; choose from {CLIENTS}")
     if tls not in TLS_MODES:
@@ -699,8 +764,14 @@ def download(client: str, host: str, port: int, user: str, password: str, *,
         raise ClientError(f"{client} is not installed", "missing")
     workdir = pathlib.Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    kwargs = {}
+    if source is not None:
+        if client not in SOURCE_CLIENTS:
+            raise ValueError(f"{client} cannot connect from a given address; "
+                             f"choose from {SOURCE_CLIENTS}")
+        kwargs["source"] = source
     return _DRIVERS[client](str(host), int(port), user, password, bool(keep),
-                            workdir, float(timeout), tls=tls, cafile=cafile)
+                            workdir, float(timeout), tls=tls, cafile=cafile, **kwargs)
 
 
 def wire_form(body: bytes) -> bytes:
