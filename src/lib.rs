@@ -138,7 +138,10 @@ pub async fn run(
         )));
     }
     background.push(tokio::spawn(gateway::sweep_limits(ctx.clone())));
-    background.push(tokio::spawn(gateway::watch_store(ctx.clone(), health.clone())));
+    background.push(tokio::spawn(gateway::watch_store(
+        ctx.clone(),
+        health.clone(),
+    )));
     let acceptor = certificates.map(|store| {
         let interval = ctx
             .config

@@ -39,7 +39,10 @@ fn key(user: &str) -> MailboxKey {
 /// Writes whatever is stored: a compare-and-set against what is there.
 async fn put(store: &Embedded, key: &MailboxKey, memory: &Memory) -> Result<(), StateError> {
     let current = store.load(key).await?;
-    assert_eq!(store.save(key, memory, current.as_ref()).await?, Saved::Done);
+    assert_eq!(
+        store.save(key, memory, current.as_ref()).await?,
+        Saved::Done
+    );
     Ok(())
 }
 
@@ -101,8 +104,14 @@ async fn a_save_from_a_stale_read_is_refused() {
     let dir = TempDir::new("cas");
     // Two handles on one file: two processes (a gateway and `popgate uidl
     // import`) or two logins.
-    let (one, two) = (Embedded::open(&dir.0).unwrap(), Embedded::open(&dir.0).unwrap());
-    assert_eq!(one.save(&key("ann"), &memory(2), None).await.unwrap(), Saved::Done);
+    let (one, two) = (
+        Embedded::open(&dir.0).unwrap(),
+        Embedded::open(&dir.0).unwrap(),
+    );
+    assert_eq!(
+        one.save(&key("ann"), &memory(2), None).await.unwrap(),
+        Saved::Done
+    );
     assert_eq!(
         two.save(&key("ann"), &memory(5), None).await.unwrap(),
         Saved::Conflict,
@@ -111,13 +120,20 @@ async fn a_save_from_a_stale_read_is_refused() {
     let read = two.load(&key("ann")).await.unwrap().unwrap();
     put(&one, &key("ann"), &memory(3)).await.unwrap();
     assert_eq!(
-        two.save(&key("ann"), &memory(5), Some(&read)).await.unwrap(),
+        two.save(&key("ann"), &memory(5), Some(&read))
+            .await
+            .unwrap(),
         Saved::Conflict,
         "the record changed since `two` read it"
     );
     assert_eq!(get(&two, &key("ann")).await.unwrap(), Some(memory(3)));
     let read = two.load(&key("ann")).await.unwrap();
-    assert_eq!(two.save(&key("ann"), &memory(5), read.as_ref()).await.unwrap(), Saved::Done);
+    assert_eq!(
+        two.save(&key("ann"), &memory(5), read.as_ref())
+            .await
+            .unwrap(),
+        Saved::Done
+    );
     assert_eq!(get(&one, &key("ann")).await.unwrap(), Some(memory(5)));
 }
 

@@ -80,14 +80,20 @@ fn with_store(m: &Mailbox, action: Action) -> Result<u8, u8> {
         folder: m.folder.clone().unwrap_or_else(|| config.mailbox.clone()),
     };
     let place = match (&state.path, &state.redis) {
-        (_, Some(r)) => format!("Redis {}, prefix {:?}", without_password(&r.url), r.key_prefix),
+        (_, Some(r)) => format!(
+            "Redis {}, prefix {:?}",
+            without_password(&r.url),
+            r.key_prefix
+        ),
         (Some(p), None) if p.join(FILE_NAME).exists() => p.join(FILE_NAME).display().to_string(),
         _ => "no store file yet".to_string(),
     };
     let store: Option<Box<dyn StateStore>> = match (&state.path, &state.redis) {
         (_, Some(redis)) => {
             let _in = runtime().enter();
-            Some(Box::new(Redis::open(redis).map_err(|e| fail(BAD_CONFIG, e))?))
+            Some(Box::new(
+                Redis::open(redis).map_err(|e| fail(BAD_CONFIG, e))?,
+            ))
         }
         // Opening would create the file: looking must not.
         (Some(path), None) if path.join(FILE_NAME).exists() => {
@@ -164,15 +170,15 @@ fn load(t: &Target) -> Result<Option<Memory>, u8> {
         Some(store) => block_on(store.load(&t.key))
             .map(|s| s.map(|s| s.memory))
             .map_err(|e| match e {
-            StateError::Corrupt => fail(
-                STORE_FAILED,
-                format!(
-                    "the record of {} is corrupt; `popgate uidl forget` drops it",
-                    describe(t)
+                StateError::Corrupt => fail(
+                    STORE_FAILED,
+                    format!(
+                        "the record of {} is corrupt; `popgate uidl forget` drops it",
+                        describe(t)
+                    ),
                 ),
-            ),
-            e => fail(STORE_FAILED, e),
-        }),
+                e => fail(STORE_FAILED, e),
+            }),
     }
 }
 

@@ -34,7 +34,10 @@ pub struct RedisState {
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
     /// Bound on each command, connecting included.
-    #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
     pub timeout: Duration,
     /// How long a session's lease outlives its last renewal: the time a
     /// user waits after the instance holding their session died.

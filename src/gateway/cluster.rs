@@ -171,7 +171,11 @@ impl Cluster {
 
     pub(crate) async fn succeeded(&self, ids: &Ids) {
         if self.rule.is_some() {
-            if let Err(e) = self.redis.succeeded(&ids.network, &ids.user, KNOWN_FOR).await {
+            if let Err(e) = self
+                .redis
+                .succeeded(&ids.network, &ids.user, KNOWN_FOR)
+                .await
+            {
                 self.metrics.store_failed(StoreOperation::Penalty);
                 warn!(error = %e, "state store unreachable: login not shared");
             }
@@ -215,7 +219,9 @@ impl Cluster {
                 tick.tick().await;
                 match redis.lease("", Some(&held), max, lease).await {
                     Ok(Some(_)) => {}
-                    Ok(None) => warn!("session lease lost while Redis was away; the session goes on"),
+                    Ok(None) => {
+                        warn!("session lease lost while Redis was away; the session goes on")
+                    }
                     Err(_) => metrics.store_failed(StoreOperation::Lease),
                 }
             }

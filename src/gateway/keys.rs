@@ -70,6 +70,8 @@ impl Keys {
 /// writing the name itself there.
 fn shared_digest(input: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, input);
-    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
-

@@ -9,12 +9,12 @@ use tracing::{info, warn};
 
 use super::answer::LoginFailure;
 use super::backend::{Backend, Endpoints, Imap, OpenGuard};
-use super::fetch::Pipeline;
 use super::cluster::{SessionSlot, Turned};
+use super::fetch::Pipeline;
 use super::limits::Key;
-use super::uidls::Unsettled;
 use super::maildrop::Maildrop;
 use super::uidls::OldServer;
+use super::uidls::Unsettled;
 use super::Context;
 use crate::metrics::LimitKind;
 use crate::secret::Secret;
@@ -109,7 +109,11 @@ pub(crate) async fn open(
     // the user's slots nor learn from [IN-USE] that the user is logged in.
     let slot = match (&ctx.cluster, req.owner_id) {
         (Some(cluster), Some(id)) => cluster.session(&ctx.limits, req.owner, id).await,
-        _ => Ok(ctx.limits.per_user.acquire(req.owner).map(SessionSlot::Local)),
+        _ => Ok(ctx
+            .limits
+            .per_user
+            .acquire(req.owner)
+            .map(SessionSlot::Local)),
     };
     let user_slot = match slot {
         Ok(Some(slot)) => slot,

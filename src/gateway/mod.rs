@@ -189,7 +189,8 @@ pub async fn watch_store(ctx: Arc<Context>, health: Arc<crate::http::Health>) {
         let up = match memory.store().ping().await {
             Ok(()) => true,
             Err(e) => {
-                ctx.metrics.store_failed(crate::metrics::StoreOperation::Ping);
+                ctx.metrics
+                    .store_failed(crate::metrics::StoreOperation::Ping);
                 if was_up {
                     tracing::warn!(backend, error = %e, "state store unreachable");
                 }

@@ -125,7 +125,13 @@ impl Redis {
 
     fn uidl_key(&self, mailbox: &MailboxKey) -> String {
         let (r, u, f) = (&mailbox.route, &mailbox.user, &mailbox.folder);
-        format!("{}uidl:{}:{}:{}", self.prefix, escape(r), escape(u), escape(f))
+        format!(
+            "{}uidl:{}:{}:{}",
+            self.prefix,
+            escape(r),
+            escape(u),
+            escape(f)
+        )
     }
 
     pub async fn ping(&self) -> Result<(), StateError> {

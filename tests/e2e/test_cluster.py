@@ -12,11 +12,13 @@ each log shows whose address it saw.
 
 from __future__ import annotations
 
+import base64
 import os
 import poplib
 import random
 import re
 import socket
+import subprocess
 import threading
 import time
 from types import SimpleNamespace
@@ -28,6 +30,7 @@ from cluster import Cluster, Node
 from corpus import CLIENT_MESSAGES, simple_message
 from haproxy import HAProxy
 from polling import wait_for
+from popgate import binary
 from redisserver import RedisServer
 
 CLIENT = "127.0.0.2"
@@ -554,3 +557,44 @@ def test_rolling_restart_under_load_loses_and_repeats_nothing(dovecot, redis):
                     assert msgid in present, f"{b.name}: {msgid!r} lost"
                     assert "\\Deleted" not in flags[present[msgid]], f"{b.name}: {msgid!r} marked deleted"
             assert len(bodies) == len(present)
+
+
+# ---------------------------------------------------------------- the Redis password stays secret
+
+def test_the_redis_password_reaches_no_log_or_error(dovecot, user, tmp_path):
+    """popgate logs in to a Redis that requires a password from its
+    password file; with a wrong one every login is refused as the store
+    being unavailable. Neither password, in any form, is in popgate's log,
+    in `--check`'s output or in the metrics."""
+    good, bad = "Redis-Pass-7Hq2", "Wrong-Redis-Pass-9Zk4"
+    with RedisServer(password=good) as r:
+        logs, outputs = [], []
+        for password, works in ((good, True), (bad, False)):
+            pwfile = tmp_path / f"redis-password-{works}"
+            pwfile.write_text(password + "\n")
+            pwfile.chmod(0o600)
+            state = (f'state:\n  redis:\n    url: "{r.url}"\n'
+                     f'    password_file: "{pwfile}"\n')
+            node = Node(dovecot, state)
+            try:
+                checked = subprocess.run([binary(), "--check", "--config", node.config_path],
+                                         capture_output=True, text=True)
+                outputs.append(checked.stdout + checked.stderr)
+                p = node.connect()
+                answer = p.login(user.name, user.password)
+                p.close()
+                if works:
+                    assert answer.startswith(b"+OK"), answer
+                    assert r.keys("popgate:uidl:*"), "the login wrote its memory"
+                else:
+                    assert answer.rstrip() == b"-ERR [SYS/TEMP] Mailbox state unavailable, try again later."
+                    assert "state store unreachable" in node.log_text()
+                outputs.append(node.http("/metrics")[1])
+                logs.append(node.log_text())
+            finally:
+                node.cleanup()
+    text = "\n".join(logs + outputs)
+    for secret in (good, bad):
+        for form in (secret, secret.lower(), base64.b64encode(secret.encode()).decode(),
+                     secret.encode().hex(), repr(secret)[1:-1]):
+            assert form not in text, f"{form!r} is in popgate's output"

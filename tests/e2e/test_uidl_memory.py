@@ -136,14 +136,32 @@ def test_concurrent_logins_after_a_reset_agree(dovecot, gateway, user):
     assert gateway.log_text().count("UIDLs re-matched") == 1
 
 
-def test_a_store_deleted_while_running_gives_template_uidls(dovecot, gateway, user, tmp_path):
+def test_a_store_deleted_while_running_refuses_logins_by_default(dovecot, gateway, user, tmp_path):
     _mailbox(user)
     _uidls(gateway.port, user)
     os.remove(tmp_path / "state" / "popgate-state.sqlite")
-    validity = dovecot.uid_validity(user.name)
-    expected = [f"{uid:08x}{validity:08x}".encode() for uid in user.uids()]
-    assert _uidls(gateway.port, user) == expected
-    assert "UIDL store unavailable" in gateway.log_text()
+    p = poplib.POP3(HOST, gateway.port, timeout=30)
+    p.user(user.name)
+    with pytest.raises(poplib.error_proto) as refused:
+        p.pass_(user.password)
+    p.quit()
+    assert refused.value.args[0] == b"-ERR [SYS/TEMP] Mailbox state unavailable, try again later."
+    assert "UIDL store unavailable: login refused" in gateway.log_text()
+
+
+def test_a_store_deleted_while_running_gives_template_uidls_when_told_to_serve(
+    dovecot, user, tmp_path
+):
+    state = tmp_path / "state"
+    extra = f'state:\n  path: "{state}"\n  on_unavailable: serve\n'
+    with Popgate(dovecot.imap_port, extra=extra) as gateway:
+        _mailbox(user)
+        _uidls(gateway.port, user)
+        os.remove(state / "popgate-state.sqlite")
+        validity = dovecot.uid_validity(user.name)
+        expected = [f"{uid:08x}{validity:08x}".encode() for uid in user.uids()]
+        assert _uidls(gateway.port, user) == expected
+        assert "UIDL store unavailable: template UIDLs" in gateway.log_text()
 
 
 def test_kill_9_during_a_rematch_leaves_no_half_written_state(dovecot, gateway, user):

@@ -85,7 +85,11 @@ impl Pop3Session {
         let in_flight = match admission {
             Err(Turned::StoreDown) => {
                 m.login(mechanism, LoginResult::StoreUnavailable);
-                info!(mechanism = mechanism_name, result = "store_unavailable", "login refused");
+                info!(
+                    mechanism = mechanism_name,
+                    result = "store_unavailable",
+                    "login refused"
+                );
                 return Err(self.refuse(Refusal::Login(LoginFailure::StoreUnavailable)));
             }
             Err(Turned::Crowded) => {
