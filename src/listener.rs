@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tracing::{error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::gateway::answer::{answer, Refusal};
 use crate::gateway::session::{self, Origin};
@@ -67,22 +67,27 @@ pub(crate) async fn accept_loop(
                     client_known: known,
                     ..origin
                 };
-                let Some(slot) = ctx.limits.per_ip.acquire(client.ip()) else {
-                    warn!(client = %client, "per-address connection limit reached");
-                    refuse(
-                        &ctx,
-                        stream,
-                        LimitKind::ConnectionsPerIp,
-                        Refusal::TooManyFromAddress,
-                    );
-                    return;
-                };
+                let (waiting, made_room) = ctx.limits.pre_login.enter(client.ip());
+                if made_room {
+                    ctx.metrics.limit_rejected(LimitKind::ConnectionsPerIp);
+                    info!(client = %client, "per-address limit: the oldest connection not logged in closed to make room");
+                }
+                let evicted = waiting.evicted();
                 let local = stream.local_addr().unwrap_or(client);
                 let stream = Stream::Plain(stream);
-                let session =
-                    session::serve(stream, client, local, ctx.clone(), origin, force_close);
-                contained(&ctx.metrics, session).await;
-                drop(slot);
+                // Boxed, so that this task does not hold the session's space
+                // beside the task that runs it.
+                let session = Box::pin(session::serve(
+                    stream,
+                    client,
+                    local,
+                    ctx.clone(),
+                    origin,
+                    force_close,
+                    Some(waiting),
+                ));
+                let evicted = async move { evicted.notified().await };
+                contained(&ctx.metrics, session, evicted).await;
             }
             drop(permit);
         });
@@ -91,13 +96,22 @@ pub(crate) async fn accept_loop(
 
 /// Runs a session as a task of its own, so that a panic in it (a bug)
 /// ends that session only. The panic hook has logged it; it is counted here.
+/// The session is ended (its connection closed) if `until` completes first.
 pub(crate) async fn contained(
     metrics: &Metrics,
     session: impl Future<Output = ()> + Send + 'static,
+    until: impl Future<Output = ()>,
 ) {
-    if let Err(e) = tokio::spawn(session).await {
-        if e.is_panic() {
-            metrics.session_panics.inc();
+    let mut task = tokio::spawn(session);
+    tokio::select! {
+        ended = &mut task => {
+            if ended.is_err_and(|e| e.is_panic()) {
+                metrics.session_panics.inc();
+            }
+        }
+        () = until => {
+            task.abort();
+            debug!("closed to make room for a newer connection from its address");
         }
     }
 }
@@ -178,16 +192,24 @@ mod tests {
         let m = metrics.clone();
         // A healthy session waits for input while its neighbour panics.
         let healthy = tokio::spawn(async move {
-            contained(&m, async move {
-                let got = rx.await.unwrap_or(0);
-                let _ = done_tx.send(got);
-            })
+            contained(
+                &m,
+                async move {
+                    let got = rx.await.unwrap_or(0);
+                    let _ = done_tx.send(got);
+                },
+                std::future::pending(),
+            )
             .await
         });
         let values: Vec<u32> = Vec::new();
-        contained(&metrics, async move {
-            let _ = values[3];
-        })
+        contained(
+            &metrics,
+            async move {
+                let _ = values[3];
+            },
+            std::future::pending(),
+        )
         .await;
         assert_eq!(metrics.session_panics.get(), 1);
         tx.send(7).unwrap();

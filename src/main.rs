@@ -55,6 +55,7 @@ fn main() -> ExitCode {
     for w in &warnings {
         tracing::warn!("{w}");
     }
+    raise_open_files_limit(config.session.max_connections);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -87,6 +88,41 @@ fn forbid_core_dumps() {
             "popgate: cannot turn core dumps off: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+/// Every connection takes a descriptor, a logged-in session two: raise the
+/// soft limit to the hard one (the soft limit of 1024 that many systems
+/// start services with would stop a busy instance long before
+/// `session.max_connections`), and say what it got.
+fn raise_open_files_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit write and read the one struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            lim.rlim_cur = before;
+        }
+    }
+    let got = lim.rlim_cur;
+    // Two per session (client and upstream) and some to spare.
+    let needed = (max_connections as u64).saturating_mul(2).saturating_add(64);
+    if got < needed {
+        tracing::warn!(
+            open_files = got,
+            needed,
+            "the open-files limit is below what session.max_connections needs; raise the hard limit (LimitNOFILE=, ulimit -Hn)"
+        );
+    } else {
+        tracing::info!(open_files = got, raised_from = before, "open-files limit");
     }
 }
 

@@ -212,7 +212,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            connections_per_ip: 20,
+            connections_per_ip: 100,
             sessions_per_user: 10,
             auth_failures_per_connection: 3,
             auth_penalty_max: Duration::from_secs(15),
@@ -322,7 +322,7 @@ impl Default for Session {
         Session {
             idle_timeout: Duration::from_secs(600),
             max_line_length: 8192,
-            max_connections: 1000,
+            max_connections: 10_000,
             mark_seen: true,
             exclusive: false,
         }

@@ -72,7 +72,6 @@ pub(crate) enum Refusal {
     CannotRead,
     NotRemoved,
     TooManyConnections,
-    TooManyFromAddress,
 }
 
 /// The answer to a refusal.
@@ -141,10 +140,6 @@ pub(crate) fn answer(refusal: &Refusal) -> Answer {
         TooManyConnections => (
             Some(RespCode::SysTemp),
             "Too many connections, try again later.".into(),
-        ),
-        TooManyFromAddress => (
-            Some(RespCode::SysTemp),
-            "Too many connections from your address.".into(),
         ),
     };
     Answer { code, text }

@@ -1,5 +1,6 @@
-//! Abuse limits shared by all sessions: concurrent connections per client
-//! address and sessions per user, and the failed-login penalty.
+//! Abuse limits shared by all sessions: connections per client address
+//! that have not logged in (`prelogin.rs`), sessions per user, and the
+//! failed-login penalty.
 //!
 //! The penalty is modelled on Dovecot's: a login waits before its
 //! credentials are checked, the longer the more recent failures its client
@@ -15,7 +16,6 @@
 //! on a timer.
 
 use std::hash::Hash;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,7 +243,8 @@ pub(crate) struct Admission {
 
 /// All limits of one server instance.
 pub(crate) struct Limiters {
-    pub(crate) per_ip: Arc<Counter<IpAddr>>,
+    /// Connections per address that have not logged in yet.
+    pub(crate) pre_login: Arc<super::prelogin::PreLogin>,
     pub(crate) per_user: Arc<Counter<Key>>,
     pub(crate) keys: Keys,
     pub(crate) network_penalty: Penalty,
@@ -260,7 +261,7 @@ impl Limiters {
         let (max, memory) = (config.auth_penalty_max, config.auth_penalty_memory);
         let queue = config.auth_attempts_queued_per_user;
         Limiters {
-            per_ip: Counter::new(config.connections_per_ip),
+            pre_login: super::prelogin::PreLogin::new(config.connections_per_ip),
             per_user: Counter::new(if exclusive {
                 1
             } else {

@@ -10,6 +10,7 @@ pub mod import;
 pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod login;
+pub mod prelogin;
 pub(crate) mod maildrop;
 pub(crate) mod migration;
 pub(crate) mod route;

@@ -64,22 +64,49 @@ def test_attempts_per_connection_are_capped(dovecot, user):
             assert c.closed()
 
 
-def test_connections_per_address_and_sessions_per_user(dovecot, user):
+def test_connections_per_address_make_room_and_sessions_per_user(dovecot, user):
+    """An address at its limit of connections not logged in: the newcomer
+    is greeted and the oldest such connection closed; logged-in sessions
+    do not count; another address is unaffected."""
     limits = "  auth_penalty_max: 0s\n  connections_per_ip: 2\n  sessions_per_user: 1\n"
     with Popgate(dovecot.imap_port, limits=limits) as pg:
         a, b = from_address(pg.port, "127.0.0.8"), from_address(pg.port, "127.0.0.8")
         assert a.greeting.startswith(b"+OK") and b.greeting.startswith(b"+OK")
-        c = socket.create_connection(("127.0.0.1", pg.port), timeout=10, source_address=("127.0.0.8", 0))
-        assert c.recv(200).startswith(b"-ERR [SYS/TEMP] Too many connections from your address")
-        c.close()
+        c = from_address(pg.port, "127.0.0.8")
+        assert c.greeting.startswith(b"+OK"), c.greeting
+        assert a.closed(timeout=10), "the oldest connection made room"
+        assert b.answer("NOOP").startswith(b"+OK"), "only the oldest was closed"
         d = from_address(pg.port, "127.0.0.9")  # other addresses are unaffected
         assert d.greeting.startswith(b"+OK")
-        assert a.login(user.name, user.password).startswith(b"+OK")
+        # b logs in: it no longer counts, so two more may wait beside it.
+        assert b.login(user.name, user.password).startswith(b"+OK")
+        e = from_address(pg.port, "127.0.0.8")
+        assert e.greeting.startswith(b"+OK")
+        assert c.answer("NOOP").startswith(b"+OK"), "a login made room without closing anyone"
+        assert b.answer("STAT").startswith(b"+OK"), "a logged-in session is never closed for room"
+        # One session per user.
         assert d.login(user.name, user.password).startswith(b"-ERR [IN-USE]")
-        a.answer("QUIT")
-        a.close()
+        b.answer("QUIT")
+        b.close()
         assert d.login(user.name, user.password).startswith(b"+OK")
-        for x in (b, d):
+        assert pg.log_text().count("closed to make room") == 1
+        for x in (a, c, d, e):
+            x.close()
+
+
+def test_idle_connections_from_an_address_do_not_keep_its_users_out(dovecot, user):
+    """With the shipped defaults, 30 idle connections from one address (an
+    attacker's, or a NAT's other customers') do not stop a login from it."""
+    user.deliver(simple_message(1))
+    with Popgate(dovecot.imap_port, limits="") as pg:
+        idle = [from_address(pg.port, "127.0.0.11") for _ in range(30)]
+        assert all(c.greeting.startswith(b"+OK") for c in idle)
+        c = from_address(pg.port, "127.0.0.11")
+        assert c.greeting.startswith(b"+OK")
+        assert c.login(user.name, user.password).startswith(b"+OK")
+        assert c.answer("STAT").startswith(b"+OK 1 ")
+        c.answer("QUIT")
+        for x in idle + [c]:
             x.close()
 
 
@@ -154,9 +181,11 @@ def test_connections_per_address_count_the_proxied_client_not_the_balancer(dovec
         # Another client behind the same balancer has an allowance of its own.
         other = via_balancer("198.51.100.23", 40002)
         assert other.line().startswith(b"+OK")
-        # The first client again is over its limit.
+        # The first client again is at its limit: its oldest connection
+        # makes room, the other client's stays.
         again = via_balancer("203.0.113.7", 40003)
-        assert again.line().startswith(b"-ERR [SYS/TEMP]")
-        assert again.closed(timeout=30)
+        assert again.line().startswith(b"+OK")
+        assert first.closed(timeout=30)
+        assert other.answer("NOOP").startswith(b"+OK")
         for c in (first, other, again):
             c.close()

@@ -59,6 +59,7 @@ pub fn session(ctx: Arc<Context>) -> (DuplexStream, watch::Sender<bool>, JoinHan
         ctx,
         origin,
         force_rx,
+        None,
     ));
     (client, force, task)
 }

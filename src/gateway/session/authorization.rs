@@ -284,6 +284,7 @@ impl Pop3Session {
         self.ctx.metrics.login(mechanism, result);
         match outcome {
             Ok(opened) => {
+                self.waiting = None;
                 self.succeeded_login(&admitted).await;
                 info!(
                     user = %user,

@@ -102,6 +102,8 @@ struct Pop3Session {
     route: Option<String>,
     bad_commands: u32,
     counts: Counts,
+    /// Counts against the client's address until the login.
+    waiting: Option<crate::gateway::prelogin::Waiting>,
 }
 
 /// Holds `popgate_sessions_open` up for as long as it lives.
@@ -144,6 +146,7 @@ pub async fn serve(
     ctx: Arc<Context>,
     origin: Origin,
     mut force_close: watch::Receiver<bool>,
+    waiting: Option<crate::gateway::prelogin::Waiting>,
 ) {
     let id = ctx.session_id();
     let span = info_span!("session", id, client = %peer);
@@ -198,6 +201,7 @@ pub async fn serve(
             id,
             timestamp: None,
             state: State::Authorization { user: None },
+            waiting,
             user: None,
             route: None,
             bad_commands: 0,
@@ -219,7 +223,7 @@ pub async fn serve(
         let outcome = match end {
             End::Quit => {
                 let started = Instant::now();
-                let outcome = s.quit().await;
+                let outcome = Box::pin(s.quit()).await;
                 let reply = if outcome == Outcome::QuitFailed {
                     Reply::Err
                 } else {
@@ -269,7 +273,7 @@ pub async fn serve(
         s.conn.close().await;
         // Dropping the state without QUIT leaves the mailbox untouched.
         if let State::Transaction(opened) = s.state {
-            opened.imap.logout().await;
+            Box::pin(opened.imap.logout()).await;
         }
     }
     .instrument(span)
@@ -313,12 +317,17 @@ impl Pop3Session {
             let started = Instant::now();
             // One login deadline for every read before login, SASL
             // exchanges included, and for the login itself.
-            let dispatched = match self.login_time_left() {
-                Some(left) => match tokio::time::timeout(left, self.dispatch(cmd)).await {
+            // Boxed: the login and the fetches are large futures, and an
+            // idle connection should not carry their space (measured:
+            // 13.7 KB of session future per connection unboxed).
+            let left = self.login_time_left();
+            let dispatch = Box::pin(self.dispatch(cmd));
+            let dispatched = match left {
+                Some(left) => match tokio::time::timeout(left, dispatch).await {
                     Ok(dispatched) => dispatched,
                     Err(_) => return End::LoginTimeout,
                 },
-                None => self.dispatch(cmd).await,
+                None => dispatch.await,
             };
             let reply = match dispatched {
                 Ok(reply) => reply,
