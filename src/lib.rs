@@ -138,6 +138,9 @@ pub async fn run(
         )));
     }
     background.push(tokio::spawn(gateway::sweep_limits(ctx.clone())));
+    for b in ctx.backends.values() {
+        background.push(tokio::spawn(gateway::pool::fill(b.clone())));
+    }
     background.push(tokio::spawn(gateway::watch_store(
         ctx.clone(),
         health.clone(),

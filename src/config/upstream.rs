@@ -51,6 +51,15 @@ pub struct Upstream {
         deserialize_with = "duration::deserialize"
     )]
     pub health_check_interval: Duration,
+    /// Connections kept open ahead of logins: connected, through TLS and
+    /// greeted, so a login starts at its LOGIN. Each is used by one login
+    /// only. 0 = none.
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+    /// A pooled connection older than this is closed and replaced, well
+    /// before the server's own pre-login timeout.
+    #[serde(default = "default_pool_max_age", deserialize_with = "duration::deserialize")]
+    pub pool_max_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -104,4 +113,10 @@ fn default_command_timeout() -> Duration {
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(5)
+}
+fn default_pool() -> usize {
+    4
+}
+fn default_pool_max_age() -> Duration {
+    Duration::from_secs(20)
 }

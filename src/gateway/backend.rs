@@ -58,6 +58,8 @@ pub struct Backend {
     /// Capabilities announced before login, as the health check last saw
     /// them; decides which SASL mechanisms can be passed through.
     greeting_caps: Mutex<Vec<String>>,
+    /// Connections opened ahead of logins (TCP backends only).
+    pub(crate) pool: Option<super::pool::Pool>,
 }
 
 impl Backend {
@@ -107,6 +109,8 @@ impl Backend {
             tls_connector,
             limit: (config.max_connections > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_connections))),
+            pool: (config.pool > 0 && matches!(connector, Connector::Tcp))
+                .then(|| super::pool::Pool::new(config.pool, config.pool_max_age)),
             connector,
             metrics,
             greeting_caps: Mutex::new(Vec::new()),
@@ -150,6 +154,41 @@ impl Backend {
         &self,
         client: Option<Endpoints>,
     ) -> Result<(Imap, OpenGuard), ClientError> {
+        let pooled = match (&self.pool, client) {
+            (Some(pool), Some(_)) => pool.take(),
+            _ => None,
+        };
+        let (mut imap, guard) = match pooled {
+            Some(ready) => ready,
+            None => self.open().await?,
+        };
+        if client.is_none() {
+            // Only the health check keeps what is advertised up to date;
+            // logins need not copy it each time.
+            *self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner()) =
+                imap.capabilities().to_vec();
+        }
+        let up = &self.config;
+        if let Some(ends) = client.filter(|_| up.forward_client_ip && imap.has_capability("ID")) {
+            let fields = [
+                ("x-originating-ip", ends.client.ip().to_string()),
+                ("x-originating-port", ends.client.port().to_string()),
+                ("x-connected-ip", ends.local.ip().to_string()),
+                ("x-connected-port", ends.local.port().to_string()),
+            ];
+            // Only informative: a server that refuses ID still serves the login.
+            if let Err(e) = self.timed("ID", imap.id(&fields)).await {
+                if !e.is_refusal() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok((imap, guard))
+    }
+
+    /// Connects, secures and greets: an upstream connection ready for a
+    /// login, not yet told whose.
+    pub(crate) async fn open(&self) -> Result<(Imap, OpenGuard), ClientError> {
         let up = &self.config;
         let permit = match &self.limit {
             None => None,
@@ -214,26 +253,6 @@ impl Backend {
             *imap.stream_mut() = self.tls_handshake(plain).await?;
             self.timed("CAPABILITY", imap.refresh_capabilities())
                 .await?;
-        }
-        if client.is_none() {
-            // Only the health check keeps what is advertised up to date;
-            // logins need not copy it each time.
-            *self.greeting_caps.lock().unwrap_or_else(|p| p.into_inner()) =
-                imap.capabilities().to_vec();
-        }
-        if let Some(ends) = client.filter(|_| up.forward_client_ip && imap.has_capability("ID")) {
-            let fields = [
-                ("x-originating-ip", ends.client.ip().to_string()),
-                ("x-originating-port", ends.client.port().to_string()),
-                ("x-connected-ip", ends.local.ip().to_string()),
-                ("x-connected-port", ends.local.port().to_string()),
-            ];
-            // Only informative: a server that refuses ID still serves the login.
-            if let Err(e) = self.timed("ID", imap.id(&fields)).await {
-                if !e.is_refusal() {
-                    return Err(e);
-                }
-            }
         }
         Ok((imap, guard))
     }

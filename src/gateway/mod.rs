@@ -12,6 +12,7 @@ pub(crate) mod limits;
 pub(crate) mod login;
 pub mod prelogin;
 pub(crate) mod maildrop;
+pub(crate) mod pool;
 pub(crate) mod migration;
 pub(crate) mod route;
 pub mod session;

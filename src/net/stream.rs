@@ -26,6 +26,31 @@ impl Stream {
         matches!(self, Stream::Server(_) | Stream::Client(_))
     }
 
+    /// Whether the peer has closed the connection or sent something
+    /// unasked (a server's goodbye): checked without reading, before a
+    /// connection that waited idle is used.
+    pub fn peer_spoke(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Stream::Plain(tcp) => tcp.as_raw_fd(),
+            Stream::Client(tls) => tls.get_ref().0.as_raw_fd(),
+            Stream::Server(tls) => tls.get_ref().0.as_raw_fd(),
+            Stream::Memory(_) | Stream::Upgrading => return false,
+        };
+        let mut byte = 0u8;
+        // SAFETY: recv writes at most one byte into `byte`; MSG_PEEK
+        // leaves it in the socket.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+    }
+
     /// Takes the plain socket out for a TLS handshake.
     pub fn take_plain(&mut self) -> Option<TcpStream> {
         match std::mem::replace(self, Stream::Upgrading) {

@@ -141,6 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Ok(c)
     }
 
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
     }

@@ -1,0 +1,109 @@
+//! Upstream connections opened ahead of logins (`upstream.pool`): connected,
+//! through TLS and greeted, with their capabilities read, so that a login
+//! starts at its ID and LOGIN. Most of a POP3 login's time against Dovecot
+//! is its IMAP greeting (a new imap-login client) and its LOGIN; the pool
+//! takes the first off the session's path.
+//!
+//! A pooled connection has not logged in, and serves one login only: it is
+//! never handed to a second user. One older than `pool_max_age`, or one the
+//! server has spoken on meanwhile (a goodbye, a close), is dropped.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::debug;
+
+use super::backend::{Backend, Imap, OpenGuard};
+
+pub(crate) struct Pool {
+    ready: Mutex<VecDeque<Ready>>,
+    size: usize,
+    max_age: Duration,
+    /// Woken when a login asked for a connection, to open replacements.
+    taken: Notify,
+}
+
+struct Ready {
+    opened: Instant,
+    imap: Imap,
+    guard: OpenGuard,
+}
+
+/// After a failed open, the filler waits this long before trying again,
+/// so an unreachable server is not hammered.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Pool {
+    pub(crate) fn new(size: usize, max_age: Duration) -> Pool {
+        Pool {
+            ready: Mutex::new(VecDeque::with_capacity(size)),
+            size,
+            max_age,
+            taken: Notify::new(),
+        }
+    }
+
+    /// A fresh pooled connection, if there is one.
+    pub(crate) fn take(&self) -> Option<(Imap, OpenGuard)> {
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = None;
+        while let Some(r) = ready.pop_front() {
+            if r.opened.elapsed() < self.max_age && !r.imap.stream().peer_spoke() {
+                found = Some((r.imap, r.guard));
+                break;
+            }
+        }
+        drop(ready);
+        self.taken.notify_one();
+        found
+    }
+
+    fn len(&self) -> usize {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Drops connections too old to hand out.
+    fn prune(&self) {
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready.retain(|r| r.opened.elapsed() < self.max_age);
+    }
+}
+
+/// Refills the backend's pool after each login that took from it, for as
+/// long as the gateway runs. Connections are opened on demand only: a pool
+/// that no login draws from empties as its connections age, so an idle
+/// gateway holds nothing open on the server (each pooled connection is a
+/// pre-login client there, logged when it goes).
+pub(crate) async fn fill(backend: Arc<Backend>) {
+    let Some(pool) = backend.pool.as_ref() else {
+        return;
+    };
+    loop {
+        match tokio::time::timeout(pool.max_age / 2, pool.taken.notified()).await {
+            Err(_) => {
+                pool.prune();
+                continue;
+            }
+            Ok(()) => {}
+        }
+        while pool.len() < pool.size {
+            match backend.open().await {
+                Ok((imap, guard)) => {
+                    let mut ready = pool.ready.lock().unwrap_or_else(|p| p.into_inner());
+                    ready.push_back(Ready {
+                        opened: Instant::now(),
+                        imap,
+                        guard,
+                    });
+                }
+                Err(e) => {
+                    debug!(route = %backend.name, error = %e, "could not open a pooled upstream connection");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    break;
+                }
+            }
+        }
+    }
+}
