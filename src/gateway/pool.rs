@@ -81,12 +81,12 @@ pub(crate) async fn fill(backend: Arc<Backend>) {
         return;
     };
     loop {
-        match tokio::time::timeout(pool.max_age / 2, pool.taken.notified()).await {
-            Err(_) => {
-                pool.prune();
-                continue;
-            }
-            Ok(()) => {}
+        if tokio::time::timeout(pool.max_age / 2, pool.taken.notified())
+            .await
+            .is_err()
+        {
+            pool.prune();
+            continue;
         }
         while pool.len() < pool.size {
             match backend.open().await {
