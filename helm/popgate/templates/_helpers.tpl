@@ -142,6 +142,8 @@ URL names none). */}}
   "health_check_interval" $c.upstream.healthCheckInterval
   "max_connections" (int $c.upstream.maxConnections)
   "forward_client_ip" $c.upstream.forwardClientIp
+  "pool" (int $c.upstream.pool)
+  "pool_max_age" $c.upstream.poolMaxAge
 -}}
 {{- with $c.upstream.caFile -}}
 {{- $_ := set $upstream "ca_file" . -}}
