@@ -164,10 +164,13 @@ impl Pop3Session {
                 Outcome::QuitFailed
             }
         };
-        // The client need not wait for the upstream goodbye.
+        // The client need not wait for the upstream goodbye: the UPDATE is
+        // done, so LOGOUT goes on in the background while the session ends.
         let _ = self.conn.flush().await;
-        imap.logout().await;
-        drop(counted);
+        tokio::spawn(async move {
+            imap.logout().await;
+            drop(counted);
+        });
         outcome
     }
 }
