@@ -32,8 +32,10 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(REPO / "tests" / "e2e"))
 
+import nginx_proxy  # noqa: E402
 import report  # noqa: E402
 import state_store  # noqa: E402
+import tls_workloads  # noqa: E402
 import uidl_memory  # noqa: E402
 from report import Row  # noqa: E402
 from corpus import (  # noqa: E402
@@ -45,7 +47,8 @@ from workloads import (  # noqa: E402
     seq_sessions, start_popgate, top_all,
 )
 
-ALL = "abcdefgiur"
+ALL = "abcdefghijkiurx"
+DEFAULT = "abcdefghijkiur"   # x (10,000 connections) only when asked for
 PASSWORD = "bench-pw"
 
 # Sizes: (default, --quick).
@@ -93,8 +96,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smaller sizes and 3 rounds: a smoke run of about a minute")
-    p.add_argument("--only", default=ALL, metavar="LETTERS",
-                   help="workloads to run, e.g. 'abc' or 'a,f,i'")
+    p.add_argument("--only", default=DEFAULT, metavar="LETTERS",
+                   help="workloads to run, e.g. 'abc' or 'a,f,i'; x (10,000 connections) "
+                   "runs only when named here")
     p.add_argument("--rounds", type=int, help="interleaved rounds per workload "
                    "(default 5, 3 with --quick)")
     p.add_argument("--retr-msgs", type=int, help="a, b: messages in the mailbox (default 1000; 100 quick)")
@@ -119,6 +123,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--redis-appendfsync", choices=("always", "everysec", "no"), default="always",
                    help="r: redis-server's appendfsync ('always' syncs every write before "
                    "answering, as a production store would)")
+    p.add_argument("--no-nginx", action="store_true",
+                   help="d, e, h, j: leave out nginx's mail proxy (the second reference)")
     p.add_argument("--popgate-bin", help="use this popgate binary instead of building target/release/popgate")
     p.add_argument("--rev", help="benchmark popgate as of this git revision (e.g. HEAD, a tag): "
                    "its tree is exported to bench/.build/ and built there, away from the "
@@ -134,7 +140,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, vals[prof])
     args.only = "".join(ch for ch in args.only.lower() if ch in ALL)
     if not args.only:
-        p.error("--only selects no workload (letters: a b c d e f g i u r)")
+        p.error("--only selects no workload (letters: a b c d e f g h i j k u r x)")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     return args
@@ -267,25 +273,41 @@ class Runner:
         self.r_result: dict = {}
 
     def interleave(self, key: str, native, popgate, pg: Popgate,
-                   warm_native=None, warm_popgate=None) -> None:
+                   warm_native=None, warm_popgate=None, nginx=None, ng=None) -> None:
         """Runs native(), popgate(), native(), popgate() ... for the rounds,
         after one untimed warm-up of each (warm_native/warm_popgate when
         given, else the measurement itself).  popgate's CPU time is recorded
-        with each of its samples."""
+        with each of its samples.  With ``nginx``, a third side in every
+        round (native, popgate, nginx), warmed up by its measurement; its
+        samples carry nginx's CPU time (``ng``: the NginxMail)."""
         def pg_run() -> Sample:
             c0 = pg.cpu_seconds()
             s = popgate()
             s.server_cpu = pg.cpu_seconds() - c0
             return s
 
+        def ng_run() -> Sample:
+            c0 = ng.cpu_seconds() if ng else 0.0
+            s = nginx()
+            if ng:
+                s.extra["nginx_cpu"] = ng.cpu_seconds() - c0
+            return s
+
         (warm_native or native)()
         (warm_popgate or popgate)()
+        if nginx:
+            nginx()
         res: dict[str, list[Sample]] = {"native": [], "popgate": []}
+        if nginx:
+            res["nginx"] = []
         for r in range(self.args.rounds):
             res["native"].append(native())
             res["popgate"].append(pg_run())
+            if nginx:
+                res["nginx"].append(ng_run())
             log(f"  {key} round {r + 1}/{self.args.rounds}: native "
-                f"{report.fmt(res['native'][-1].value)}, popgate {report.fmt(res['popgate'][-1].value)}")
+                f"{report.fmt(res['native'][-1].value)}, popgate {report.fmt(res['popgate'][-1].value)}"
+                + (f", nginx {report.fmt(res['nginx'][-1].value)}" if nginx else ""))
         self.samples[key] = res
 
     def main_dovecot(self) -> None:
@@ -294,8 +316,23 @@ class Runner:
         a, only = self.args, self.args.only
         users = {name: PASSWORD for name in ("big", "small", "sess", "giant", "huge")}
         extra = login_conf(a.dovecot_login)
+        pki = None
+        if set(only) & set(tls_workloads.LETTERS):
+            # POP3S and IMAPS ports on the same Dovecot (its plaintext
+            # ports are unchanged), for h, j, k.
+            pki = tls_workloads.make_pki()
+            tls_extra, imaps, pop3s = tls_workloads.dovecot_conf(pki)
+            extra += tls_extra
         t0 = time.monotonic()
-        dv = Dovecot(users=users, extra_conf=extra)
+        try:
+            dv = Dovecot(users=users, extra_conf=extra)
+        except BaseException:
+            if pki:
+                pki.cleanup()
+            raise
+        if pki:
+            dv.imaps_port, dv.pop3s_port = imaps, pop3s
+        ng = None
         try:
             self.settings.append(
                 f"Dovecot for a-g: the test harness's configuration (tests/e2e/dovecot.py), "
@@ -306,11 +343,11 @@ class Runner:
                 + ("tmpfs" if dv.dir.startswith("/dev/shm") else "disk"))
             # All messages are delivered \Seen, so that RETR changes nothing
             # from one round to the next on either side.
-            if "a" in only or "b" in only:
+            if set(only) & set("abk"):
                 dv.deliver_many("big", attachment_messages(a.retr_msgs, a.retr_size), flags="S")
             if "c" in only:
                 dv.deliver_many("small", small_messages(a.top_msgs), flags="S")
-            if "d" in only or "e" in only or "r" in only:
+            if set(only) & set("dehjr"):
                 dv.deliver_many("sess", small_messages(10), flags="S")
             if "g" in only:
                 dv.deliver_many("giant", [small_message(1),
@@ -319,17 +356,47 @@ class Runner:
                 log(f"writing the {a.listing_msgs:,}-message Maildir for f, u and r")
                 dv.deliver_many("huge", small_messages(a.listing_msgs), flags="S")
             log(f"Dovecot ready with test mail in {time.monotonic() - t0:.1f} s")
+            ng = self.start_nginx(dv, pki)
             pg = start_popgate(self.binary, dv.imap_port, log_level=a.popgate_log_level)
             try:
-                self.run_main(dv, pg)
+                self.run_main(dv, pg, ng)
+                if pki:
+                    tls_workloads.run(self, log, self.binary, dv, pki, ng, "sess", "big",
+                                      PASSWORD)
             finally:
                 pg.cleanup()
         finally:
+            if ng:
+                ng.cleanup()
             dv.stop()
+            if pki:
+                pki.cleanup()
 
-    def run_main(self, dv, pg: Popgate) -> None:
+    def start_nginx(self, dv, pki) -> "nginx_proxy.NginxMail | None":
+        """nginx's mail proxy for d, e, h, j, unless left out or missing."""
+        a = self.args
+        if a.no_nginx or not set(a.only) & set("dehj"):
+            return None
+        why = nginx_proxy.missing()
+        if why:
+            self.notes.append(f"nginx: left out, {why}")
+            log(f"nginx: left out, {why}")
+            return None
+        ng = nginx_proxy.NginxMail(dv.pop3_port, cert=pki.popgate.chain if pki else None,
+                                   key=pki.popgate.key if pki else None,
+                                   ca=pki.ca.cert if pki else None)
+        self.settings.append(
+            f"nginx {ng.version()} (Debian's nginx and libnginx-mod-mail): mail proxy, "
+            "worker_processes auto, pop3_auth plain, auth_http to bench/nginx_auth.py "
+            "(a process of its own, answering Dovecot's POP3 port for every login; "
+            "Dovecot checks the password when nginx logs in with USER and PASS); "
+            "POP3S with the same certificate type as popgate's (EC P-256)")
+        return ng
+
+    def run_main(self, dv, pg: Popgate, ng=None) -> None:
         a, only = self.args, self.args.only
         N, P = dv.pop3_port, pg.port
+        X = ng.port if ng else 0
         pw = PASSWORD
         if "a" in only:
             log(f"a: RETR of {a.retr_msgs} messages of {a.retr_size:,} octets, one at a time")
@@ -348,7 +415,9 @@ class Runner:
             self.interleave("d", lambda: seq_sessions(N, "sess", pw, a.seq_sessions),
                             lambda: seq_sessions(P, "sess", pw, a.seq_sessions), pg,
                             lambda: seq_sessions(N, "sess", pw, 5),
-                            lambda: seq_sessions(P, "sess", pw, 5))
+                            lambda: seq_sessions(P, "sess", pw, 5),
+                            nginx=(lambda: seq_sessions(X, "sess", pw, a.seq_sessions))
+                            if X else None, ng=ng)
         if "e" in only:
             log(f"e: {a.conc_sessions} sessions by {a.clients} concurrent clients")
 
@@ -360,7 +429,10 @@ class Runner:
             self.interleave("e", lambda: concurrent_sessions(N, "sess", pw, a.clients, a.conc_sessions),
                             e_pg, pg,
                             lambda: concurrent_sessions(N, "sess", pw, a.clients, a.clients),
-                            lambda: concurrent_sessions(P, "sess", pw, a.clients, a.clients))
+                            lambda: concurrent_sessions(P, "sess", pw, a.clients, a.clients),
+                            nginx=(lambda: concurrent_sessions(X, "sess", pw, a.clients,
+                                                               a.conc_sessions))
+                            if X else None, ng=ng)
         if "g" in only:
             log(f"g: RETR of one {a.big_mb} MB message")
             self.interleave("g", lambda: big_retr(N, "giant", pw, None),
@@ -489,6 +561,7 @@ class Runner:
 
         def speed(key: str, title: str, unit: str, label: str, kind: str = "rate",
                   tkey: str | None = None) -> None:
+            ng = S.get(key, {}).get("nginx")
             tkey = tkey or key
             t = TARGETS[tkey]
             if kind == "rate":
@@ -498,7 +571,7 @@ class Runner:
             if key not in S:
                 return
             rows.append(Row(key, title, unit, med(S[key]["native"]), med(S[key]["popgate"]),
-                            kind, t, ttext, label=label))
+                            kind, t, ttext, label=label, nginx=med(ng) if ng else None))
 
         speed("a", "RETR, 1 in flight", "MB/s", "RETR")
         speed("b", f"RETR, {a.depth} in flight", "MB/s", f"RETR x{a.depth}")
@@ -512,6 +585,7 @@ class Runner:
         speed("f-cold", f"UIDL+LIST {a.listing_msgs // 1000}k, cold", "s", "list cold", "time", "f")
         speed("f-warm", f"UIDL+LIST {a.listing_msgs // 1000}k, warm", "s", "list warm", "time", "f")
         speed("g", f"RETR {a.big_mb} MB message", "MB/s", f"RETR {a.big_mb} MB")
+        rows += tls_workloads.rows(self, Row, med)
         if "g" in S:
             growth = max(s.extra["growth_kib"] for s in S["g"]["popgate"])
             rows.append(Row("g-mem", "RSS growth during g", "KiB", None, growth, "mem",
@@ -571,13 +645,15 @@ class Runner:
         out = []
         per_cmd = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
                    "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
-                   "e": (a.conc_sessions, "session"), "g": (1, "RETR")}
+                   "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
+                   "h": (a.seq_sessions, "session"), "j": (a.conc_sessions, "session"),
+                   "k": (a.retr_msgs, "RETR")}
         for suffix in ("", "-emb"):
             per_cmd["r-d" + suffix] = per_cmd["d"]
             per_cmd["r-e" + suffix] = per_cmd["e"]
         out.append("| Workload | wall per measurement, native / popgate | per command or session, native / popgate (difference) | popgate CPU / its wall | client CPU / wall (max) | machine busy, native / popgate | octets received, native / popgate |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
-        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g",
+        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g", "h", "j", "k",
                     "r-d", "r-e", "r-f", "r-d-emb", "r-e-emb", "r-f-emb"):
             if key not in S:
                 continue
@@ -594,7 +670,7 @@ class Runner:
                 cmd = "—"
             cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
             pgcpu = f"{statistics.median(cpus) * 100:.0f}%" if cpus else "—"
-            ccpu = max(s.client_cpu / s.wall for s in nat + pgs) * 100
+            ccpu = max(s.client_cpu / s.wall for s in nat + pgs + S[key].get("nginx", [])) * 100
             on = {s.octets for s in nat}
             op = {s.octets for s in pgs}
             octs = "—" if on == {0} else (f"{min(on):,} / {min(op):,}"
@@ -652,6 +728,11 @@ class Runner:
         for key, res in self.samples.items():
             out.append(f"| {key} | " + ", ".join(report.fmt(s.value) for s in res["native"])
                        + " | " + ", ".join(report.fmt(s.value) for s in res["popgate"]) + " |")
+            if "nginx" in res:
+                out.append(f"| {key}: nginx, round by round (its CPU / wall) | — | "
+                           + ", ".join(f"{report.fmt(s.value)} "
+                                       f"({s.extra.get('nginx_cpu', 0) / s.wall * 100:.0f}%)"
+                                       for s in res["nginx"]) + " |")
         if "e" in self.samples:
             out.append("| e: popgate VmHWM (KiB) | — | "
                        + ", ".join(str(s.extra["hwm_kib"]) for s in self.samples["e"]["popgate"]) + " |")
@@ -679,7 +760,8 @@ class Runner:
 def client_bound_warnings(runner: Runner) -> list[str]:
     out = []
     for key, res in runner.samples.items():
-        share = max(s.client_cpu / s.wall for s in res["native"] + res["popgate"])
+        share = max(s.client_cpu / s.wall for s in res["native"] + res["popgate"]
+                    + res.get("nginx", []))
         if share > 0.7:
             out.append(f"{key}: the client used {share * 100:.0f}% of a core: it may limit the figure")
     return out
@@ -761,6 +843,8 @@ def write_results(args, runner: Runner, rows: list[Row], info: dict, command: st
               f"- f: {args.listing_msgs:,} messages of about 1 KB; time from connect to the end of "
               "the LIST answer (USER, PASS, UIDL, LIST)",
               f"- g: one message of {args.big_mb} MB after a small one",
+              f"- h, j, k: d, e and a over POP3S (a full TLS handshake per session), against "
+              "Dovecot's POP3S port; popgate with a POP3S listener and IMAPS to Dovecot",
               f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
               f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
               "r: d, e and f's warm listing through popgate on a throwaway redis-server "
@@ -786,7 +870,7 @@ def main(argv: list[str]) -> int:
     info = report.machine_info(REPO, binary, args.rev, bool(args.popgate_bin))
     t0 = time.monotonic()
     runner = Runner(args, binary)
-    if set(args.only) & set("abcdefgur"):
+    if set(args.only) & set("abcdefghjkur"):
         runner.main_dovecot()
     if "i" in args.only:
         runner.run_idle()
