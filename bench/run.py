@@ -32,6 +32,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(REPO / "tests" / "e2e"))
 
+import many_connections  # noqa: E402
 import nginx_proxy  # noqa: E402
 import report  # noqa: E402
 import state_store  # noqa: E402
@@ -67,6 +68,11 @@ PROFILES = {
     "idle_msgs":         (10, 10),
     "idle_big_msgs":     (10_000, 10_000),
     "idle_big_sessions": (500, 100),
+    "x_idle":            (9000, 9000),
+    "x_sessions":        (1000, 1000),
+    "x_downloaders":     (50, 50),
+    "x_dl_msgs":         (20, 20),
+    "x_duration":        (600.0, 60.0),
 }
 
 TARGETS = {  # the least ratio each workload must reach
@@ -82,6 +88,8 @@ TARGETS = {  # the least ratio each workload must reach
     "r-d": 0.9,                        # d's logins on the Redis store vs without state
     "r-e": 0.9,                        # e's logins on the Redis store vs without state
     "r-f": 1 / 1.2,                    # warm listing on the Redis store within 1.2x of without
+    "x-session": 64 + 32 * 10 / 1024,  # KiB per idle logged-in session (10 messages), as i
+    "x-rss": 5.0,                      # % VmRSS growth from minute 2 to minute 10 of x
 }
 
 
@@ -114,6 +122,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--idle-msgs", type=int, help="i: messages in their mailbox (default 10)")
     p.add_argument("--idle-big-msgs", type=int, help="i: messages in the mailbox for the per-message cost (default 10000)")
     p.add_argument("--idle-big-sessions", type=int, help="i: idle sessions on that mailbox (default 500; 100 quick)")
+    p.add_argument("--x-duration", type=float, help="x: seconds the downloaders run while "
+                   "the connections are held (default 600; 60 quick)")
+    p.add_argument("--x-idle", type=int, help="x: connections idle before login (default 9000)")
+    p.add_argument("--x-sessions", type=int, help="x: idle logged-in sessions (default 1000)")
+    p.add_argument("--x-downloaders", type=int, help="x: clients downloading in a loop (default 50)")
+    p.add_argument("--x-dl-msgs", type=int, help="x: messages the downloaders fetch per session, "
+                   "of --retr-size octets (default 20)")
     p.add_argument("--dovecot-login", choices=("security", "performance"), default="security",
                    help="Dovecot's login services for a-g: 'security' is the test harness's "
                    "configuration (Dovecot's default: a new login process per connection); "
@@ -271,6 +286,7 @@ class Runner:
         self.i_result: dict = {}
         self.u_result: dict = {}
         self.r_result: dict = {}
+        self.x_result: dict = {}
 
     def interleave(self, key: str, native, popgate, pg: Popgate,
                    warm_native=None, warm_popgate=None, nginx=None, ng=None) -> None:
@@ -611,6 +627,7 @@ class Runner:
                                 "mem", lim, f"< {lim:.1f} KiB (i + 10%)", label="idle, store"))
         rows += self.u_rows()
         rows += state_store.rows(self, TARGETS)
+        rows += many_connections.rows(self, Row, TARGETS)
         return rows
 
     def u_rows(self) -> list[Row]:
@@ -748,6 +765,16 @@ class Runner:
         for key, calls in self.r_result.get("commands", {}).items():
             out.append(f"| {key}: Redis commands per {'listing' if key == 'r-f' else 'session'} | — | "
                        + (", ".join(f"{cmd} {c:.2g}" for cmd, c in calls.items()) or "none") + " |")
+        x = self.x_result
+        if x:
+            step = max(1, len(x["series"]) // 20)
+            out.append("| x: popgate VmRSS (KiB) over time (s) | — | "
+                       + ", ".join(f"{t:.0f} s: {kib}" for t, kib in x["series"][::step]) + " |")
+            out.append(f"| x: VmRSS before -> {x['idle']:,} idle -> {x['sessions']:,} sessions (KiB) "
+                       f"| — | {x['rss_before_kib']} -> {x['rss_idle_kib']} -> "
+                       f"{x['rss_sessions_kib']} |")
+            if x["first_lost"] or x["dl_first_error"]:
+                out.append(f"| x: first loss | — | {x['first_lost'] or x['dl_first_error']} |")
         for label, r in self.i_result.items():
             out.append(f"| i ({label} mailbox): popgate VmRSS before -> after (KiB) | — | "
                        f"{r['rss_before_kib']} -> {r['rss_after_kib']} over {r['sessions']} sessions |")
@@ -874,6 +901,8 @@ def main(argv: list[str]) -> int:
         runner.main_dovecot()
     if "i" in args.only:
         runner.run_idle()
+    if "x" in args.only:
+        many_connections.run(runner, log, binary, PASSWORD)
     run_s = time.monotonic() - t0
     rows = runner.rows()
     print()

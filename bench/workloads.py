@@ -76,7 +76,8 @@ class Timer:
 
 
 def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
-                  max_connections: int = 1000, extra: str = "") -> Popgate:
+                  max_connections: int = 1000, extra: str = "",
+                  limits_extra: str = "") -> Popgate:
     """The popgate binary (the end-to-end tests' launcher) on a free port
     picked here, so any log level works; the default "warn" keeps
     per-session log lines out of the measurement.  All benchmark clients
@@ -90,7 +91,8 @@ def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
             return Popgate(
                 upstream_port, port=free_port(), binary_path=binary, log_level=log_level,
                 extra=f"session:\n  max_connections: {max_connections}\n{extra}",
-                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n  auth_penalty_max: 0s\n",
+                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n  auth_penalty_max: 0s\n"
+                + limits_extra,
                 die_with_parent=True)
         except PortInUse:
             continue
