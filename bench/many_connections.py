@@ -194,8 +194,12 @@ def run(runner, log, binary: str, password: str) -> None:
             f"Dovecot for x: {dovecot_conf(sessions + dls + 300).replace(chr(10), ' ')}; "
             f"the driver's open-files limit {nofile}")
         try:
-            runner.x_result = _measure(a, log, pg, watch, (proc, go, stop, out), password,
-                                       idle, sessions, dls)
+            x = runner.x_result = _measure(a, log, pg, watch, (proc, go, stop, out), password,
+                                           idle, sessions, dls)
+            log(f"x: VmRSS {x['early'][1]} KiB at {x['early'][0]:.0f} s, {x['late'][1]} KiB at "
+                f"{x['late'][0]:.0f} s, peak {x['hwm_kib']} KiB; lost: idle {x['lost_idle']}, "
+                f"sessions {x['lost_sessions']}, NOOP failed {x['noop_failed']}, downloads "
+                f"failed {x['dl_errors']}; {x['dl_sessions']} download sessions")
         finally:
             stop.set()
             go.set()

@@ -294,7 +294,7 @@ def _plot_matplotlib(speed: list[Row], mem: list[Row], path: Path, title: str) -
 
     ax = axes[1]
     xs = range(len(mem))
-    fracs = [r.popgate / r.target for r in mem]
+    fracs = [max(0.0, r.popgate / r.target) for r in mem]   # a shrinking figure is 0
     colors = ["#2e7d32" if r.met else "#c62828" for r in mem]
     ax.bar(xs, fracs, color=colors, width=0.6)
     ax.axhline(1.0, color="black", linewidth=2.2)

@@ -48,8 +48,8 @@ from workloads import (  # noqa: E402
     seq_sessions, start_popgate, top_all,
 )
 
-ALL = "abcdefghijkiurx"
-DEFAULT = "abcdefghijkiur"   # x (10,000 connections) only when asked for
+ALL = "abcdefghijkurx"
+DEFAULT = "abcdefghijkur"   # x (10,000 connections) only when asked for
 PASSWORD = "bench-pw"
 
 # Sizes: (default, --quick).
@@ -331,7 +331,7 @@ class Runner:
 
         a, only = self.args, self.args.only
         users = {name: PASSWORD for name in ("big", "small", "sess", "giant", "huge")}
-        extra = login_conf(a.dovecot_login)
+        extra = login_extra = login_conf(a.dovecot_login)
         pki = None
         if set(only) & set(tls_workloads.LETTERS):
             # POP3S and IMAPS ports on the same Dovecot (its plaintext
@@ -353,7 +353,7 @@ class Runner:
             self.settings.append(
                 f"Dovecot for a-g: the test harness's configuration (tests/e2e/dovecot.py), "
                 f"login services in {a.dovecot_login} mode"
-                + (" (service_count = 0, process_min_avail = nproc)" if extra else
+                + (" (service_count = 0, process_min_avail = nproc)" if login_extra else
                    " (Dovecot's default: one login process per connection)")
                 + "; mail stored as Maildir on "
                 + ("tmpfs" if dv.dir.startswith("/dev/shm") else "disk"))
@@ -406,7 +406,8 @@ class Runner:
             "worker_processes auto, pop3_auth plain, auth_http to bench/nginx_auth.py "
             "(a process of its own, answering Dovecot's POP3 port for every login; "
             "Dovecot checks the password when nginx logs in with USER and PASS); "
-            "POP3S with the same certificate type as popgate's (EC P-256)")
+            "POP3S with the same certificate type as popgate's (EC P-256), TLS 1.2 and 1.3 "
+            "(nginx 1.22's default stops at 1.2)")
         return ng
 
     def run_main(self, dv, pg: Popgate, ng=None) -> None:
@@ -874,7 +875,7 @@ def write_results(args, runner: Runner, rows: list[Row], info: dict, command: st
               "Dovecot's POP3S port; popgate with a POP3S listener and IMAPS to Dovecot",
               f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
               f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
-              "r: d, e and f's warm listing through popgate on a throwaway redis-server "
+              "- r: d, e and f's warm listing through popgate on a throwaway redis-server "
               f"(appendonly yes, appendfsync {args.redis_appendfsync}, its directory on "
               f"{tempfile.gettempdir()}) and on the embedded store, against the popgate of a-g "
               "(no state section, the \"native\" column); the sides rotate within each round"]
