@@ -79,10 +79,12 @@ class NginxMail:
         self.ca = ca
         try:
             self.auth_port = free_port()
+            out = open(Path(self.dir) / "auth.log", "ab")
             self.auth = subprocess.Popen(
                 [sys.executable, str(BENCH / "nginx_auth.py"), "--port", str(self.auth_port),
                  "--server-port", str(pop3_port)],
-                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=die_with_parent)
+            out.close()
             self.procs.append(self.auth)
             self._wait_port(self.auth_port, b"")
             self.port = free_port()
@@ -163,7 +165,7 @@ mail {{
 
     def log_text(self) -> str:
         out = ""
-        for name in ("error.log", "stdio.log"):
+        for name in ("error.log", "stdio.log", "auth.log"):
             try:
                 out += (Path(self.dir) / name).read_text(errors="replace")[-2000:]
             except OSError:
@@ -192,6 +194,17 @@ mail {{
             except OSError:
                 pass
         return total
+
+    def check_no_secret(self, password: str) -> None:
+        """The password the clients sent must appear in no log of nginx
+        or of the responder (which sees it in every Auth-Pass header)."""
+        for name in ("error.log", "stdio.log", "auth.log"):
+            try:
+                data = (Path(self.dir) / name).read_bytes()
+            except OSError:
+                continue
+            if password.encode() in data:
+                raise RuntimeError(f"nginx: the clients' password is in {name}")
 
     def version(self) -> str:
         out = subprocess.run([_nginx_binary(), "-v"], capture_output=True, text=True)

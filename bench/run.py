@@ -383,7 +383,10 @@ class Runner:
                 pg.cleanup()
         finally:
             if ng:
-                ng.cleanup()
+                try:
+                    ng.check_no_secret(PASSWORD)
+                finally:
+                    ng.cleanup()
             dv.stop()
             if pki:
                 pki.cleanup()
