@@ -605,11 +605,11 @@ class Runner:
         speed("f-cold", f"UIDL+LIST {a.listing_msgs // 1000}k, cold", "s", "list cold", "time", "f")
         speed("f-warm", f"UIDL+LIST {a.listing_msgs // 1000}k, warm", "s", "list warm", "time", "f")
         speed("g", f"RETR {a.big_mb} MB message", "MB/s", f"RETR {a.big_mb} MB")
-        rows += tls_workloads.rows(self, Row, med)
         if "g" in S:
             growth = max(s.extra["growth_kib"] for s in S["g"]["popgate"])
             rows.append(Row("g-mem", "RSS growth during g", "KiB", None, growth, "mem",
                             TARGETS["g-mem"], "< 4096 KiB", label="growth in g"))
+        rows += tls_workloads.rows(self, Row, med)
         if self.i_result:
             small, big = self.i_result["small"], self.i_result["big"]
             lim_s = TARGETS["i-session"] + TARGETS["i-message"] * a.idle_msgs / 1024
