@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """popgate against Dovecot's own POP3 on the same mailboxes.
 
-    python3 bench/run.py            # the default run (a few minutes)
-    python3 bench/run.py --quick    # a smoke run (about a minute)
+    python3 bench/run.py            # the default run (10-15 minutes)
+    python3 bench/run.py --quick    # a smoke run (about 2 minutes)
     python3 bench/run.py --help     # sizes, rounds, selection
 
 Starts a throwaway Dovecot (the end-to-end test harness's), puts popgate in
@@ -103,7 +103,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Benchmark popgate against Dovecot's own POP3.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smaller sizes and 3 rounds: a smoke run of about a minute")
+                   help="smaller sizes and 3 rounds: a smoke run of about 2 minutes")
     p.add_argument("--only", default=DEFAULT, metavar="LETTERS",
                    help="workloads to run, e.g. 'abc' or 'a,f,i'; x (10,000 connections) "
                    "runs only when named here")
