@@ -14,9 +14,13 @@ of commands in flight.
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Sequence
 
 HOST = "127.0.0.1"
+# The name TLS clients verify: the test certificates (tests/e2e/certs.py)
+# carry DNS:localhost and IP:127.0.0.1.
+TLS_NAME = "localhost"
 TERM = b"\r\n.\r\n"
 
 
@@ -28,8 +32,10 @@ class Conn:
     """One POP3 connection with a zero-copy receive buffer."""
 
     def __init__(self, port: int, host: str = HOST, timeout: float | None = 120.0,
-                 bufsize: int = 4 << 20, connect: bool = True) -> None:
+                 bufsize: int = 4 << 20, connect: bool = True,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.tls = tls      # implicit TLS (POP3S) with this context
         self.buf = bytearray(bufsize)
         self.mv = memoryview(self.buf)
         self.r = 0          # start of unread data
@@ -44,6 +50,10 @@ class Conn:
     def connect(self) -> bytes:
         s = socket.create_connection((self.host, self.port), timeout=self.timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            # A full handshake on every connection: the context keeps no
+            # session for resumption unless one is passed explicitly.
+            s = self.tls.wrap_socket(s, server_hostname=TLS_NAME)
         self.sock = s
         greeting = self.line()
         if not greeting.startswith(b"+OK"):

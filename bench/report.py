@@ -27,6 +27,7 @@ class Row:
     note: str = ""
     skipped: str = ""          # why there is no figure
     label: str = ""            # short label for the plot
+    nginx: float | None = None  # median through nginx's mail proxy, the second reference
 
     @property
     def ratio(self) -> float | None:
@@ -37,6 +38,16 @@ class Row:
         if self.kind == "rate":
             return self.popgate / self.native if self.native else None
         return self.native / self.popgate if self.popgate else None
+
+    @property
+    def nginx_ratio(self) -> float | None:
+        """nginx against native, oriented like ``ratio`` (>1: nginx did
+        better than native): the cost of a peer proxy, beside popgate's."""
+        if self.native is None or self.nginx is None or self.kind == "mem":
+            return None
+        if self.kind == "rate":
+            return self.nginx / self.native if self.native else None
+        return self.native / self.nginx if self.nginx else None
 
     @property
     def met(self) -> bool | None:
@@ -161,28 +172,39 @@ def _os_name() -> str:
 # ------------------------------------------------------------------ table
 
 HEADER = ("Workload", "Unit", "Native", "popgate", "Ratio", "Target", "Met")
+# With nginx figures: nginx's own column and ratio after popgate's.
+HEADER_NGINX = ("Workload", "Unit", "Native", "popgate", "Ratio", "nginx", "nginx ratio",
+                "Target", "Met")
+
+
+def has_nginx(rows: list[Row]) -> bool:
+    return any(r.nginx is not None for r in rows)
 
 
 def table_rows(rows: list[Row]) -> list[tuple[str, ...]]:
     out = []
+    with_nginx = has_nginx(rows)
     for r in rows:
-        ratio = r.ratio
-        out.append((
+        ratio, nratio = r.ratio, r.nginx_ratio
+        cells = [
             f"{r.key}: {r.title}",
             r.unit,
             fmt(r.native) if r.kind != "mem" else "—",
             fmt(r.popgate) if not r.skipped else "skipped",
             f"{ratio:.2f}x" if ratio is not None else "—",
-            r.target_text,
-            met_text(r.met) if not r.skipped else "—",
-        ))
+        ]
+        if with_nginx:
+            cells += [fmt(r.nginx), f"{nratio:.2f}x" if nratio is not None else "—"]
+        cells += [r.target_text, met_text(r.met) if not r.skipped else "—"]
+        out.append(tuple(cells))
     return out
 
 
 def text_table(rows: list[Row]) -> str:
-    data = [HEADER] + table_rows(rows)
-    widths = [max(len(row[i]) for row in data) for i in range(len(HEADER))]
-    right = {2, 3, 4}
+    header = HEADER_NGINX if has_nginx(rows) else HEADER
+    data = [header] + table_rows(rows)
+    widths = [max(len(row[i]) for row in data) for i in range(len(header))]
+    right = {2, 3, 4, 5, 6} if has_nginx(rows) else {2, 3, 4}
     lines = []
     for n, row in enumerate(data):
         cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i])
@@ -195,8 +217,9 @@ def text_table(rows: list[Row]) -> str:
 
 def md_table(rows: list[Row]) -> str:
     data = table_rows(rows)
-    lines = ["| " + " | ".join(HEADER) + " |",
-             "|" + "|".join(["---", "---", "---:", "---:", "---:", "---", "---"]) + "|"]
+    header = HEADER_NGINX if has_nginx(rows) else HEADER
+    aligns = ["---", "---"] + ["---:"] * (len(header) - 4) + ["---", "---"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
     for row in data:
         cells = list(row)
         if cells[-1] == "NO":
@@ -208,7 +231,9 @@ def md_table(rows: list[Row]) -> str:
 CONVENTION = (
     "Ratio: popgate/native for throughputs (MB/s, messages/s, sessions/s) and "
     "native/popgate for times (s), so a ratio above 1 always means popgate did "
-    "better. Memory rows are popgate's alone; their target is an upper limit."
+    "better. Memory rows are popgate's alone; their target is an upper limit. "
+    "nginx (when shown): nginx's mail proxy in front of the same Dovecot's POP3, "
+    "its ratio oriented the same way against native."
 )
 
 
@@ -269,7 +294,7 @@ def _plot_matplotlib(speed: list[Row], mem: list[Row], path: Path, title: str) -
 
     ax = axes[1]
     xs = range(len(mem))
-    fracs = [r.popgate / r.target for r in mem]
+    fracs = [max(0.0, r.popgate / r.target) for r in mem]   # a shrinking figure is 0
     colors = ["#2e7d32" if r.met else "#c62828" for r in mem]
     ax.bar(xs, fracs, color=colors, width=0.6)
     ax.axhline(1.0, color="black", linewidth=2.2)

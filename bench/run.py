@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """popgate against Dovecot's own POP3 on the same mailboxes.
 
-    python3 bench/run.py            # the default run (a few minutes)
-    python3 bench/run.py --quick    # a smoke run (about a minute)
+    python3 bench/run.py            # the default run (10-15 minutes)
+    python3 bench/run.py --quick    # a smoke run (about 2 minutes)
     python3 bench/run.py --help     # sizes, rounds, selection
 
 Starts a throwaway Dovecot (the end-to-end test harness's), puts popgate in
@@ -32,8 +32,11 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(REPO / "tests" / "e2e"))
 
+import many_connections  # noqa: E402
+import nginx_proxy  # noqa: E402
 import report  # noqa: E402
 import state_store  # noqa: E402
+import tls_workloads  # noqa: E402
 import uidl_memory  # noqa: E402
 from report import Row  # noqa: E402
 from corpus import (  # noqa: E402
@@ -45,7 +48,8 @@ from workloads import (  # noqa: E402
     seq_sessions, start_popgate, top_all,
 )
 
-ALL = "abcdefgiur"
+ALL = "abcdefghijkurx"
+DEFAULT = "abcdefghijkur"   # x (10,000 connections) only when asked for
 PASSWORD = "bench-pw"
 
 # Sizes: (default, --quick).
@@ -64,6 +68,11 @@ PROFILES = {
     "idle_msgs":         (10, 10),
     "idle_big_msgs":     (10_000, 10_000),
     "idle_big_sessions": (500, 100),
+    "x_idle":            (9000, 9000),
+    "x_sessions":        (1000, 1000),
+    "x_downloaders":     (50, 50),
+    "x_dl_msgs":         (20, 20),
+    "x_duration":        (600.0, 60.0),
 }
 
 TARGETS = {  # the least ratio each workload must reach
@@ -79,6 +88,8 @@ TARGETS = {  # the least ratio each workload must reach
     "r-d": 0.9,                        # d's logins on the Redis store vs without state
     "r-e": 0.9,                        # e's logins on the Redis store vs without state
     "r-f": 1 / 1.2,                    # warm listing on the Redis store within 1.2x of without
+    "x-session": 64 + 32 * 10 / 1024,  # KiB per idle logged-in session (10 messages), as i
+    "x-rss": 5.0,                      # % VmRSS growth from minute 2 to minute 10 of x
 }
 
 
@@ -92,9 +103,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Benchmark popgate against Dovecot's own POP3.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smaller sizes and 3 rounds: a smoke run of about a minute")
-    p.add_argument("--only", default=ALL, metavar="LETTERS",
-                   help="workloads to run, e.g. 'abc' or 'a,f,i'")
+                   help="smaller sizes and 3 rounds: a smoke run of about 2 minutes")
+    p.add_argument("--only", default=DEFAULT, metavar="LETTERS",
+                   help="workloads to run, e.g. 'abc' or 'a,f,i'; x (10,000 connections) "
+                   "runs only when named here")
     p.add_argument("--rounds", type=int, help="interleaved rounds per workload "
                    "(default 5, 3 with --quick)")
     p.add_argument("--retr-msgs", type=int, help="a, b: messages in the mailbox (default 1000; 100 quick)")
@@ -110,6 +122,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--idle-msgs", type=int, help="i: messages in their mailbox (default 10)")
     p.add_argument("--idle-big-msgs", type=int, help="i: messages in the mailbox for the per-message cost (default 10000)")
     p.add_argument("--idle-big-sessions", type=int, help="i: idle sessions on that mailbox (default 500; 100 quick)")
+    p.add_argument("--x-duration", type=float, help="x: seconds the downloaders run while "
+                   "the connections are held (default 600; 60 quick)")
+    p.add_argument("--x-idle", type=int, help="x: connections idle before login (default 9000)")
+    p.add_argument("--x-sessions", type=int, help="x: idle logged-in sessions (default 1000)")
+    p.add_argument("--x-downloaders", type=int, help="x: clients downloading in a loop (default 50)")
+    p.add_argument("--x-dl-msgs", type=int, help="x: messages the downloaders fetch per session, "
+                   "of --retr-size octets (default 20)")
     p.add_argument("--dovecot-login", choices=("security", "performance"), default="security",
                    help="Dovecot's login services for a-g: 'security' is the test harness's "
                    "configuration (Dovecot's default: a new login process per connection); "
@@ -119,6 +138,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--redis-appendfsync", choices=("always", "everysec", "no"), default="always",
                    help="r: redis-server's appendfsync ('always' syncs every write before "
                    "answering, as a production store would)")
+    p.add_argument("--no-nginx", action="store_true",
+                   help="d, e, h, j: leave out nginx's mail proxy (the second reference)")
     p.add_argument("--popgate-bin", help="use this popgate binary instead of building target/release/popgate")
     p.add_argument("--rev", help="benchmark popgate as of this git revision (e.g. HEAD, a tag): "
                    "its tree is exported to bench/.build/ and built there, away from the "
@@ -134,7 +155,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             setattr(args, key, vals[prof])
     args.only = "".join(ch for ch in args.only.lower() if ch in ALL)
     if not args.only:
-        p.error("--only selects no workload (letters: a b c d e f g i u r)")
+        p.error("--only selects no workload (letters: a b c d e f g h i j k u r x)")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     return args
@@ -265,27 +286,44 @@ class Runner:
         self.i_result: dict = {}
         self.u_result: dict = {}
         self.r_result: dict = {}
+        self.x_result: dict = {}
 
     def interleave(self, key: str, native, popgate, pg: Popgate,
-                   warm_native=None, warm_popgate=None) -> None:
+                   warm_native=None, warm_popgate=None, nginx=None, ng=None) -> None:
         """Runs native(), popgate(), native(), popgate() ... for the rounds,
         after one untimed warm-up of each (warm_native/warm_popgate when
         given, else the measurement itself).  popgate's CPU time is recorded
-        with each of its samples."""
+        with each of its samples.  With ``nginx``, a third side in every
+        round (native, popgate, nginx), warmed up by its measurement; its
+        samples carry nginx's CPU time (``ng``: the NginxMail)."""
         def pg_run() -> Sample:
             c0 = pg.cpu_seconds()
             s = popgate()
             s.server_cpu = pg.cpu_seconds() - c0
             return s
 
+        def ng_run() -> Sample:
+            c0 = ng.cpu_seconds() if ng else 0.0
+            s = nginx()
+            if ng:
+                s.extra["nginx_cpu"] = ng.cpu_seconds() - c0
+            return s
+
         (warm_native or native)()
         (warm_popgate or popgate)()
+        if nginx:
+            nginx()
         res: dict[str, list[Sample]] = {"native": [], "popgate": []}
+        if nginx:
+            res["nginx"] = []
         for r in range(self.args.rounds):
             res["native"].append(native())
             res["popgate"].append(pg_run())
+            if nginx:
+                res["nginx"].append(ng_run())
             log(f"  {key} round {r + 1}/{self.args.rounds}: native "
-                f"{report.fmt(res['native'][-1].value)}, popgate {report.fmt(res['popgate'][-1].value)}")
+                f"{report.fmt(res['native'][-1].value)}, popgate {report.fmt(res['popgate'][-1].value)}"
+                + (f", nginx {report.fmt(res['nginx'][-1].value)}" if nginx else ""))
         self.samples[key] = res
 
     def main_dovecot(self) -> None:
@@ -293,24 +331,39 @@ class Runner:
 
         a, only = self.args, self.args.only
         users = {name: PASSWORD for name in ("big", "small", "sess", "giant", "huge")}
-        extra = login_conf(a.dovecot_login)
+        extra = login_extra = login_conf(a.dovecot_login)
+        pki = None
+        if set(only) & set(tls_workloads.LETTERS):
+            # POP3S and IMAPS ports on the same Dovecot (its plaintext
+            # ports are unchanged), for h, j, k.
+            pki = tls_workloads.make_pki()
+            tls_extra, imaps, pop3s = tls_workloads.dovecot_conf(pki)
+            extra += tls_extra
         t0 = time.monotonic()
-        dv = Dovecot(users=users, extra_conf=extra)
+        try:
+            dv = Dovecot(users=users, extra_conf=extra)
+        except BaseException:
+            if pki:
+                pki.cleanup()
+            raise
+        if pki:
+            dv.imaps_port, dv.pop3s_port = imaps, pop3s
+        ng = None
         try:
             self.settings.append(
                 f"Dovecot for a-g: the test harness's configuration (tests/e2e/dovecot.py), "
                 f"login services in {a.dovecot_login} mode"
-                + (" (service_count = 0, process_min_avail = nproc)" if extra else
+                + (" (service_count = 0, process_min_avail = nproc)" if login_extra else
                    " (Dovecot's default: one login process per connection)")
                 + "; mail stored as Maildir on "
                 + ("tmpfs" if dv.dir.startswith("/dev/shm") else "disk"))
             # All messages are delivered \Seen, so that RETR changes nothing
             # from one round to the next on either side.
-            if "a" in only or "b" in only:
+            if set(only) & set("abk"):
                 dv.deliver_many("big", attachment_messages(a.retr_msgs, a.retr_size), flags="S")
             if "c" in only:
                 dv.deliver_many("small", small_messages(a.top_msgs), flags="S")
-            if "d" in only or "e" in only or "r" in only:
+            if set(only) & set("dehjr"):
                 dv.deliver_many("sess", small_messages(10), flags="S")
             if "g" in only:
                 dv.deliver_many("giant", [small_message(1),
@@ -319,17 +372,51 @@ class Runner:
                 log(f"writing the {a.listing_msgs:,}-message Maildir for f, u and r")
                 dv.deliver_many("huge", small_messages(a.listing_msgs), flags="S")
             log(f"Dovecot ready with test mail in {time.monotonic() - t0:.1f} s")
+            ng = self.start_nginx(dv, pki)
             pg = start_popgate(self.binary, dv.imap_port, log_level=a.popgate_log_level)
             try:
-                self.run_main(dv, pg)
+                self.run_main(dv, pg, ng)
+                if pki:
+                    tls_workloads.run(self, log, self.binary, dv, pki, ng, "sess", "big",
+                                      PASSWORD)
             finally:
                 pg.cleanup()
         finally:
+            if ng:
+                try:
+                    ng.check_no_secret(PASSWORD)
+                finally:
+                    ng.cleanup()
             dv.stop()
+            if pki:
+                pki.cleanup()
 
-    def run_main(self, dv, pg: Popgate) -> None:
+    def start_nginx(self, dv, pki) -> "nginx_proxy.NginxMail | None":
+        """nginx's mail proxy for d, e, h, j, unless left out or missing."""
+        a = self.args
+        if a.no_nginx or not set(a.only) & set("dehj"):
+            return None
+        why = nginx_proxy.missing()
+        if why:
+            self.notes.append(f"nginx: left out, {why}")
+            log(f"nginx: left out, {why}")
+            return None
+        ng = nginx_proxy.NginxMail(dv.pop3_port, cert=pki.popgate.chain if pki else None,
+                                   key=pki.popgate.key if pki else None,
+                                   ca=pki.ca.cert if pki else None)
+        self.settings.append(
+            f"nginx {ng.version()} (Debian's nginx and libnginx-mod-mail): mail proxy, "
+            "worker_processes auto, pop3_auth plain, auth_http to bench/nginx_auth.py "
+            "(a process of its own, answering Dovecot's POP3 port for every login; "
+            "Dovecot checks the password when nginx logs in with USER and PASS); "
+            "POP3S with the same certificate type as popgate's (EC P-256), TLS 1.2 and 1.3 "
+            "(nginx 1.22's default stops at 1.2)")
+        return ng
+
+    def run_main(self, dv, pg: Popgate, ng=None) -> None:
         a, only = self.args, self.args.only
         N, P = dv.pop3_port, pg.port
+        X = ng.port if ng else 0
         pw = PASSWORD
         if "a" in only:
             log(f"a: RETR of {a.retr_msgs} messages of {a.retr_size:,} octets, one at a time")
@@ -348,7 +435,9 @@ class Runner:
             self.interleave("d", lambda: seq_sessions(N, "sess", pw, a.seq_sessions),
                             lambda: seq_sessions(P, "sess", pw, a.seq_sessions), pg,
                             lambda: seq_sessions(N, "sess", pw, 5),
-                            lambda: seq_sessions(P, "sess", pw, 5))
+                            lambda: seq_sessions(P, "sess", pw, 5),
+                            nginx=(lambda: seq_sessions(X, "sess", pw, a.seq_sessions))
+                            if X else None, ng=ng)
         if "e" in only:
             log(f"e: {a.conc_sessions} sessions by {a.clients} concurrent clients")
 
@@ -360,7 +449,10 @@ class Runner:
             self.interleave("e", lambda: concurrent_sessions(N, "sess", pw, a.clients, a.conc_sessions),
                             e_pg, pg,
                             lambda: concurrent_sessions(N, "sess", pw, a.clients, a.clients),
-                            lambda: concurrent_sessions(P, "sess", pw, a.clients, a.clients))
+                            lambda: concurrent_sessions(P, "sess", pw, a.clients, a.clients),
+                            nginx=(lambda: concurrent_sessions(X, "sess", pw, a.clients,
+                                                               a.conc_sessions))
+                            if X else None, ng=ng)
         if "g" in only:
             log(f"g: RETR of one {a.big_mb} MB message")
             self.interleave("g", lambda: big_retr(N, "giant", pw, None),
@@ -489,6 +581,7 @@ class Runner:
 
         def speed(key: str, title: str, unit: str, label: str, kind: str = "rate",
                   tkey: str | None = None) -> None:
+            ng = S.get(key, {}).get("nginx")
             tkey = tkey or key
             t = TARGETS[tkey]
             if kind == "rate":
@@ -498,7 +591,7 @@ class Runner:
             if key not in S:
                 return
             rows.append(Row(key, title, unit, med(S[key]["native"]), med(S[key]["popgate"]),
-                            kind, t, ttext, label=label))
+                            kind, t, ttext, label=label, nginx=med(ng) if ng else None))
 
         speed("a", "RETR, 1 in flight", "MB/s", "RETR")
         speed("b", f"RETR, {a.depth} in flight", "MB/s", f"RETR x{a.depth}")
@@ -516,6 +609,7 @@ class Runner:
             growth = max(s.extra["growth_kib"] for s in S["g"]["popgate"])
             rows.append(Row("g-mem", "RSS growth during g", "KiB", None, growth, "mem",
                             TARGETS["g-mem"], "< 4096 KiB", label="growth in g"))
+        rows += tls_workloads.rows(self, Row, med)
         if self.i_result:
             small, big = self.i_result["small"], self.i_result["big"]
             lim_s = TARGETS["i-session"] + TARGETS["i-message"] * a.idle_msgs / 1024
@@ -537,6 +631,7 @@ class Runner:
                                 "mem", lim, f"< {lim:.1f} KiB (i + 10%)", label="idle, store"))
         rows += self.u_rows()
         rows += state_store.rows(self, TARGETS)
+        rows += many_connections.rows(self, Row, TARGETS)
         return rows
 
     def u_rows(self) -> list[Row]:
@@ -571,13 +666,15 @@ class Runner:
         out = []
         per_cmd = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
                    "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
-                   "e": (a.conc_sessions, "session"), "g": (1, "RETR")}
+                   "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
+                   "h": (a.seq_sessions, "session"), "j": (a.conc_sessions, "session"),
+                   "k": (a.retr_msgs, "RETR")}
         for suffix in ("", "-emb"):
             per_cmd["r-d" + suffix] = per_cmd["d"]
             per_cmd["r-e" + suffix] = per_cmd["e"]
         out.append("| Workload | wall per measurement, native / popgate | per command or session, native / popgate (difference) | popgate CPU / its wall | client CPU / wall (max) | machine busy, native / popgate | octets received, native / popgate |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
-        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g",
+        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g", "h", "j", "k",
                     "r-d", "r-e", "r-f", "r-d-emb", "r-e-emb", "r-f-emb"):
             if key not in S:
                 continue
@@ -594,7 +691,7 @@ class Runner:
                 cmd = "—"
             cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
             pgcpu = f"{statistics.median(cpus) * 100:.0f}%" if cpus else "—"
-            ccpu = max(s.client_cpu / s.wall for s in nat + pgs) * 100
+            ccpu = max(s.client_cpu / s.wall for s in nat + pgs + S[key].get("nginx", [])) * 100
             on = {s.octets for s in nat}
             op = {s.octets for s in pgs}
             octs = "—" if on == {0} else (f"{min(on):,} / {min(op):,}"
@@ -652,6 +749,11 @@ class Runner:
         for key, res in self.samples.items():
             out.append(f"| {key} | " + ", ".join(report.fmt(s.value) for s in res["native"])
                        + " | " + ", ".join(report.fmt(s.value) for s in res["popgate"]) + " |")
+            if "nginx" in res:
+                out.append(f"| {key}: nginx, round by round (its CPU / wall) | — | "
+                           + ", ".join(f"{report.fmt(s.value)} "
+                                       f"({s.extra.get('nginx_cpu', 0) / s.wall * 100:.0f}%)"
+                                       for s in res["nginx"]) + " |")
         if "e" in self.samples:
             out.append("| e: popgate VmHWM (KiB) | — | "
                        + ", ".join(str(s.extra["hwm_kib"]) for s in self.samples["e"]["popgate"]) + " |")
@@ -667,6 +769,16 @@ class Runner:
         for key, calls in self.r_result.get("commands", {}).items():
             out.append(f"| {key}: Redis commands per {'listing' if key == 'r-f' else 'session'} | — | "
                        + (", ".join(f"{cmd} {c:.2g}" for cmd, c in calls.items()) or "none") + " |")
+        x = self.x_result
+        if x:
+            step = max(1, len(x["series"]) // 20)
+            out.append("| x: popgate VmRSS (KiB) over time (s) | — | "
+                       + ", ".join(f"{t:.0f} s: {kib}" for t, kib in x["series"][::step]) + " |")
+            out.append(f"| x: VmRSS before -> {x['idle']:,} idle -> {x['sessions']:,} sessions (KiB) "
+                       f"| — | {x['rss_before_kib']} -> {x['rss_idle_kib']} -> "
+                       f"{x['rss_sessions_kib']} |")
+            if x["first_lost"] or x["dl_first_error"]:
+                out.append(f"| x: first loss | — | {x['first_lost'] or x['dl_first_error']} |")
         for label, r in self.i_result.items():
             out.append(f"| i ({label} mailbox): popgate VmRSS before -> after (KiB) | — | "
                        f"{r['rss_before_kib']} -> {r['rss_after_kib']} over {r['sessions']} sessions |")
@@ -679,7 +791,8 @@ class Runner:
 def client_bound_warnings(runner: Runner) -> list[str]:
     out = []
     for key, res in runner.samples.items():
-        share = max(s.client_cpu / s.wall for s in res["native"] + res["popgate"])
+        share = max(s.client_cpu / s.wall for s in res["native"] + res["popgate"]
+                    + res.get("nginx", []))
         if share > 0.7:
             out.append(f"{key}: the client used {share * 100:.0f}% of a core: it may limit the figure")
     return out
@@ -761,9 +874,11 @@ def write_results(args, runner: Runner, rows: list[Row], info: dict, command: st
               f"- f: {args.listing_msgs:,} messages of about 1 KB; time from connect to the end of "
               "the LIST answer (USER, PASS, UIDL, LIST)",
               f"- g: one message of {args.big_mb} MB after a small one",
+              f"- h, j, k: d, e and a over POP3S (a full TLS handshake per session), against "
+              "Dovecot's POP3S port; popgate with a POP3S listener and IMAPS to Dovecot",
               f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
               f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
-              "r: d, e and f's warm listing through popgate on a throwaway redis-server "
+              "- r: d, e and f's warm listing through popgate on a throwaway redis-server "
               f"(appendonly yes, appendfsync {args.redis_appendfsync}, its directory on "
               f"{tempfile.gettempdir()}) and on the embedded store, against the popgate of a-g "
               "(no state section, the \"native\" column); the sides rotate within each round"]
@@ -786,10 +901,12 @@ def main(argv: list[str]) -> int:
     info = report.machine_info(REPO, binary, args.rev, bool(args.popgate_bin))
     t0 = time.monotonic()
     runner = Runner(args, binary)
-    if set(args.only) & set("abcdefgur"):
+    if set(args.only) & set("abcdefghjkur"):
         runner.main_dovecot()
     if "i" in args.only:
         runner.run_idle()
+    if "x" in args.only:
+        many_connections.run(runner, log, binary, PASSWORD)
     run_s = time.monotonic() - t0
     rows = runner.rows()
     print()

@@ -14,6 +14,7 @@ import os
 import resource
 import selectors
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -75,7 +76,8 @@ class Timer:
 
 
 def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
-                  max_connections: int = 1000, extra: str = "") -> Popgate:
+                  max_connections: int = 1000, extra: str = "",
+                  limits_extra: str = "") -> Popgate:
     """The popgate binary (the end-to-end tests' launcher) on a free port
     picked here, so any log level works; the default "warn" keeps
     per-session log lines out of the measurement.  All benchmark clients
@@ -89,7 +91,8 @@ def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
             return Popgate(
                 upstream_port, port=free_port(), binary_path=binary, log_level=log_level,
                 extra=f"session:\n  max_connections: {max_connections}\n{extra}",
-                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n  auth_penalty_max: 0s\n",
+                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n  auth_penalty_max: 0s\n"
+                + limits_extra,
                 die_with_parent=True)
         except PortInUse:
             continue
@@ -99,12 +102,14 @@ def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
 # -------------------------------------------------------------- workloads
 
 
-def retr_all(port: int, user: str, password: str, count: int, depth: int) -> Sample:
+def retr_all(port: int, user: str, password: str, count: int, depth: int,
+             tls: ssl.SSLContext | None = None) -> Sample:
     """a and b: one session, RETR 1..count with ``depth`` commands in
     flight; the login is not timed.  MB/s of POP3 octets received
-    (status lines, dot-stuffed bodies and terminators)."""
+    (status lines, dot-stuffed bodies and terminators).  ``tls``: over
+    implicit TLS (k)."""
     cmds = [b"RETR %d\r\n" % i for i in range(1, count + 1)]
-    with Conn(port) as c:
+    with Conn(port, tls=tls) as c:
         c.login(user, password)
         with Timer() as t:
             octets, _ = c.pipeline(cmds, depth)
@@ -124,14 +129,16 @@ def top_all(port: int, user: str, password: str, count: int) -> Sample:
     return Sample(count / t.wall, t.wall, t.cpu, octets, busy=t.busy)
 
 
-def seq_sessions(port: int, user: str, password: str, count: int) -> Sample:
+def seq_sessions(port: int, user: str, password: str, count: int,
+                 tls: ssl.SSLContext | None = None) -> Sample:
     """d: ``count`` sessions one after the other: connect, greeting, USER,
-    PASS, STAT, QUIT and its answer; sessions/s."""
+    PASS, STAT, QUIT and its answer; sessions/s.  ``tls``: each session
+    over implicit TLS with a full handshake (h)."""
     u = b"USER " + user.encode() + b"\r\n"
     p = b"PASS " + password.encode() + b"\r\n"
     with Timer() as t:
         for _ in range(count):
-            c = Conn(port, bufsize=4096)
+            c = Conn(port, bufsize=4096, tls=tls)
             c.command(u)
             c.command(p)
             c.command(b"STAT\r\n")

@@ -25,6 +25,10 @@
 # and the project's Python environment (.venv, scripts/venv.sh: pytest and
 # the other Python tools; nothing goes into the system Python).
 #
+# CI needs this script only.  The benchmark (bench/, not part of CI) also
+# uses nginx's mail proxy: scripts/install-bench-deps.sh installs it
+# (bench/run.sh calls it).
+#
 # Idempotent and quick when everything is present: apt-get update runs only
 # when a package is missing.  Works without a terminal (CI=true, no stdin).
 # Runs as root, or through passwordless sudo.
