@@ -264,8 +264,9 @@ def run(runner, log, binary: str, dv, pki: certs.Pki, nginx, user_sess: str,
         pg.cleanup()
 
 
-def rows(runner, row, med) -> list:
-    """The table's rows for h, j, k (no targets yet: reported)."""
+def rows(runner, row, med, targets: dict) -> list:
+    """The table's rows for h, j, k: h and j as d and e (at least native's
+    rate), k as a (RETR, at least native's)."""
     S, a = runner.samples, runner.args
     out = []
     for key, title, unit in (("h", "sequential sessions, POP3S", "sessions/s"),
@@ -273,7 +274,8 @@ def rows(runner, row, med) -> list:
                              ("k", "RETR, 1 in flight, POP3S", "MB/s")):
         if key in S:
             ng = S[key].get("nginx")
+            t = targets.get(key, targets["a"])
             out.append(row(key, title, unit, med(S[key]["native"]), med(S[key]["popgate"]),
-                           "rate", None, "reported", label=title.replace(", POP3S", " TLS"),
+                           "rate", t, f">= {t:.1f}x", label=title.replace(", POP3S", " TLS"),
                            nginx=med(ng) if ng else None))
     return out
