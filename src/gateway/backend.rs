@@ -32,6 +32,14 @@ pub(crate) struct OpenGuard {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+impl OpenGuard {
+    /// Counts the connection on `gauge` instead (in use, or pooled).
+    pub(crate) fn count_on(&mut self, gauge: prometheus::IntGauge) {
+        gauge.inc();
+        std::mem::replace(&mut self.gauge, gauge).dec();
+    }
+}
+
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.gauge.dec();
@@ -109,8 +117,14 @@ impl Backend {
             tls_connector,
             limit: (config.max_connections > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_connections))),
-            pool: (config.pool > 0 && matches!(connector, Connector::Tcp))
-                .then(|| super::pool::Pool::new(config.pool, config.pool_max_age)),
+            pool: (config.pool > 0 && matches!(connector, Connector::Tcp)).then(|| {
+                super::pool::Pool::new(
+                    config.pool,
+                    config.pool_max_age,
+                    metrics.upstream_pooled.with_label_values(&[name]),
+                    metrics.upstream_open.with_label_values(&[name]),
+                )
+            }),
             connector,
             metrics,
             greeting_caps: Mutex::new(Vec::new()),

@@ -19,6 +19,10 @@ use super::backend::{Backend, Imap, OpenGuard};
 
 pub(crate) struct Pool {
     ready: Mutex<VecDeque<Ready>>,
+    /// `popgate_upstream_connections_pooled` and `..._open` of the route:
+    /// a connection moves from the first to the second when taken.
+    pooled: prometheus::IntGauge,
+    open: prometheus::IntGauge,
     size: usize,
     max_age: Duration,
     /// Woken when a login asked for a connection, to open replacements.
@@ -36,9 +40,16 @@ struct Ready {
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Pool {
-    pub(crate) fn new(size: usize, max_age: Duration) -> Pool {
+    pub(crate) fn new(
+        size: usize,
+        max_age: Duration,
+        pooled: prometheus::IntGauge,
+        open: prometheus::IntGauge,
+    ) -> Pool {
         Pool {
             ready: Mutex::new(VecDeque::with_capacity(size)),
+            pooled,
+            open,
             size,
             max_age,
             taken: Notify::new(),
@@ -51,7 +62,9 @@ impl Pool {
         let mut found = None;
         while let Some(r) = ready.pop_front() {
             if r.opened.elapsed() < self.max_age && !r.imap.stream().peer_spoke() {
-                found = Some((r.imap, r.guard));
+                let mut guard = r.guard;
+                guard.count_on(self.open.clone());
+                found = Some((r.imap, guard));
                 break;
             }
         }
@@ -90,7 +103,8 @@ pub(crate) async fn fill(backend: Arc<Backend>) {
         }
         while pool.len() < pool.size {
             match backend.open().await {
-                Ok((imap, guard)) => {
+                Ok((imap, mut guard)) => {
+                    guard.count_on(pool.pooled.clone());
                     let mut ready = pool.ready.lock().unwrap_or_else(|p| p.into_inner());
                     ready.push_back(Ready {
                         opened: Instant::now(),

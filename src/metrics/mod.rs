@@ -32,6 +32,7 @@ pub struct Metrics {
     pub upstream_login_seconds: HistogramVec,
     pub upstream_command_seconds: HistogramVec,
     pub upstream_open: IntGaugeVec,
+    pub upstream_pooled: IntGaugeVec,
     pub upstream_up: IntGaugeVec,
     pub limit_rejections: IntCounterVec,
     pub auth_throttled: IntCounterVec,
@@ -160,7 +161,12 @@ impl Metrics {
             )),
             upstream_open: register!(gauge_vec(
                 "popgate_upstream_connections_open",
-                "Upstream IMAP connections currently open.",
+                "Upstream IMAP connections currently open for sessions and checks (pooled ones apart).",
+                &["route"]
+            )),
+            upstream_pooled: register!(gauge_vec(
+                "popgate_upstream_connections_pooled",
+                "Upstream IMAP connections opened ahead of logins, waiting in the pool.",
                 &["route"]
             )),
             upstream_up: register!(gauge_vec(
@@ -256,6 +262,7 @@ impl Metrics {
             let route = route.as_str();
             self.upstream_connects.with_label_values(&[route]);
             self.upstream_open.with_label_values(&[route]);
+            self.upstream_pooled.with_label_values(&[route]);
             for reason in FailureReason::ALL {
                 self.upstream_failures
                     .with_label_values(&[route, reason.as_str()]);

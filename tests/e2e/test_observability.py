@@ -76,6 +76,7 @@ FAMILIES = {
     "popgate_upstream_login_duration_seconds": "histogram",
     "popgate_upstream_command_duration_seconds": "histogram",
     "popgate_upstream_connections_open": "gauge",
+    "popgate_upstream_connections_pooled": "gauge",
     "popgate_upstream_up": "gauge",
     "popgate_limit_rejections_total": "counter",
     "popgate_connection_limit": "gauge",
