@@ -168,11 +168,24 @@ impl Backend {
         &self,
         client: Option<Endpoints>,
     ) -> Result<(Imap, OpenGuard), ClientError> {
-        let pooled = match (&self.pool, client) {
-            (Some(pool), Some(_)) => pool.take(),
+        self.connect_with(client, false)
+            .await
+            .map(|(imap, guard, _)| (imap, guard))
+    }
+
+    /// As [`Backend::connect`]; with `pooled` a login's connection may come
+    /// from the pool, and the flag returned says whether it did.
+    pub(crate) async fn connect_with(
+        &self,
+        client: Option<Endpoints>,
+        pooled: bool,
+    ) -> Result<(Imap, OpenGuard, bool), ClientError> {
+        let ready = match (&self.pool, client) {
+            (Some(pool), Some(_)) if pooled => pool.take(),
             _ => None,
         };
-        let (mut imap, guard) = match pooled {
+        let from_pool = ready.is_some();
+        let (mut imap, guard) = match ready {
             Some(ready) => ready,
             None => self.open().await?,
         };
@@ -197,7 +210,7 @@ impl Backend {
                 }
             }
         }
-        Ok((imap, guard))
+        Ok((imap, guard, from_pool))
     }
 
     /// Connects, secures and greets: an upstream connection ready for a

@@ -74,27 +74,39 @@ pub(crate) async fn open(
     req: &Request<'_>,
 ) -> Result<Opened, LoginFailure> {
     let started = Instant::now();
-    let (mut imap, counted) = backend
-        .connect(Some(req.client))
-        .await
-        .map_err(|_| UNAVAILABLE)?;
-
-    if let Err(e) = backend
-        .timed("login", async {
-            match req.credentials {
-                UpstreamProof::Password {
-                    authzid,
-                    user,
-                    password,
-                } => imap.login(authzid, user, password).await,
-                UpstreamProof::Token {
-                    mechanism,
-                    response,
-                } => imap.authenticate(mechanism, response).await,
+    // A pooled connection the server dropped between our check and the
+    // login fails without an answer: the login is tried once more on a
+    // new connection.
+    let mut from_pool = true;
+    let (mut imap, counted, logged_in) = loop {
+        let (mut imap, counted, pooled) = backend
+            .connect_with(Some(req.client), from_pool)
+            .await
+            .map_err(|_| UNAVAILABLE)?;
+        let logged_in = backend
+            .timed("login", async {
+                match req.credentials {
+                    UpstreamProof::Password {
+                        authzid,
+                        user,
+                        password,
+                    } => imap.login(authzid, user, password).await,
+                    UpstreamProof::Token {
+                        mechanism,
+                        response,
+                    } => imap.authenticate(mechanism, response).await,
+                }
+            })
+            .await;
+        match logged_in {
+            Err(e) if pooled && !e.is_refusal() => {
+                info!(error = %e, "a pooled upstream connection failed; logging in on a new one");
+                from_pool = false;
             }
-        })
-        .await
-    {
+            r => break (imap, counted, r),
+        }
+    };
+    if let Err(e) = logged_in {
         if !e.is_refusal() {
             return Err(UNAVAILABLE);
         }
