@@ -31,6 +31,7 @@ class FaultyProxy:
         self.sock = socket.create_server(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self._stop = False
+        self._links: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -40,6 +41,7 @@ class FaultyProxy:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._links += [client, server]
             lock = threading.Lock()
             threading.Thread(target=self._up, args=(client, server, lock), daemon=True).start()
             threading.Thread(target=self._down, args=(server, client, lock), daemon=True).start()
@@ -94,12 +96,15 @@ class FaultyProxy:
             client.close()
 
     def close(self) -> None:
+        """The upstream goes away: no new connections, and the open ones
+        (popgate's pooled connections among them) are cut."""
         self._stop = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        for s in [self.sock] + self._links:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
 
     def __enter__(self) -> "FaultyProxy":
         return self

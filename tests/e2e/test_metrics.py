@@ -78,7 +78,7 @@ def test_metrics_follow_real_sessions(dovecot, user):
     assert d('popgate_upstream_command_duration_seconds_count{command="UID EXPUNGE",route="default"}') == 1
     assert d('popgate_upstream_login_duration_seconds_count{route="default"}') == 1
     assert after['popgate_upstream_connections_open{route="default"}'] == 0
-    assert after["popgate_connection_limit"] == 1000
+    assert after["popgate_connection_limit"] == 10000
     assert any(k.startswith("popgate_build_info{version=") for k in after)
     # No user names, addresses or secrets in any label.
     assert user.name not in " ".join(after) and "127.0.0.1" not in " ".join(after)
