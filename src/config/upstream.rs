@@ -51,6 +51,10 @@ pub struct Upstream {
         deserialize_with = "duration::deserialize"
     )]
     pub health_check_interval: Duration,
+    /// Log in with OAuth2 tokens popgate obtains, for users who send a
+    /// POP3 password.
+    #[serde(default)]
+    pub oauth2: Option<super::oauth2::OAuth2>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

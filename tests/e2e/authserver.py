@@ -149,6 +149,23 @@ class AuthServer:
         assert status == 200, body
 
 
+    def issued(self, login: str | None = None) -> list[dict]:
+        """Every token issued so far (kind, account, value), for searching
+        logs and stores for them."""
+        q = "?" + urllib.parse.urlencode({"login": login}) if login else ""
+        with urllib.request.urlopen(self.url + "/admin/issued" + q, timeout=20) as r:
+            return json.loads(r.read())
+
+    def revoke_grants(self, login: str) -> int:
+        """Destroys the user's grants, as an administrator revoking the
+        application's access: their refresh tokens stop working."""
+        req = urllib.request.Request(
+            self.url + "/admin/revoke?" + urllib.parse.urlencode({"login": login}),
+            data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return json.loads(r.read())["revoked"]
+
+
 _HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"')
 _ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
 
@@ -194,12 +211,14 @@ def wait_expired(token: str, timeout: float = 120) -> None:
 
 
 def oauth2_dovecot_conf(dovecot_dir: str, keys_dir: str,
-                        mechanisms: str = "xoauth2 oauthbearer") -> str:
+                        mechanisms: str = "xoauth2 oauthbearer", master: bool = False) -> str:
     """extra_conf for tests.e2e.dovecot.Dovecot: XOAUTH2 and OAUTHBEARER
     checked by the oauth2 passdb against JWTs signed with a key in
     ``keys_dir`` (no call to the authorization server); the token's `sub`
     is the user.  ``mechanisms`` are the token mechanisms offered (Microsoft
-    365 offers XOAUTH2 alone)."""
+    365 offers XOAUTH2 alone).  ``master``: the passdb is a master passdb,
+    for application tokens (client credentials, `sub` = the client id)
+    that open any mailbox as ``USER*CLIENT_ID``."""
     ext = os.path.join(dovecot_dir, "dovecot-oauth2.conf.ext")
     with open(ext, "w") as f:
         f.write(
@@ -212,5 +231,6 @@ def oauth2_dovecot_conf(dovecot_dir: str, keys_dir: str,
     return (
         f"auth_mechanisms = plain login {mechanisms}\n"
         f"passdb {{\n  driver = oauth2\n  mechanisms = {mechanisms}\n"
+        + ("  master = yes\n" if master else "") +
         f"  args = {ext}\n}}\n"
     )

@@ -92,6 +92,51 @@ const provider = new Provider(issuer, {
   },
 });
 
+// What the tests need to see or do as the server's administrator: every
+// token issued (to search logs and stores for them) and the revocation of
+// a user's grants (as an admin or the user revoking the app's access).
+const issued = [];
+const grantsOf = new Map();
+provider.on('refresh_token.saved', (token) => {
+  issued.push({ kind: 'refresh_token', account: token.accountId || null, value: token.jti });
+});
+// Every token the token endpoint hands out, as sent (JWTs included).
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === '/token' && ctx.body && typeof ctx.body === 'object') {
+    const account = ctx.oidc?.entities?.Grant?.accountId || null;
+    for (const kind of ['access_token', 'refresh_token']) {
+      if (ctx.body[kind]) issued.push({ kind, account, value: ctx.body[kind] });
+    }
+  }
+});
+
+async function admin(req, res) {
+  const url = new URL(req.url, issuer);
+  const login = url.searchParams.get('login');
+  if (url.pathname === '/admin/issued') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(issued.filter((t) => !login || t.account === login)));
+    return;
+  }
+  if (url.pathname === '/admin/revoke' && req.method === 'POST') {
+    let n = 0;
+    for (const id of grantsOf.get(login) || []) {
+      const grant = await provider.Grant.find(id);
+      if (grant) {
+        await grant.destroy();
+        n += 1;
+      }
+    }
+    grantsOf.delete(login);
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ revoked: n }));
+    return;
+  }
+  res.writeHead(404);
+  res.end();
+}
+
 function page(res, status, body) {
   res.writeHead(status, { 'content-type': 'text/html; charset=utf-8' });
   res.end(`<!DOCTYPE html><html><body>${body}</body></html>`);
@@ -125,6 +170,7 @@ async function interaction(req, res) {
     grant.addOIDCScope('openid offline_access imap');
     grant.addResourceScope(RESOURCE, 'imap');
     const grantId = await grant.save();
+    grantsOf.set(accountId, [...(grantsOf.get(accountId) || []), grantId]);
     await provider.interactionFinished(req, res, {
       login: { accountId },
       consent: { grantId },
@@ -138,6 +184,8 @@ const callback = provider.callback();
 server.on('request', (req, res) => {
   if (req.url.startsWith('/interaction/')) {
     interaction(req, res);
+  } else if (req.url.startsWith('/admin/')) {
+    admin(req, res).catch((e) => { res.writeHead(500); res.end(String(e.message)); });
   } else {
     callback(req, res);
   }
