@@ -16,6 +16,7 @@ from clients import download
 from corpus import simple_message
 from dovecot import Dovecot
 from oauthrealm import CLIENT_SECRET, REFRESHED_OK, REJECTED, Realm, metric
+from polling import wait_for
 from pop3raw import Pop3Raw, from_address
 
 USERS = ["ann", "bob", "cy", "dee", "ed", "fay", "gus", "hal"]
@@ -153,3 +154,8 @@ def test_the_store_and_the_log_hold_no_token(realm, gateway):
         assert secret.encode() not in raw
         assert secret not in log
     assert any(t["kind"] == "access_token" for t in realm.auth.issued())
+    # The gauges, updated every 5 s: users enrolled, and an access token held.
+    wait_for(lambda: metric(gateway, 'popgate_oauth_enrolled_users{route="default"}') >= 1,
+             30, "the enrolled users gauge")
+    _, text = gateway.http("/metrics")
+    assert 'popgate_oauth_access_token_expiry_seconds{route="default"}' in text
