@@ -87,6 +87,16 @@ enum Entry {
     Hashed(super::password_hash::Hashed),
 }
 
+/// Shows neither the secret nor the hash.
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entry::Plain(_) => "Plain(<redacted>)",
+            Entry::Hashed(_) => "Hashed(<redacted>)",
+        })
+    }
+}
+
 fn parse(raw: &[u8]) -> Result<HashMap<String, Entry>, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
     let mut out = HashMap::new();
