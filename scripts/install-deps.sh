@@ -23,7 +23,9 @@
 #                     the tests and the demo's Dovecot helper
 #
 # and the project's Python environment (.venv, scripts/venv.sh: pytest and
-# the other Python tools; nothing goes into the system Python).
+# the other Python tools; nothing goes into the system Python), and the
+# OAuth2 authorization server of the tests (scripts/install-authserver.sh:
+# Node.js and npm when missing, oidc-provider pinned by package-lock.json).
 #
 # CI needs this script only.  The benchmark (bench/, not part of CI) also
 # uses nginx's mail proxy: scripts/install-bench-deps.sh installs it
@@ -162,8 +164,11 @@ fi
 # pytest and the other Python tools, in the project's virtual environment.
 VENV_PYTHON="$(bash "$(dirname "${BASH_SOURCE[0]}")/venv.sh")"
 
+# oidc-provider for the OAuth2 tests (tests/e2e/authserver/).
+bash "$(dirname "${BASH_SOURCE[0]}")/install-authserver.sh"
+
 for tool in cc c++ dovecot doveconf fetchmail getmail mpop curl redis-server redis-cli \
-        haproxy systemd-analyze; do
+        haproxy systemd-analyze node; do
     command -v "$tool" >/dev/null 2>&1 || { log "$tool not found after install"; exit 1; }
 done
 log "ok: dovecot $(dovecot --version | cut -d' ' -f1), $(redis-server --version | cut -d' ' -f1-3), $(haproxy -v | head -1 | cut -d' ' -f1-3), $("$VENV_PYTHON" -m pytest --version 2>&1 | head -1) in $(dirname "$(dirname "$VENV_PYTHON")")"

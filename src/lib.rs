@@ -14,6 +14,7 @@ pub(crate) mod listener;
 pub mod metrics;
 pub mod migration;
 pub mod net;
+pub mod oauth;
 pub mod pop3;
 pub mod secret;
 pub mod state;
@@ -140,6 +141,10 @@ pub async fn run(
     background.push(tokio::spawn(gateway::sweep_limits(ctx.clone())));
     for b in ctx.backends.values() {
         background.push(tokio::spawn(gateway::pool::fill(b.clone())));
+    }
+    if !ctx.brokers.is_empty() {
+        let brokers = ctx.brokers.values().cloned().collect();
+        background.push(tokio::spawn(oauth::watch(brokers, metrics.clone())));
     }
     background.push(tokio::spawn(gateway::watch_store(
         ctx.clone(),

@@ -19,8 +19,10 @@ fn main() -> ExitCode {
     forbid_core_dumps();
     // A bad command line: clap's usage error and status 2.
     let cli = Cli::parse();
-    if let Some(Command::Uidl(command)) = cli.command {
-        return cli::uidl::run(command);
+    match cli.command {
+        Some(Command::Uidl(command)) => return cli::uidl::run(command),
+        Some(Command::Oauth(cli::OauthCommand::Enroll(e))) => return cli::oauth::run(e),
+        None => {}
     }
     // clap requires --config when there is no subcommand.
     let (Some(path), check) = (cli.config, cli.check) else {

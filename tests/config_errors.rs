@@ -285,3 +285,42 @@ fn check_loads_the_migration_master_password_and_warns_of_a_plaintext_old_server
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn oauth2_checks_name_key_and_line() {
+    let requires = |k: &ConfigErrorKind| matches!(k, ConfigErrorKind::Requires(_));
+    let empty = |k: &ConfigErrorKind| matches!(k, ConfigErrorKind::Empty);
+    let oauth2 = |client_id: &str, flow: &str| {
+        format!(
+            "  oauth2:\n    token_url: \"https://login.example.net/token\"\n\
+             \x20   client_id: \"{client_id}\"\n    flow: {flow}\n"
+        )
+    };
+    // The refresh tokens need a store; the application token needs
+    // popgate to check passwords itself.
+    fails(
+        &oauth2("popgate", "refresh_token"),
+        "upstream.oauth2.flow",
+        8,
+        requires,
+    );
+    fails(
+        &oauth2("popgate", "client_credentials"),
+        "upstream.oauth2.flow",
+        8,
+        requires,
+    );
+    fails(
+        &oauth2("", "refresh_token"),
+        "upstream.oauth2.client_id",
+        7,
+        empty,
+    );
+    // A client secret never goes over plain HTTP off this machine.
+    let yaml = format!(
+        "{BASE}  oauth2:\n    token_url: \"http://login.example.net/token\"\n\
+         \x20   client_id: popgate\n    flow: refresh_token\nstate:\n  path: /tmp/x\n"
+    );
+    let e = Config::from_yaml(&yaml).unwrap_err().to_string();
+    assert!(e.contains("use https://") && e.contains("line 6"), "{e}");
+}

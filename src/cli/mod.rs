@@ -2,6 +2,7 @@
 //! the operator subcommands (`uidl ...`).
 
 pub mod import;
+pub mod oauth;
 pub mod uidl;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ popgate --config FILE            run the gateway
        popgate uidl show --config FILE --user USER [--route NAME] [--folder NAME]
        popgate uidl forget --config FILE --user USER [--route NAME] [--folder NAME]
        popgate uidl import --config FILE --users FILE [--concurrency N]
+       popgate oauth enroll --config FILE --user USER [--route NAME] [--password-stdin]
        popgate --help | --version";
 
 const AFTER_HELP: &str = "\
@@ -55,6 +57,26 @@ pub enum Command {
     /// Show or forget a mailbox's UIDL memory (the `state` section)
     #[command(subcommand, after_help = UIDL_AFTER_HELP)]
     Uidl(UidlCommand),
+    /// Enrol users of a route whose upstream takes OAuth2 tokens
+    #[command(subcommand)]
+    Oauth(OauthCommand),
+}
+
+const ENROLL_AFTER_HELP: &str = "\
+Starts the device authorization grant (RFC 8628) of the route's
+`oauth2` section: prints the address to open and the code to enter, waits
+until the user has signed in there, and stores the refresh token encrypted
+with the POP3 password given here (asked twice on a terminal, or the first
+line of standard input). The user then logs in over POP3 with the login
+name and that password. Running it again replaces the user's enrolment.
+Exit status: 0 enrolled; 1 the authorization server refused or the code
+expired; 2 a bad command line or config; 3 the store cannot be used.";
+
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// Enrol one user: the device grant, then the sealed refresh token
+    #[command(after_help = ENROLL_AFTER_HELP)]
+    Enroll(oauth::Enroll),
 }
 
 #[derive(Debug, Subcommand)]

@@ -194,6 +194,28 @@ impl Config {
                 return Err(Invalid(key.key("tls"), Requires(why.into())));
             }
         }
+        for (key, up) in self.upstreams_by_key() {
+            let Some(o) = &up.oauth2 else { continue };
+            let key = key.key("oauth2");
+            if o.client_id.is_empty() {
+                return Err(Invalid(key.key("client_id"), Empty));
+            }
+            match o.flow {
+                super::oauth2::Flow::RefreshToken if self.state.is_none() => {
+                    let why = "flow refresh_token keeps each user's tokens in the state store: \
+                               add a state section";
+                    return Err(Invalid(key.key("flow"), Requires(why.into())));
+                }
+                // The application token opens every mailbox: popgate must
+                // check the POP3 password itself.
+                super::oauth2::Flow::ClientCredentials if self.auth.credentials_file.is_none() => {
+                    let why = "flow client_credentials opens every mailbox with one token, \
+                               so popgate checks POP3 passwords itself: set auth.credentials_file";
+                    return Err(Invalid(key.key("flow"), Requires(why.into())));
+                }
+                _ => {}
+            }
+        }
         if self.upstreams.contains_key(DEFAULT_ROUTE) {
             let why = "the name `default` is the top-level upstream";
             return Err(at(&["upstreams", DEFAULT_ROUTE], Conflict(why.into())));
@@ -204,7 +226,15 @@ impl Config {
                 return Err(at(&key, UnknownUpstream(route.upstream.clone())));
             }
         }
+        // A route whose application token opens every mailbox logs APOP and
+        // CRAM-MD5 users in with it; the others need the master user.
+        let all_app_token = self.upstreams_by_key().all(|(_, up)| {
+            up.oauth2
+                .as_ref()
+                .is_some_and(|o| o.flow == super::oauth2::Flow::ClientCredentials)
+        });
         if self.auth.credentials_file.is_some()
+            && !all_app_token
             && (self.auth.master_user.is_none() || self.auth.master_password_file.is_none())
         {
             let why = "APOP and CRAM-MD5 need auth.master_user and auth.master_password_file";

@@ -7,6 +7,7 @@ mod check;
 pub mod duration;
 mod locate;
 pub mod migration;
+pub mod oauth2;
 pub mod parsed;
 mod state;
 mod upstream;

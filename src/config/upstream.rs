@@ -60,6 +60,10 @@ pub struct Upstream {
     /// before the server's own pre-login timeout.
     #[serde(default = "default_pool_max_age", deserialize_with = "duration::deserialize")]
     pub pool_max_age: Duration,
+    /// Log in with OAuth2 tokens popgate obtains, for users who send a
+    /// POP3 password.
+    #[serde(default)]
+    pub oauth2: Option<super::oauth2::OAuth2>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

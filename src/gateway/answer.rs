@@ -28,6 +28,10 @@ pub(crate) enum LoginFailure {
     /// The state store cannot be reached and `state.on_unavailable` is
     /// `refuse`.
     StoreUnavailable,
+    /// The authorization server refused the user's refresh token.
+    Reenrol,
+    /// The authorization server (or the token store) cannot be used now.
+    TokenUnavailable,
 }
 
 impl LoginFailure {
@@ -40,6 +44,8 @@ impl LoginFailure {
             LoginFailure::NoMailbox => LoginResult::MailboxError,
             LoginFailure::Throttled => LoginResult::Throttled,
             LoginFailure::StoreUnavailable => LoginResult::StoreUnavailable,
+            LoginFailure::Reenrol => LoginResult::AuthFailed,
+            LoginFailure::TokenUnavailable => LoginResult::UpstreamUnavailable,
         }
     }
 }
@@ -127,6 +133,15 @@ pub(crate) fn answer(refusal: &Refusal) -> Answer {
         Login(LoginFailure::StoreUnavailable) => (
             Some(RespCode::SysTemp),
             "Mailbox state unavailable, try again later.".into(),
+        ),
+        Login(LoginFailure::Reenrol) => (
+            Some(RespCode::Auth),
+            "Mail access has expired or was revoked; enrol again with your mail administrator."
+                .into(),
+        ),
+        Login(LoginFailure::TokenUnavailable) => (
+            Some(RespCode::SysTemp),
+            "Sign-in service unavailable, try again later.".into(),
         ),
         Login(LoginFailure::NoMailbox) => {
             (Some(RespCode::SysPerm), "Mailbox does not exist.".into())

@@ -1,5 +1,10 @@
-//! The credentials file behind APOP and CRAM-MD5: one `user:secret` per
-//! line, `#` comments. It is re-read on a timer; a file that fails to load
+//! The credentials file behind APOP and CRAM-MD5, and behind the POP3
+//! passwords of a route whose application token opens every mailbox
+//! (`oauth2.flow: client_credentials`): one `user:secret` per line, `#`
+//! comments. A secret may be a hash instead (Argon2 `$argon2id$...`,
+//! bcrypt `$2b$...`, SHA-512-crypt `$6$...`), so that no plaintext need be
+//! kept; such a user can log in with a password only, not APOP or
+//! CRAM-MD5, which need the plaintext. It is re-read on a timer; a file that fails to load
 //! keeps the previous contents in service. The file's raw bytes are wiped
 //! once parsed; only a keyed digest of them is kept, to notice a change.
 
@@ -14,7 +19,7 @@ use crate::pop3::Secret;
 
 pub struct Credentials {
     path: PathBuf,
-    secrets: ArcSwap<HashMap<String, Secret>>,
+    secrets: ArcSwap<HashMap<String, Entry>>,
     /// HMAC of the file as last read, under a key made at start: tells a
     /// change without keeping the content or a digest one could crack.
     seen: Mutex<hmac::Tag>,
@@ -35,9 +40,22 @@ impl Credentials {
         }))
     }
 
-    /// The secret of `user`, if the file names them.
+    /// The plaintext secret of `user`, if the file names them with one.
     pub fn secret(&self, user: &str) -> Option<Secret> {
-        self.secrets.load().get(user).cloned()
+        match self.secrets.load().get(user) {
+            Some(Entry::Plain(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether `password` is `user`'s. Slow for a hashed entry (that is
+    /// the point of the hash): call it off the async threads.
+    pub fn verify(&self, user: &str, password: &Secret) -> bool {
+        match self.secrets.load().get(user) {
+            Some(Entry::Plain(s)) => s == password,
+            Some(Entry::Hashed(h)) => super::password_hash::verify(h, password),
+            None => false,
+        }
     }
 }
 
@@ -63,7 +81,23 @@ impl Reload for Credentials {
     }
 }
 
-fn parse(raw: &[u8]) -> Result<HashMap<String, Secret>, String> {
+/// A line's secret.
+enum Entry {
+    Plain(Secret),
+    Hashed(super::password_hash::Hashed),
+}
+
+/// Shows neither the secret nor the hash.
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entry::Plain(_) => "Plain(<redacted>)",
+            Entry::Hashed(_) => "Hashed(<redacted>)",
+        })
+    }
+}
+
+fn parse(raw: &[u8]) -> Result<HashMap<String, Entry>, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -78,10 +112,12 @@ fn parse(raw: &[u8]) -> Result<HashMap<String, Secret>, String> {
         if user.is_empty() || secret.is_empty() {
             return Err(format!("line {}: empty user or secret", i + 1));
         }
-        if out
-            .insert(user.to_string(), Secret(secret.as_bytes().to_vec()))
-            .is_some()
-        {
+        let entry = match super::password_hash::Hashed::parse(secret) {
+            Some(Ok(h)) => Entry::Hashed(h),
+            Some(Err(why)) => return Err(format!("line {}: {why}", i + 1)),
+            None => Entry::Plain(Secret(secret.as_bytes().to_vec())),
+        };
+        if out.insert(user.to_string(), entry).is_some() {
             return Err(format!("line {}: user listed twice", i + 1));
         }
     }
@@ -95,8 +131,14 @@ mod tests {
     #[test]
     fn parses_and_reports_lines_without_secrets() {
         let c = parse(b"# users\nann:s3:cret\n\nbob:pw\r\n").unwrap();
-        assert_eq!(c["ann"].expose(), b"s3:cret");
-        assert_eq!(c["bob"].expose(), b"pw");
+        let plain = |e: &Entry| match e {
+            Entry::Plain(s) => s.expose().to_vec(),
+            Entry::Hashed(_) => panic!("hashed"),
+        };
+        assert_eq!(plain(&c["ann"]), b"s3:cret");
+        assert_eq!(plain(&c["bob"]), b"pw");
+        let e = parse(b"ann:$6$salt\n").err().unwrap();
+        assert!(e.starts_with("line 1: "), "{e}");
         let e = parse(b"ann:x\nhunter2\n").unwrap_err();
         assert_eq!(e, "line 2: expected user:secret");
         assert!(parse(b"ann:x\nann:y\n").is_err());

@@ -14,6 +14,7 @@ pub mod prelogin;
 pub(crate) mod maildrop;
 pub(crate) mod pool;
 pub(crate) mod migration;
+pub(crate) mod password_hash;
 pub(crate) mod route;
 pub mod session;
 pub(crate) mod uidls;
@@ -48,6 +49,8 @@ pub struct Context {
     pub(crate) cluster: Option<cluster::Cluster>,
     /// The old POP3 server, when `migration` is configured.
     pub(crate) migration: Option<crate::migration::Source>,
+    /// The token brokers, by route, for routes with `oauth2`.
+    pub(crate) brokers: HashMap<String, Arc<crate::oauth::broker::Broker>>,
     next_session: AtomicU64,
 }
 
@@ -81,6 +84,7 @@ impl Context {
             _ => None,
         };
         let limits = limits::Limiters::new(&config.limits, config.session.exclusive);
+        let mut tokens: Option<Arc<dyn crate::state::tokens::TokenStore>> = None;
         let (uidls, cluster) = match &config.state {
             None => (None, None),
             Some(state) => match (&state.path, &state.redis) {
@@ -95,6 +99,7 @@ impl Context {
                         &limits,
                         metrics.clone(),
                     );
+                    tokens = Some(redis.clone());
                     let memory = uidls::UidlMemory::new(redis, state.on_unavailable);
                     (Some(memory), Some(cluster))
                 }
@@ -103,7 +108,9 @@ impl Context {
                     let path = path.as_deref().unwrap_or(std::path::Path::new("."));
                     let store = Embedded::open(path).map_err(|e| format!("state.path: {e}"))?;
                     metrics.init_store("embedded");
-                    let memory = uidls::UidlMemory::new(Arc::new(store), state.on_unavailable);
+                    let store = Arc::new(store);
+                    tokens = Some(store.clone());
+                    let memory = uidls::UidlMemory::new(store, state.on_unavailable);
                     (Some(memory), None)
                 }
             },
@@ -112,7 +119,20 @@ impl Context {
             Some(m) => Some(crate::migration::Source::new(&m.pop3)?),
             None => None,
         };
+        let mut brokers = HashMap::new();
+        for (key, up) in config.upstreams_by_key() {
+            let Some(o) = &up.oauth2 else { continue };
+            let route = match config.upstreams.iter().find(|(_, u)| std::ptr::eq(*u, up)) {
+                Some((name, _)) => name.as_str(),
+                None => DEFAULT_ROUTE,
+            };
+            let key = format!("{key}.oauth2");
+            let broker =
+                crate::oauth::broker::Broker::new(route, &key, o, tokens.clone(), metrics.clone())?;
+            brokers.insert(route.to_string(), Arc::new(broker));
+        }
         Ok(Context {
+            brokers,
             uidls,
             migration,
             credentials,

@@ -120,3 +120,16 @@ label_values!(
         Ping => "ping",
     }
 );
+
+label_values!(
+    /// How a request for an access token ended
+    /// (`popgate_oauth_token_refreshes_total{result}`): rejected is a
+    /// refresh token the server refused (the user must enrol again),
+    /// unavailable a server unreachable, too slow, or answering garbage or
+    /// another error.
+    RefreshResult {
+        Ok => "ok",
+        Rejected => "rejected",
+        Unavailable => "unavailable",
+    }
+);

@@ -5,8 +5,8 @@
 mod labels;
 
 pub use labels::{
-    FailureReason, LimitKind, LoginResult, Mechanism, Outcome, StoreOperation, ThrottleKind,
-    UidlEvent,
+    FailureReason, LimitKind, LoginResult, Mechanism, Outcome, RefreshResult, StoreOperation,
+    ThrottleKind, UidlEvent,
 };
 
 use prometheus::{
@@ -45,6 +45,9 @@ pub struct Metrics {
     pub auth_penalty_entries: IntGauge,
     pub state_store_up: IntGaugeVec,
     pub state_store_errors: IntCounterVec,
+    pub oauth_refreshes: IntCounterVec,
+    pub oauth_enrolled: IntGaugeVec,
+    pub oauth_token_expiry: prometheus::GaugeVec,
 }
 
 /// Latency buckets from 0.5 ms to about 16 s.
@@ -217,8 +220,41 @@ impl Metrics {
                 "State store operations that failed, by operation.",
                 &["operation"]
             )),
+            oauth_refreshes: register!(counter_vec(
+                "popgate_oauth_token_refreshes_total",
+                "Access tokens asked of the authorization server, by route and result (ok, rejected: the user must enrol again, unavailable).",
+                &["route", "result"]
+            )),
+            oauth_enrolled: register!(gauge_vec(
+                "popgate_oauth_enrolled_users",
+                "Users with a stored refresh token, by route (flow refresh_token).",
+                &["route"]
+            )),
+            oauth_token_expiry: register!(prometheus::GaugeVec::new(
+                Opts::new(
+                    "popgate_oauth_access_token_expiry_seconds",
+                    "Seconds until the access token held longest without renewal expires, by route (negative once expired; absent while none is held)."
+                ),
+                &["route"]
+            )),
             registry,
         }
+    }
+
+    /// The token broker's series of a route, at 0.
+    pub fn init_oauth(&self, route: &str, enrolment: bool) {
+        for r in RefreshResult::ALL {
+            self.oauth_refreshes.with_label_values(&[route, r.as_str()]);
+        }
+        if enrolment {
+            self.oauth_enrolled.with_label_values(&[route]);
+        }
+    }
+
+    pub fn oauth_refreshed(&self, route: &str, result: RefreshResult) {
+        self.oauth_refreshes
+            .with_label_values(&[route, result.as_str()])
+            .inc();
     }
 
     /// The state store's series, at 0 errors; `backend` names it.

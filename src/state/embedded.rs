@@ -84,7 +84,7 @@ impl Embedded {
         }
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
@@ -134,6 +134,9 @@ fn prepare(conn: &Connection) -> Result<(), String> {
             .map_err(text)?,
         _ => return Err("an SQLite database, but not a popgate store".into()),
     }
+    // The token broker's table, also in stores made before it existed.
+    conn.execute_batch(super::tokens::EMBEDDED_TABLE)
+        .map_err(text)?;
     Ok(())
 }
 

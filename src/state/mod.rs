@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod matcher;
 pub mod redis;
 mod scripts;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 

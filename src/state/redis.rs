@@ -101,7 +101,7 @@ impl Redis {
     }
 
     /// The connection, made at the first call: it does not connect yet.
-    fn conn(&self) -> Result<ConnectionManager, StateError> {
+    pub(super) fn conn(&self) -> Result<ConnectionManager, StateError> {
         if let Some(c) = self.conn.get() {
             return Ok(c.clone());
         }
@@ -112,7 +112,7 @@ impl Redis {
     }
 
     /// Runs one request within the timeout, whatever the connection does.
-    async fn run<T: redis::FromRedisValue>(
+    pub(super) async fn run<T: redis::FromRedisValue>(
         &self,
         request: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StateError> {
@@ -121,6 +121,16 @@ impl Redis {
             Ok(Err(e)) => Err(StateError::Backend(format!("redis: {}", e.kind_text()))),
             Err(_) => Err(StateError::Backend("redis: no answer in time".into())),
         }
+    }
+
+    /// A user's sealed refresh token (`state::tokens`).
+    pub(super) fn token_key(&self, route: &str, user: &str) -> String {
+        format!("{}oauth:{}:{}", self.prefix, escape(route), escape(user))
+    }
+
+    /// The set of a route's enrolled users, for counting them.
+    pub(super) fn token_index(&self, route: &str) -> String {
+        format!("{}oauth-users:{}", self.prefix, escape(route))
     }
 
     fn uidl_key(&self, mailbox: &MailboxKey) -> String {

@@ -849,3 +849,25 @@ def test_systemd_unit_verifies(tmp_path):
 def test_deploy_config_passes_check():
     proc = run([popgate_bin(), "--config", str(DEPLOY / "popgate.yaml"), "--check"])
     assert proc.returncode == 0, proc.stderr
+
+
+def test_oauth2_goes_into_the_upstream_section(helm, chart, tmp_path):
+    """config.upstream.oauth2 is passed through in popgate's key names; the
+    schema refuses keys popgate does not know."""
+    values = tmp_path / "oauth2.yaml"
+    values.write_text(
+        "config:\n  upstream:\n    address: \"outlook.office365.com:993\"\n    tls: implicit\n"
+        "    oauth2:\n"
+        "      token_url: \"https://login.microsoftonline.com/t/oauth2/v2.0/token\"\n"
+        "      device_authorization_url: \"https://login.microsoftonline.com/t/oauth2/v2.0/devicecode\"\n"
+        "      client_id: popgate\n"
+        "      scope: \"https://outlook.office.com/IMAP.AccessAsUser.All offline_access\"\n"
+        "      flow: refresh_token\n")
+    docs = render(helm, chart, values)
+    cfg = yaml.safe_load(popgate_config(docs))
+    assert cfg["upstream"]["oauth2"]["flow"] == "refresh_token"
+    assert cfg["upstream"]["oauth2"]["client_id"] == "popgate"
+    assert "oauth2" not in yaml.safe_load(popgate_config(render(helm, chart)))["upstream"]
+    # The schema knows the keys: a misspelt one is refused.
+    proc = run([helm, "template", "popgate", str(chart), "--set", "config.upstream.oauth2.flwo=x"])
+    assert proc.returncode != 0 and "flwo" in proc.stderr, proc.stderr

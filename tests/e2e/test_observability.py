@@ -494,7 +494,12 @@ def stack(dovecot, tmp_path_factory):
             metrics=True,
             upstream_extra="  health_check_interval: 200ms\n",
             extra=f"session:\n  max_connections: {MAX_CONNECTIONS}\n  idle_timeout: {IDLE_TIMEOUT_S}s\n"
-            f'state:\n  path: "{tmp_path_factory.mktemp("state")}"\n',
+            f'state:\n  path: "{tmp_path_factory.mktemp("state")}"\n'
+            # A route with a token broker, so that its series (and the rule
+            # on them) are checked against a real scrape; nobody logs in there.
+            f'upstreams:\n  tokens:\n    address: "127.0.0.1:{proxy.port}"\n'
+            "    oauth2:\n      token_url: \"http://127.0.0.1:1/token\"\n"
+            "      client_id: popgate\n      flow: refresh_token\n",
         )
         assert pg.metrics_port, pg.log_text()
         wait_for(lambda: pg.http("/readyz")[0] == 200, 10, "popgate /readyz 200")

@@ -151,6 +151,9 @@ URL names none). */}}
 {{- with $c.upstream.serverName -}}
 {{- $_ := set $upstream "server_name" . -}}
 {{- end -}}
+{{- with $c.upstream.oauth2 -}}
+{{- $_ := set $upstream "oauth2" . -}}
+{{- end -}}
 {{- $cfg := dict
   "listeners" $listeners
   "upstream" $upstream

@@ -7,10 +7,12 @@ use tracing::info;
 
 use super::gate::Admitted;
 use super::{Fault, Pop3Session, Reply, State};
+use crate::config::oauth2::Flow;
 use crate::config::{ListenerTls, MasterLogin};
 use crate::gateway::answer::{LoginFailure, Refusal};
 use crate::gateway::login::{self, UpstreamProof};
 use crate::metrics::{LoginResult, Mechanism};
+use crate::oauth::broker::Refused;
 use crate::pop3::response;
 use crate::pop3::sasl;
 use crate::pop3::Command;
@@ -226,7 +228,56 @@ impl Pop3Session {
             Proof::Password { authzid, .. } if !authzid.is_empty() => authzid.as_str(),
             _ => route.user.as_str(),
         };
+        // On a route with a token broker the password never goes upstream:
+        // it opens the user's tokens (refresh_token), or popgate checked it
+        // against the credentials file (client_credentials).
+        let broker = ctx.brokers.get(&backend.name).cloned();
+        let brokered = match (&broker, &proof) {
+            (Some(b), Proof::Password { password, .. }) => {
+                let password = match b.flow() {
+                    Flow::RefreshToken => Some(password),
+                    Flow::ClientCredentials => {
+                        if !self.password_matches(&user, password).await {
+                            self.ctx.metrics.login(mechanism, LoginResult::AuthFailed);
+                            return self.refuse_login(mechanism, &user, admitted).await;
+                        }
+                        None
+                    }
+                };
+                Some(b.response(&route.user, password).await)
+            }
+            (Some(b), Proof::Verified) if b.flow() == Flow::ClientCredentials => {
+                Some(b.response(&route.user, None).await)
+            }
+            // The sealed refresh token needs the password itself.
+            (Some(_), Proof::Verified) => Some(Err(Refused::Unavailable)),
+            _ => None,
+        };
+        let brokered = match brokered {
+            None => None,
+            Some(Ok(response)) => Some(response),
+            Some(Err(Refused::Denied)) => {
+                self.ctx.metrics.login(mechanism, LoginResult::AuthFailed);
+                return self.refuse_login(mechanism, &user, admitted).await;
+            }
+            Some(Err(refused)) => {
+                let failure = if refused == Refused::Reenrol {
+                    LoginFailure::Reenrol
+                } else {
+                    LoginFailure::TokenUnavailable
+                };
+                self.ctx.metrics.login(mechanism, failure.result());
+                let result = failure.result().as_str();
+                let mechanism = mechanism.as_str();
+                info!(user = %user, mechanism, route = %backend.name, result, "login refused");
+                return self.refuse(Refusal::Login(failure));
+            }
+        };
         let credentials = match &proof {
+            _ if brokered.is_some() => UpstreamProof::Token {
+                mechanism: broker.as_ref().map_or("XOAUTH2", |b| b.mechanism()),
+                response: brokered.as_ref().expect("checked"),
+            },
             Proof::Password { authzid, password } => UpstreamProof::Password {
                 authzid,
                 user: &route.user,
@@ -307,6 +358,19 @@ impl Pop3Session {
                 self.refuse(Refusal::Login(failure))
             }
         }
+    }
+
+    /// The POP3 password checked against the credentials file, for routes
+    /// whose application token opens every mailbox; off the async threads,
+    /// as a hashed entry takes a while to check.
+    async fn password_matches(&self, user: &str, password: &Secret) -> bool {
+        let Some(creds) = self.ctx.credentials.clone() else {
+            return false;
+        };
+        let (user, password) = (user.to_string(), password.clone());
+        tokio::task::spawn_blocking(move || creds.verify(&user, &password))
+            .await
+            .unwrap_or(false)
     }
 
     /// A failed login counts against its network and user: the next
