@@ -243,6 +243,12 @@ impl Config {
         if self.mailbox.is_empty() {
             return Err(at(&["mailbox"], Empty));
         }
+        if let Some((key, kind)) = self.policy.check() {
+            return Err(at(&key, kind));
+        }
+        if let Some((key, kind)) = self.delete.check(&self.mailbox) {
+            return Err(at(&key, kind));
+        }
         if let Some((key, kind)) = self.state.as_ref().and_then(|s| s.check()) {
             return Err(at(&key, kind));
         }

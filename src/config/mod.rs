@@ -8,11 +8,13 @@ pub mod duration;
 mod locate;
 pub mod migration;
 pub mod parsed;
+mod policy;
 mod state;
 mod upstream;
 
 pub use check::{ConfigError, ConfigErrorKind};
 pub use locate::{KeyPath, Segment};
+pub use policy::{Delete, DeleteAction, Policy, Workaround};
 pub use state::{OnUnavailable, RedisState, State};
 pub use upstream::{HostPort, Upstream, UpstreamTls};
 
@@ -40,6 +42,15 @@ pub struct Config {
     pub mailbox: String,
     #[serde(default)]
     pub uidl_format: UidlTemplate,
+    /// What QUIT does with the messages marked with DELE.
+    #[serde(default)]
+    pub delete: Delete,
+    /// Byte-level fixes for old clients, all off by default.
+    #[serde(default)]
+    pub client_workarounds: Vec<Workaround>,
+    /// RFC 2449's EXPIRE and LOGIN-DELAY.
+    #[serde(default)]
+    pub policy: Policy,
     #[serde(default)]
     pub session: Session,
     #[serde(default)]
@@ -315,6 +326,9 @@ pub struct Session {
     /// Allow one session per user at a time (RFC 1939's exclusive lock);
     /// a second login is refused with the `[IN-USE]` response code.
     pub exclusive: bool,
+    /// Only the newest this many messages (by UID) make up the maildrop;
+    /// the older ones are invisible to POP3 and left alone. 0 = all.
+    pub max_messages: usize,
 }
 
 impl Default for Session {
@@ -325,6 +339,7 @@ impl Default for Session {
             max_connections: 1000,
             mark_seen: true,
             exclusive: false,
+            max_messages: 0,
         }
     }
 }

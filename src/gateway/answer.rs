@@ -28,6 +28,8 @@ pub(crate) enum LoginFailure {
     /// The state store cannot be reached and `state.on_unavailable` is
     /// `refuse`.
     StoreUnavailable,
+    /// The user logged in less than `policy.login_delay` ago.
+    LoginDelay,
 }
 
 impl LoginFailure {
@@ -38,7 +40,7 @@ impl LoginFailure {
             LoginFailure::Unavailable => LoginResult::UpstreamUnavailable,
             LoginFailure::InUse | LoginFailure::UserLimit => LoginResult::InUse,
             LoginFailure::NoMailbox => LoginResult::MailboxError,
-            LoginFailure::Throttled => LoginResult::Throttled,
+            LoginFailure::Throttled | LoginFailure::LoginDelay => LoginResult::Throttled,
             LoginFailure::StoreUnavailable => LoginResult::StoreUnavailable,
         }
     }
@@ -128,6 +130,10 @@ pub(crate) fn answer(refusal: &Refusal) -> Answer {
         Login(LoginFailure::StoreUnavailable) => (
             Some(RespCode::SysTemp),
             "Mailbox state unavailable, try again later.".into(),
+        ),
+        Login(LoginFailure::LoginDelay) => (
+            Some(RespCode::LoginDelay),
+            "Logged in too recently, try again later.".into(),
         ),
         Login(LoginFailure::NoMailbox) => {
             (Some(RespCode::SysPerm), "Mailbox does not exist.".into())

@@ -172,7 +172,7 @@ async fn one(ctx: &Arc<Context>, u: &ImportUser) -> Result<Outcome, String> {
     };
     login.map_err(|e| format!("IMAP login: {e}"))?;
     let (selected, listing) = imap
-        .open_mailbox(&ctx.config.mailbox)
+        .open_mailbox(&ctx.config.mailbox, ctx.config.delete.hiding_keyword())
         .await
         .map_err(|e| format!("IMAP SELECT: {e}"))?;
     let r = memory

@@ -128,9 +128,28 @@ pub(crate) async fn open(
         }
     };
 
+    if let Some(delays) = &ctx.login_delays {
+        let admitted = match (&ctx.cluster, req.owner_id) {
+            (Some(cluster), Some(id)) => cluster.login_delay(delays, req.owner, id).await,
+            _ => Ok(delays.admit(req.owner, Instant::now())),
+        };
+        match admitted {
+            Ok(true) => {}
+            Ok(false) => {
+                info!("login refused: the user logged in too recently");
+                imap.logout().await;
+                return Err(LoginFailure::LoginDelay);
+            }
+            Err(_) => {
+                imap.logout().await;
+                return Err(LoginFailure::StoreUnavailable);
+            }
+        }
+    }
+
     let opened = backend.timed(
         "SELECT and UID FETCH",
-        imap.open_mailbox(&ctx.config.mailbox),
+        imap.open_mailbox(&ctx.config.mailbox, ctx.config.delete.hiding_keyword()),
     );
     let (selected, listing) = match opened.await {
         Ok(done) => done,
@@ -180,6 +199,9 @@ pub(crate) async fn open(
             Maildrop::new(v, &r.listing).with_exceptions(r.exceptions)
         }
     };
+    // After the UIDL memory has seen every message: a message outside the
+    // window keeps its UIDL for when the window reaches it.
+    let maildrop = maildrop.newest(ctx.config.session.max_messages);
     Ok(Opened {
         backend: backend.clone(),
         imap,

@@ -69,6 +69,14 @@ impl Maildrop {
         }
     }
 
+    /// Keeps only the newest `n` messages (highest UIDs); 0 keeps all.
+    pub(crate) fn newest(mut self, n: usize) -> Maildrop {
+        if n > 0 && self.messages.len() > n {
+            self.messages.drain(..self.messages.len() - n);
+        }
+        self
+    }
+
     pub(crate) fn with_exceptions(mut self, exceptions: HashMap<u32, String>) -> Maildrop {
         self.exceptions = exceptions;
         self
@@ -212,9 +220,15 @@ impl Maildrop {
         self.uids_where(|m| m.marks & DELETED != 0)
     }
 
-    /// Retrieved and not deleted: these get `\Seen` at QUIT.
-    pub(crate) fn retrieved_uids(&self) -> Vec<u32> {
-        self.uids_where(|m| m.marks & (RETRIEVED | DELETED) == RETRIEVED)
+    /// Retrieved, and not deleted unless `deleted_too`: these get `\Seen`
+    /// at QUIT.
+    pub(crate) fn retrieved_uids(&self, deleted_too: bool) -> Vec<u32> {
+        let mask = if deleted_too {
+            RETRIEVED
+        } else {
+            RETRIEVED | DELETED
+        };
+        self.uids_where(|m| m.marks & mask == RETRIEVED)
     }
 
     fn uids_where(&self, keep: impl Fn(&Message) -> bool) -> Vec<u32> {
@@ -302,6 +316,19 @@ mod tests {
     }
 
     #[test]
+    fn the_window_keeps_the_newest() {
+        let d = drop3().newest(2);
+        assert_eq!(text(|o| d.stat(o)), "+OK 2 21\r\n");
+        let t = UidlTemplate::default();
+        assert_eq!(
+            text(|o| d.uidl(&t, Some(1), o).unwrap()),
+            "+OK 1 000000090000004d\r\n"
+        );
+        assert_eq!(text(|o| drop3().newest(0).stat(o)), "+OK 3 121\r\n");
+        assert_eq!(text(|o| drop3().newest(5).stat(o)), "+OK 3 121\r\n");
+    }
+
+    #[test]
     fn dele_and_rset_only_mark() {
         let mut d = drop3();
         d.delete(2).unwrap();
@@ -326,7 +353,8 @@ mod tests {
         d.mark_retrieved(1);
         d.mark_retrieved(2);
         d.delete(2).unwrap();
-        assert_eq!(d.retrieved_uids(), vec![3]);
+        assert_eq!(d.retrieved_uids(false), vec![3]);
+        assert_eq!(d.retrieved_uids(true), vec![3, 9]);
         d.mark_gone(3);
         assert_eq!(d.fetchable(3), Err(MessageError::Gone));
     }

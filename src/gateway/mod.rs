@@ -10,8 +10,10 @@ pub mod import;
 pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod login;
+pub(crate) mod login_delay;
 pub(crate) mod maildrop;
 pub(crate) mod migration;
+pub(crate) mod reload;
 pub(crate) mod route;
 pub mod session;
 pub(crate) mod uidls;
@@ -38,15 +40,19 @@ pub struct Context {
     pub(crate) credentials: Option<Arc<credentials::Credentials>>,
     /// The upstream master user and password for those logins.
     pub(crate) master: Option<(String, Secret)>,
-    pub(crate) limits: limits::Limiters,
+    /// Kept across config reloads, as are the UIDL memory, the login
+    /// delays and the session numbers.
+    pub(crate) limits: Arc<limits::Limiters>,
     /// The UIDL memory, when `state` is configured.
-    pub(crate) uidls: Option<uidls::UidlMemory>,
+    pub(crate) uidls: Option<Arc<uidls::UidlMemory>>,
     /// Session leases and the penalty shared with other instances, when
     /// the state store is Redis.
     pub(crate) cluster: Option<cluster::Cluster>,
     /// The old POP3 server, when `migration` is configured.
-    pub(crate) migration: Option<crate::migration::Source>,
-    next_session: AtomicU64,
+    pub(crate) migration: Option<Arc<crate::migration::Source>>,
+    /// Logins booked for `policy.login_delay`, when it is set.
+    pub(crate) login_delays: Option<Arc<login_delay::LoginDelays>>,
+    next_session: Arc<AtomicU64>,
 }
 
 impl Context {
@@ -78,7 +84,10 @@ impl Context {
             )),
             _ => None,
         };
-        let limits = limits::Limiters::new(&config.limits, config.session.exclusive);
+        let limits = Arc::new(limits::Limiters::new(
+            &config.limits,
+            config.session.exclusive,
+        ));
         let (uidls, cluster) = match &config.state {
             None => (None, None),
             Some(state) => match (&state.path, &state.redis) {
@@ -94,7 +103,7 @@ impl Context {
                         metrics.clone(),
                     );
                     let memory = uidls::UidlMemory::new(redis, state.on_unavailable);
-                    (Some(memory), Some(cluster))
+                    (Some(Arc::new(memory)), Some(cluster))
                 }
                 (path, None) => {
                     // The config check requires one of the two.
@@ -102,15 +111,19 @@ impl Context {
                     let store = Embedded::open(path).map_err(|e| format!("state.path: {e}"))?;
                     metrics.init_store("embedded");
                     let memory = uidls::UidlMemory::new(Arc::new(store), state.on_unavailable);
-                    (Some(memory), None)
+                    (Some(Arc::new(memory)), None)
                 }
             },
         };
         let migration = match &config.migration {
-            Some(m) => Some(crate::migration::Source::new(&m.pop3)?),
+            Some(m) => Some(Arc::new(crate::migration::Source::new(&m.pop3)?)),
             None => None,
         };
+        let delay = config.policy.login_delay;
+        let login_delays =
+            (!delay.is_zero()).then(|| Arc::new(login_delay::LoginDelays::new(delay)));
         Ok(Context {
+            login_delays,
             uidls,
             migration,
             credentials,
@@ -121,7 +134,7 @@ impl Context {
             cluster,
             config,
             metrics,
-            next_session: AtomicU64::new(1),
+            next_session: Arc::new(AtomicU64::new(1)),
         })
     }
 
@@ -132,7 +145,7 @@ impl Context {
         store: Arc<dyn crate::state::StateStore>,
         on_unavailable: crate::config::OnUnavailable,
     ) {
-        self.uidls = Some(uidls::UidlMemory::new(store, on_unavailable));
+        self.uidls = Some(Arc::new(uidls::UidlMemory::new(store, on_unavailable)));
     }
 
     /// Whether new logins must be refused for want of the state store.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 SESSION = "src/gateway/session/mod.rs"
 TRANSACTION = "src/gateway/session/transaction.rs"
+UPDATE = "src/gateway/session/update.rs"
 GATE = "src/gateway/session/gate.rs"
 AUTHORIZATION = "src/gateway/session/authorization.rs"
 MAILDROP = "src/gateway/maildrop.rs"
@@ -37,7 +38,7 @@ PATCHES: list[Patch] = [
     Patch(
         "bare-expunge",
         "QUIT removes exactly the UIDs this session deleted; other clients' \\Deleted mail survives",
-        TRANSACTION,
+        UPDATE,
         'backend.timed("UID EXPUNGE", imap.uid_expunge(set)).await?;',
         'backend.timed("UID EXPUNGE", imap.expunge()).await?;',
         (
@@ -161,7 +162,7 @@ PATCHES: list[Patch] = [
     Patch(
         "refused-removal-keeps-flags",
         "after a refused removal popgate takes its \\Deleted flags back, so the next session can delete again",
-        TRANSACTION,
+        UPDATE,
         "    if removed.is_err() {\n",
         "    if removed.is_err() && false {\n",
         (
@@ -172,7 +173,7 @@ PATCHES: list[Patch] = [
     Patch(
         "no-uidplus-expunges-others",
         "without UIDPLUS, no EXPUNGE while other clients' messages carry \\Deleted",
-        TRANSACTION,
+        UPDATE,
         "    if !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {\n",
         "    if false && !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {\n",
         ("tests/e2e/test_upstream_faults.py::test_without_uidplus_other_deleted_flags_block_the_expunge",),
@@ -301,5 +302,29 @@ PATCHES: list[Patch] = [
         '    format!(\n        "<{session}.{nanos}.{:016x}@popgate>",\n        u64::from_be_bytes(nonce)\n    )\n',
         '    let _ = (session, nanos, nonce);\n    format!("<0.0.{:016x}@popgate>", 0u64)\n',
         ("tests/e2e/test_auth_bridge.py::test_apop_failures_and_unique_timestamps",),
+    ),
+    Patch(
+        "move-expunges-uncopied",
+        "delete.action move: no message is removed that was not copied",
+        UPDATE,
+        "        transfer(backend, imap, set, folder, moves).await?;\n",
+        "        let _ = transfer(backend, imap, set, folder, moves).await;\n",
+        ("tests/e2e/test_delete_actions.py -k copy-uid-copy",),
+    ),
+    Patch(
+        "flagged-still-listed",
+        "delete.action flag: messages carrying the keyword are hidden from POP3",
+        "src/gateway/login.rs",
+        "imap.open_mailbox(&ctx.config.mailbox, ctx.config.delete.hiding_keyword()),",
+        "imap.open_mailbox(&ctx.config.mailbox, None),",
+        ("tests/e2e/test_delete_actions.py -k test_flag_keeps",),
+    ),
+    Patch(
+        "expire-takes-unretrieved",
+        "EXPIRE removes only messages the session retrieved",
+        UPDATE,
+        "    out.retain(|uid| retrieved.binary_search(uid).is_ok());\n",
+        "    out.retain(|uid| retrieved.binary_search(uid).is_ok());\n    out.extend(1..=8);\n",
+        ("tests/e2e/test_policy.py -k test_expire_removes",),
     ),
 ]
