@@ -12,7 +12,7 @@ mod policy;
 mod state;
 mod upstream;
 
-pub use check::{ConfigError, ConfigErrorKind};
+pub use check::{ConfigError, ConfigErrorKind, FOLDER_SUFFIX_LEN};
 pub use locate::{KeyPath, Segment};
 pub use policy::{Delete, DeleteAction, Policy, Workaround};
 pub use state::{OnUnavailable, RedisState, State};
@@ -38,8 +38,9 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     #[serde(default)]
     pub routing: Routing,
-    #[serde(default = "default_mailbox")]
-    pub mailbox: String,
+    /// The folder, or folders, that make up the maildrop.
+    #[serde(default)]
+    pub mailbox: Mailboxes,
     #[serde(default)]
     pub uidl_format: UidlTemplate,
     /// What QUIT does with the messages marked with DELE.
@@ -73,6 +74,47 @@ pub struct Config {
     /// The old POP3 server whose UIDLs a mailbox keeps; needs `state`.
     #[serde(default)]
     pub migration: Option<migration::Migration>,
+}
+
+/// `mailbox: INBOX` or `mailbox: [INBOX, Newsletters]`: the maildrop is
+/// these folders' messages, folder after folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailboxes(pub Vec<String>);
+
+impl Mailboxes {
+    /// The first folder: the one a single-folder setup names.
+    pub fn first(&self) -> &str {
+        self.0.first().map_or("INBOX", String::as_str)
+    }
+}
+
+impl Default for Mailboxes {
+    fn default() -> Self {
+        Mailboxes(vec!["INBOX".into()])
+    }
+}
+
+impl<'de> Deserialize<'de> for Mailboxes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMore {
+            One(String),
+            More(Vec<String>),
+        }
+        match OneOrMore::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a folder name or a list of folder names")
+        })? {
+            OneOrMore::One(name) => Ok(Mailboxes(vec![name])),
+            OneOrMore::More(names) => Ok(Mailboxes(names)),
+        }
+    }
+}
+
+impl std::fmt::Display for Mailboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -391,9 +433,6 @@ pub const DEFAULT_ROUTE: &str = "default";
 
 fn yes() -> bool {
     true
-}
-fn default_mailbox() -> String {
-    "INBOX".into()
 }
 fn default_reload_interval() -> Duration {
     Duration::from_secs(10)

@@ -48,13 +48,20 @@ impl Delete {
         (self.action == DeleteAction::Flag).then_some(self.keyword.as_str())
     }
 
-    pub(super) fn check(&self, mailbox: &str) -> Option<(Vec<&'static str>, ConfigErrorKind)> {
+    pub(super) fn check(
+        &self,
+        mailboxes: &[String],
+    ) -> Option<(Vec<&'static str>, ConfigErrorKind)> {
         use ConfigErrorKind::*;
         match self.action {
             DeleteAction::Expunge => None,
             DeleteAction::Move if self.folder.is_empty() => Some((vec!["delete", "folder"], Empty)),
-            DeleteAction::Move if self.folder.eq_ignore_ascii_case(mailbox) => {
-                let why = "the folder is the maildrop itself; name another folder";
+            DeleteAction::Move
+                if mailboxes
+                    .iter()
+                    .any(|m| self.folder.eq_ignore_ascii_case(m)) =>
+            {
+                let why = "the folder is part of the maildrop; name another folder";
                 Some((vec!["delete", "folder"], Conflict(why.into())))
             }
             DeleteAction::Move => None,

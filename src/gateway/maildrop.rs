@@ -20,15 +20,27 @@ const GONE: u8 = 4;
 struct Message {
     uid: u32,
     marks: u8,
+    /// Index into `folders`.
+    folder: u16,
     size: u64,
+}
+
+/// One folder of the maildrop.
+#[derive(Debug)]
+struct Folder {
+    name: String,
+    uid_validity: u32,
+    /// UIDLs remembered from before that are not the template's, by UID.
+    exceptions: HashMap<u32, String>,
+    /// After every UIDL of every folder but the first, so UIDLs stay
+    /// unique across folders and a single-folder setup keeps its own.
+    suffix: String,
 }
 
 #[derive(Debug)]
 pub(crate) struct Maildrop {
-    uid_validity: u32,
+    folders: Vec<Folder>,
     messages: Vec<Message>,
-    /// UIDLs remembered from before that are not the template's, by UID.
-    exceptions: HashMap<u32, String>,
 }
 
 /// How far a batch fetch may reach beyond the message asked for.
@@ -59,17 +71,71 @@ impl Maildrop {
             .map(|l| Message {
                 uid: l.uid,
                 marks: 0,
+                folder: 0,
                 size: l.size,
             })
             .collect();
         Maildrop {
-            uid_validity,
+            folders: vec![Folder {
+                name: String::new(),
+                uid_validity,
+                exceptions: HashMap::new(),
+                suffix: String::new(),
+            }],
             messages,
-            exceptions: HashMap::new(),
         }
     }
 
-    /// Keeps only the newest `n` messages (highest UIDs); 0 keeps all.
+    /// One maildrop of several folders' snapshots, in the order given:
+    /// numbered folder after folder, each in UID order.
+    pub(crate) fn join(parts: Vec<(String, Maildrop)>) -> Maildrop {
+        let mut joined = Maildrop {
+            folders: Vec::new(),
+            messages: Vec::new(),
+        };
+        for (i, (name, part)) in parts.into_iter().enumerate() {
+            let index = joined.folders.len() as u16;
+            let mut folder = part.folders.into_iter().next().unwrap_or(Folder {
+                name: String::new(),
+                uid_validity: 0,
+                exceptions: HashMap::new(),
+                suffix: String::new(),
+            });
+            folder.suffix = if i == 0 {
+                String::new()
+            } else {
+                folder_suffix(&name)
+            };
+            folder.name = name;
+            joined.folders.push(folder);
+            joined.messages.extend(
+                part.messages
+                    .into_iter()
+                    .map(|m| Message { folder: index, ..m }),
+            );
+        }
+        joined
+    }
+
+    pub(crate) fn folder_count(&self) -> usize {
+        self.folders.len()
+    }
+
+    pub(crate) fn folder_name(&self, folder: usize) -> &str {
+        &self.folders[folder].name
+    }
+
+    pub(crate) fn uid_validity(&self, folder: usize) -> u32 {
+        self.folders[folder].uid_validity
+    }
+
+    /// The folder message `n` is in; `n` must exist.
+    pub(crate) fn folder_of(&self, n: u32) -> usize {
+        self.messages[n as usize - 1].folder as usize
+    }
+
+    /// Keeps only the last `n` messages of the listing (the highest UIDs,
+    /// of the last folders); 0 keeps all.
     pub(crate) fn newest(mut self, n: usize) -> Maildrop {
         if n > 0 && self.messages.len() > n {
             self.messages.drain(..self.messages.len() - n);
@@ -78,7 +144,7 @@ impl Maildrop {
     }
 
     pub(crate) fn with_exceptions(mut self, exceptions: HashMap<u32, String>) -> Maildrop {
-        self.exceptions = exceptions;
+        self.folders[0].exceptions = exceptions;
         self
     }
 
@@ -118,13 +184,15 @@ impl Maildrop {
     /// Message `n` and the fetchable ones right after it that fit the
     /// budget, as (number, UID). `n` itself must be fetchable.
     pub(crate) fn batch_from(&self, n: u32, budget: Budget) -> Vec<(u32, u32)> {
-        let mut out = vec![(n, self.messages[n as usize - 1].uid)];
+        let first = self.messages[n as usize - 1];
+        let mut out = vec![(n, first.uid)];
         let mut octets = 0u64;
         for (i, m) in self.messages.iter().enumerate().skip(n as usize) {
             octets = octets.saturating_add(m.size);
             if out.len() >= budget.messages
                 || octets > budget.octets
                 || m.marks & (DELETED | GONE) != 0
+                || m.folder != first.folder
             {
                 break;
             }
@@ -153,9 +221,13 @@ impl Maildrop {
         n: Option<u32>,
         out: &mut BytesMut,
     ) -> Result<(), MessageError> {
-        self.answer(n, "", out, |m, line| match self.exceptions.get(&m.uid) {
-            Some(uidl) => line.push_str(uidl),
-            None => template.render(m.uid, self.uid_validity, line),
+        self.answer(n, "", out, |m, line| {
+            let folder = &self.folders[m.folder as usize];
+            match folder.exceptions.get(&m.uid) {
+                Some(uidl) => line.push_str(uidl),
+                None => template.render(m.uid, folder.uid_validity, line),
+            }
+            line.push_str(&folder.suffix);
         })
     }
 
@@ -216,28 +288,45 @@ impl Maildrop {
         }
     }
 
-    pub(crate) fn deleted_uids(&self) -> Vec<u32> {
-        self.uids_where(|m| m.marks & DELETED != 0)
+    /// The messages of `folder` marked deleted.
+    pub(crate) fn deleted_uids(&self, folder: usize) -> Vec<u32> {
+        self.uids_where(folder, |m| m.marks & DELETED != 0)
     }
 
     /// Retrieved, and not deleted unless `deleted_too`: these get `\Seen`
     /// at QUIT.
-    pub(crate) fn retrieved_uids(&self, deleted_too: bool) -> Vec<u32> {
+    pub(crate) fn retrieved_uids(&self, folder: usize, deleted_too: bool) -> Vec<u32> {
         let mask = if deleted_too {
             RETRIEVED
         } else {
             RETRIEVED | DELETED
         };
-        self.uids_where(|m| m.marks & mask == RETRIEVED)
+        self.uids_where(folder, |m| m.marks & mask == RETRIEVED)
     }
 
-    fn uids_where(&self, keep: impl Fn(&Message) -> bool) -> Vec<u32> {
+    /// Whether QUIT has anything to do in `folder`.
+    pub(crate) fn touched(&self, folder: usize) -> bool {
         self.messages
             .iter()
-            .filter(|m| keep(m))
+            .any(|m| m.folder as usize == folder && m.marks & (DELETED | RETRIEVED) != 0)
+    }
+
+    fn uids_where(&self, folder: usize, keep: impl Fn(&Message) -> bool) -> Vec<u32> {
+        self.messages
+            .iter()
+            .filter(|m| m.folder as usize == folder && keep(m))
             .map(|m| m.uid)
             .collect()
     }
+}
+
+/// `.` and eight hex digits of the folder name's FNV-1a hash: short, fit
+/// for a UIDL whatever the name holds, and the same at every login.
+fn folder_suffix(name: &str) -> String {
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!(".{hash:08x}")
 }
 
 /// IMAP sequence sets for sorted UIDs (`1:4,7,9:12`), each at most about
@@ -329,6 +418,37 @@ mod tests {
     }
 
     #[test]
+    fn folders_follow_each_other_with_their_own_uidls() {
+        let l = |uid| Listing {
+            uid,
+            size: 10,
+            deleted: false,
+        };
+        let d = Maildrop::join(vec![
+            ("INBOX".into(), Maildrop::new(7, &[l(1), l(2)])),
+            ("News".into(), Maildrop::new(8, &[l(1)])),
+        ]);
+        let t = UidlTemplate::default();
+        assert_eq!(
+            text(|o| d.uidl(&t, None, o).unwrap()),
+            format!(
+                "+OK\r\n1 0000000100000007\r\n2 0000000200000007\r\n3 0000000100000008{}\r\n.\r\n",
+                super::folder_suffix("News")
+            )
+        );
+        assert_eq!((d.folder_of(2), d.folder_of(3)), (0, 1));
+        let all = Budget {
+            messages: 10,
+            octets: 1000,
+        };
+        assert_eq!(d.batch_from(1, all), vec![(1, 1), (2, 2)]);
+        assert_eq!(
+            super::folder_suffix("News").len(),
+            crate::config::FOLDER_SUFFIX_LEN
+        );
+    }
+
+    #[test]
     fn dele_and_rset_only_mark() {
         let mut d = drop3();
         d.delete(2).unwrap();
@@ -341,9 +461,9 @@ mod tests {
             text(|o| d.list(None, o).unwrap()),
             "+OK 2 messages:\r\n1 100\r\n3 1\r\n.\r\n"
         );
-        assert_eq!(d.deleted_uids(), vec![9]);
+        assert_eq!(d.deleted_uids(0), vec![9]);
         d.reset();
-        assert!(d.deleted_uids().is_empty());
+        assert!(d.deleted_uids(0).is_empty());
         assert_eq!(text(|o| d.stat(o)), "+OK 3 121\r\n");
     }
 
@@ -353,8 +473,8 @@ mod tests {
         d.mark_retrieved(1);
         d.mark_retrieved(2);
         d.delete(2).unwrap();
-        assert_eq!(d.retrieved_uids(false), vec![3]);
-        assert_eq!(d.retrieved_uids(true), vec![3, 9]);
+        assert_eq!(d.retrieved_uids(0, false), vec![3]);
+        assert_eq!(d.retrieved_uids(0, true), vec![3, 9]);
         d.mark_gone(3);
         assert_eq!(d.fetchable(3), Err(MessageError::Gone));
     }

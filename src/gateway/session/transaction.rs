@@ -3,7 +3,7 @@
 
 use tracing::warn;
 
-use super::update::update;
+use super::update::update_all;
 use super::{Fault, Pop3Session, Reply, State, FLUSH_BEFORE_WAIT};
 use crate::config::{DeleteAction, Workaround};
 use crate::gateway::answer::Refusal;
@@ -68,8 +68,33 @@ impl Pop3Session {
             imap,
             fetch,
             maildrop,
+            selected,
             ..
         } = &mut **opened;
+        // A maildrop of several folders: the message's folder must be the
+        // SELECTed one, with the UIDs the snapshot knows.
+        let folder = maildrop.folder_of(n);
+        if *selected != Some(folder) {
+            fetch.drain(backend, imap).await?;
+            *selected = None;
+            let name = maildrop.folder_name(folder);
+            match backend.timed("SELECT", imap.select(name)).await {
+                Ok(sel) if sel.uid_validity == maildrop.uid_validity(folder) => {
+                    *selected = Some(folder);
+                }
+                Ok(_) => {
+                    *selected = Some(folder);
+                    warn!(mailbox = name, "folder renumbered during the session");
+                    maildrop.mark_gone(n);
+                    return Ok(self.refuse(Refusal::Message(MessageError::Gone)));
+                }
+                Err(e) if e.is_refusal() => {
+                    warn!(mailbox = name, error = %e, "upstream refused SELECT");
+                    return Ok(self.refuse(Refusal::CannotRead));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         fetch
             .request(backend, imap, maildrop, n, uid, section)
             .await?;
@@ -146,12 +171,13 @@ impl Pop3Session {
             mut imap,
             mut fetch,
             maildrop,
+            selected,
             user_slot,
             counted,
         } = *opened;
         let ctx = self.ctx.clone();
         let result = match fetch.drain(&backend, &mut imap).await {
-            Ok(()) => update(&backend, &mut imap, &maildrop, &ctx.config).await,
+            Ok(()) => update_all(&backend, &mut imap, &maildrop, selected, &ctx.config).await,
             Err(e) => Err(e.into()),
         };
         let action = ctx.config.delete.action;

@@ -20,15 +20,44 @@ pub(super) enum UpdateFailure {
     Upstream(#[from] ClientError),
     #[error("upstream lacks UIDPLUS and other messages carry \\Deleted")]
     OthersFlagged,
+    #[error("folder {0} was renumbered during the session")]
+    Renumbered(String),
+}
+
+/// UPDATE in every folder of the maildrop that the session touched, in
+/// order, SELECTing each in turn (a single folder is SELECTed already).
+/// Stops at the first folder that fails. Returns how many messages left
+/// the maildrop.
+pub(super) async fn update_all(
+    backend: &Backend,
+    imap: &mut Imap,
+    maildrop: &Maildrop,
+    mut selected: Option<usize>,
+    config: &Config,
+) -> Result<usize, UpdateFailure> {
+    let mut removed = 0;
+    for folder in (0..maildrop.folder_count()).filter(|&f| maildrop.touched(f)) {
+        if selected != Some(folder) {
+            let name = maildrop.folder_name(folder);
+            let sel = backend.timed("SELECT", imap.select(name)).await?;
+            if sel.uid_validity != maildrop.uid_validity(folder) {
+                return Err(UpdateFailure::Renumbered(name.to_string()));
+            }
+            selected = Some(folder);
+        }
+        removed += update(backend, imap, maildrop, folder, config).await?;
+    }
+    Ok(removed)
 }
 
 /// Applies the session's marks upstream: `\Seen` on retrieved messages,
 /// then the deletion `delete` configures for exactly the deleted UIDs.
 /// Returns how many messages left the maildrop.
-pub(super) async fn update(
+async fn update(
     backend: &Backend,
     imap: &mut Imap,
     maildrop: &Maildrop,
+    folder: usize,
     config: &Config,
 ) -> Result<usize, UpdateFailure> {
     let (mark_seen, delete) = (config.session.mark_seen, &config.delete);
@@ -36,7 +65,7 @@ pub(super) async fn update(
     // read as they were.
     let kept = delete.action != DeleteAction::Expunge;
     if mark_seen {
-        for set in uid_sets(&maildrop.retrieved_uids(kept), MAX_SET_LEN) {
+        for set in uid_sets(&maildrop.retrieved_uids(folder, kept), MAX_SET_LEN) {
             // Not worth failing QUIT over: the mail itself is unaffected.
             if let Err(e) = backend
                 .timed("UID STORE", imap.add_flag(&set, "\\Seen"))
@@ -49,9 +78,9 @@ pub(super) async fn update(
             }
         }
     }
-    let mut deleted = maildrop.deleted_uids();
+    let mut deleted = maildrop.deleted_uids(folder);
     if let Some(days) = config.policy.expire {
-        let expired = expired(backend, imap, &maildrop.retrieved_uids(false), days).await?;
+        let expired = expired(backend, imap, &maildrop.retrieved_uids(folder, false), days).await?;
         if !expired.is_empty() {
             info!(
                 count = expired.len(),

@@ -35,18 +35,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.write_raw(&[&line]).await?;
 
         let mut sel = Selected::default();
-        self.complete(&select_tag, "SELECT", |u| match u {
-            Untagged::Exists(n) => sel.exists = *n,
-            Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
-                sel.uid_validity = t
-                    .code_args
-                    .and_then(|a| std::str::from_utf8(a).ok())
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or(0);
+        let selected = self
+            .complete(&select_tag, "SELECT", |u| match u {
+                Untagged::Exists(n) => sel.exists = *n,
+                Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
+                    sel.uid_validity = t
+                        .code_args
+                        .and_then(|a| std::str::from_utf8(a).ok())
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(0);
+                }
+                _ => {}
+            })
+            .await;
+        if let Err(e) = selected {
+            // The pipelined fetch is answered too (refused, with nothing
+            // selected): read its answer so the connection stays in step
+            // for a maildrop's next folder.
+            if pipelined && e.is_refusal() {
+                let _ = self.complete(&fetch_tag, "UID FETCH", |_| {}).await;
             }
-            _ => {}
-        })
-        .await?;
+            return Err(e);
+        }
         if sel.uid_validity == 0 {
             return Err(ClientError::Protocol("SELECT gave no UIDVALIDITY".into()));
         }
@@ -97,6 +107,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         out.sort_by_key(|l| l.uid);
         out.dedup_by_key(|l| l.uid);
         Ok((sel, out))
+    }
+
+    /// SELECTs another folder of the maildrop, for its bodies or its
+    /// deletions; the caller compares its UIDVALIDITY with the snapshot's.
+    pub async fn select(&mut self, mailbox: &str) -> Result<Selected, ClientError> {
+        let tag = self.tag();
+        let mut line = format!("{tag} SELECT ").into_bytes();
+        self.put_string(&mut line, &tag, mailbox.as_bytes()).await?;
+        line.extend_from_slice(b"\r\n");
+        self.write_raw(&[&line]).await?;
+        let mut sel = Selected::default();
+        self.complete(&tag, "SELECT", |u| match u {
+            Untagged::Exists(n) => sel.exists = *n,
+            Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
+                sel.uid_validity = t
+                    .code_args
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+            }
+            _ => {}
+        })
+        .await?;
+        Ok(sel)
     }
 
     /// Runs `UID STORE set +FLAGS.SILENT (flag)`.
