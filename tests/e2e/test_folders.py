@@ -100,7 +100,8 @@ def test_commands_act_on_the_right_folder(dovecot, user, tmp_path):
         assert c.answer("STAT") == b"+OK 5 %d\r\n" % sum(len(b) for b in want)
         retr = c.answer("RETR 5")
         assert retr.startswith(b"+OK") and want[4].split(b"\r\n")[0] in retr
-        assert c.answer("TOP 1 0").startswith(b"+OK")
+        top = c.answer("TOP 1 0")
+        assert top.startswith(b"+OK") and want[0].split(b"\r\n")[0] in top
         assert c.answer("DELE 4").startswith(b"+OK")
         assert c.answer("DELE 2").startswith(b"+OK")
         assert c.answer("QUIT") == b"+OK Logging out, messages deleted.\r\n"
