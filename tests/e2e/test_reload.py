@@ -104,3 +104,23 @@ def test_a_listener_change_needs_a_restart(dovecot, user):
         with user.pop3(pg.port) as c:
             assert c.answer("STAT").startswith(b"+OK 1 ")
         assert pg.proc.poll() is None
+
+
+def test_reload_applies_the_log_level_and_keeps_the_master_password_out(dovecot, user, tmp_path):
+    secret = "reload-master-Xy7q"
+    pw = tmp_path / "master-password"
+    pw.write_text(secret + "\n")
+    pw.chmod(0o600)
+    extra = f'auth:\n  master_user: master\n  master_password_file: "{pw}"\n'
+    with Popgate(dovecot.imap_port, extra=extra, metrics=True) as pg:
+        with user.pop3(pg.port) as c:
+            assert c.answer("QUIT").startswith(b"+OK")
+        assert " DEBUG " not in pg.log_text()
+        _rewrite(pg, 'level: "info"', 'level: "debug"')
+        _hangup(pg, "ok")
+        with user.pop3(pg.port) as c:
+            assert c.answer("STAT").startswith(b"+OK")
+            assert c.answer("QUIT").startswith(b"+OK")
+        log = pg.log_text()
+        assert " DEBUG " in log, "log.level applies from the reload on"
+        assert secret not in log
