@@ -15,6 +15,11 @@
 #   redis-tools       redis-cli, with which the tests read and stop that Redis
 #   haproxy           the load balancer in front of several popgate instances
 #                     sharing one Redis (PROXY protocol, health checks)
+#   podman, buildah, runc
+#                     build deploy/Dockerfile's runtime stage from the release
+#                     binary and run it (tests/e2e/test_container.py); runc
+#                     because crun fails on some kernels' cgroups, and no
+#                     registry is needed: the test makes its own base image
 #   openssl           test certificates
 #   systemd           systemd-analyze, which checks the shipped systemd unit
 #                     (it works without systemd running)
@@ -42,7 +47,7 @@
 set -euo pipefail
 
 PACKAGES=(gcc g++ libc6-dev dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop curl
-    redis-server redis-tools haproxy
+    redis-server redis-tools haproxy podman buildah runc
     openssl systemd procps ca-certificates python3 python3-venv)
 
 export DEBIAN_FRONTEND=noninteractive

@@ -20,8 +20,9 @@ pub mod secret;
 pub mod state;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -30,6 +31,31 @@ use tracing::{info, warn};
 
 pub use config::Config;
 use gateway::session::Origin;
+
+/// The context new sessions get: replaced by a config reload, while each
+/// running session keeps the one it started with.
+#[derive(Clone)]
+pub(crate) struct Current(Arc<RwLock<Arc<gateway::Context>>>);
+
+impl Current {
+    pub(crate) fn get(&self) -> Arc<gateway::Context> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, ctx: Arc<gateway::Context>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = ctx;
+    }
+}
+
+/// How SIGHUP reloads the config: the file, and how the log level changes.
+pub struct Reload {
+    pub path: PathBuf,
+    /// Applies `log.level`; None when `RUST_LOG` decides instead.
+    pub log_level: Option<LevelSetter>,
+}
+
+/// Sets the log filter to a `log.level` value.
+pub type LevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// The sockets popgate serves: POP3 listeners in config order, and the
 /// HTTP sidecar's if one is configured.
@@ -86,7 +112,18 @@ pub async fn run(
     listeners: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve(config, listeners, shutdown, None).await
+}
+
+/// As [`run`], and with `reload`, SIGHUP reads the config again.
+pub async fn serve(
+    config: Config,
+    listeners: Sockets,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<Reload>,
+) -> std::io::Result<()> {
     let Prepared { ctx, certificates } = prepare(config).map_err(std::io::Error::other)?;
+    let current = Current(Arc::new(RwLock::new(ctx.clone())));
     listener::log_panics();
     let metrics = ctx.metrics.clone();
     let drain = ctx.config.shutdown.drain_timeout;
@@ -97,20 +134,27 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (force_tx, force_rx) = watch::channel(false);
 
-    // Every backend is checked; the default one decides readiness.
-    let mut background: Vec<_> = ctx
-        .backends
-        .values()
-        .map(|b| {
-            let ready = (b.name == gateway::DEFAULT_ROUTE).then(|| health.clone());
-            let report = move |ok| {
-                if let Some(h) = &ready {
-                    h.upstream_ok.store(ok, Ordering::Relaxed);
-                }
-            };
-            tokio::spawn(gateway::backend::health_loop(b.clone(), report))
-        })
-        .collect();
+    let mut background = Vec::new();
+    let checks = HealthChecks::start(&ctx, &health);
+    match reload {
+        Some(reload) => {
+            // Installed before listening: SIGHUP's default would end us.
+            use tokio::signal::unix::{signal, SignalKind};
+            let hangup = signal(SignalKind::hangup())?;
+            background.push(tokio::spawn(reload_on_hangup(
+                current.clone(),
+                reload,
+                hangup,
+                checks,
+                health.clone(),
+            )))
+        }
+        None => background.push(tokio::spawn(async move {
+            // Held until the end: dropping them stops the checks.
+            let _checks = checks;
+            std::future::pending::<()>().await
+        })),
+    }
     if let (Some(listener), Some(settings)) = (listeners.http, &ctx.config.metrics) {
         info!(
             "metrics and health checks on http://{}",
@@ -139,9 +183,6 @@ pub async fn run(
         )));
     }
     background.push(tokio::spawn(gateway::sweep_limits(ctx.clone())));
-    for b in ctx.backends.values() {
-        background.push(tokio::spawn(gateway::pool::fill(b.clone())));
-    }
     if !ctx.brokers.is_empty() {
         let brokers = ctx.brokers.values().cloned().collect();
         background.push(tokio::spawn(oauth::watch(brokers, metrics.clone())));
@@ -191,7 +232,7 @@ pub async fn run(
         };
         loops.push(tokio::spawn(listener::accept_loop(
             listener,
-            ctx.clone(),
+            current.clone(),
             origin,
             limit.clone(),
             stop_rx.clone(),
@@ -229,4 +270,93 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// The upstream health checks of one context: every backend is checked,
+/// the default one decides readiness. Dropping them stops them.
+struct HealthChecks(Vec<tokio::task::JoinHandle<()>>);
+
+impl HealthChecks {
+    fn start(ctx: &gateway::Context, health: &Arc<http::Health>) -> HealthChecks {
+        HealthChecks(
+            ctx.backends
+                .values()
+                .map(|b| {
+                    let ready = (b.name == gateway::DEFAULT_ROUTE).then(|| health.clone());
+                    let report = move |ok| {
+                        if let Some(h) = &ready {
+                            h.upstream_ok.store(ok, Ordering::Relaxed);
+                        }
+                    };
+                    tokio::spawn(gateway::backend::health_loop(b.clone(), report))
+                })
+                // The pools' fillers go with the backends they fill.
+                .chain(
+                    ctx.backends
+                        .values()
+                        .map(|b| tokio::spawn(gateway::pool::fill(b.clone()))),
+                )
+                .collect(),
+        )
+    }
+}
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the config again on each SIGHUP. A file that fails to load or
+/// check, or that changes what only a restart can apply, leaves the
+/// running config in force; either way the outcome is logged and counted
+/// in `popgate_reloads_total{kind="config"}`.
+async fn reload_on_hangup(
+    current: Current,
+    reload: Reload,
+    mut hangup: tokio::signal::unix::Signal,
+    mut checks: HealthChecks,
+    health: Arc<http::Health>,
+) {
+    let path = reload.path.display().to_string();
+    while hangup.recv().await.is_some() {
+        let old = current.get();
+        let loaded = Config::load(&reload.path)
+            .map_err(|e| e.to_string())
+            .and_then(
+                |new| match gateway::reload::restart_needed(&old.config, &new) {
+                    Some(key) => Err(format!(
+                        "{path}: {key} changed, which needs a restart; nothing was applied"
+                    )),
+                    None => old.reloaded(new).map(Arc::new),
+                },
+            );
+        let result = match loaded {
+            Ok(ctx) => {
+                if let Some(set_level) = &reload.log_level {
+                    if let Err(e) = set_level(&ctx.config.log.level) {
+                        warn!(error = %e, "log.level not applied");
+                    }
+                }
+                for w in ctx.config.warnings() {
+                    warn!("{w}");
+                }
+                checks = HealthChecks::start(&ctx, &health);
+                current.set(ctx);
+                info!("config reloaded from {path}; new sessions use it");
+                "ok"
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the running config");
+                "error"
+            }
+        };
+        old.metrics
+            .reloads
+            .with_label_values(&["config", result])
+            .inc();
+    }
+    drop(checks);
 }

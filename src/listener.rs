@@ -17,6 +17,7 @@ use crate::gateway::Context;
 use crate::metrics::{LimitKind, Metrics};
 use crate::net::proxy;
 use crate::net::stream::Stream;
+use crate::Current;
 
 /// Time a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +26,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// are refused. Each session holds a permit of `limit` while it runs.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    ctx: Arc<Context>,
+    current: Current,
     origin: Origin,
     limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
@@ -48,6 +49,8 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The config in force now, for this connection's whole life.
+        let ctx = current.get();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(client = %peer, "connection limit reached");
             refuse(
@@ -58,7 +61,6 @@ pub(crate) async fn accept_loop(
             );
             continue;
         };
-        let ctx = ctx.clone();
         let origin = origin.clone();
         let force_close = force_close.clone();
         tokio::spawn(async move {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use popgate::config::{Config, LogFormat};
+use popgate::LevelSetter;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging(&config);
+    let log_level = init_logging(&config);
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -67,7 +68,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let listeners = popgate::bind(&config).await?;
-        popgate::run(config, listeners, shutdown_signal()).await
+        let reload = popgate::Reload {
+            path: path.clone(),
+            log_level,
+        };
+        popgate::serve(config, listeners, shutdown_signal(), Some(reload)).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,7 +121,9 @@ fn raise_open_files_limit(max_connections: usize) {
     }
     let got = lim.rlim_cur;
     // Two per session (client and upstream) and some to spare.
-    let needed = (max_connections as u64).saturating_mul(2).saturating_add(64);
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(64);
     if got < needed {
         tracing::warn!(
             open_files = got,
@@ -128,17 +135,29 @@ fn raise_open_files_limit(max_connections: usize) {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Starts logging; returns how a reloaded config sets `log.level`, unless
+/// `RUST_LOG` decides the level.
+fn init_logging(config: &Config) -> Option<LevelSetter> {
+    use tracing_subscriber::prelude::*;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
+    (!fixed).then(|| -> LevelSetter {
+        Box::new(move |level: &str| {
+            handle
+                .reload(EnvFilter::new(level))
+                .map_err(|e| e.to_string())
+        })
+    })
 }
 
 async fn shutdown_signal() {

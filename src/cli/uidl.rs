@@ -77,7 +77,10 @@ fn with_store(m: &Mailbox, action: Action) -> Result<u8, u8> {
     let key = MailboxKey {
         route: m.route.clone(),
         user: m.user.to_lowercase(),
-        folder: m.folder.clone().unwrap_or_else(|| config.mailbox.clone()),
+        folder: m
+            .folder
+            .clone()
+            .unwrap_or_else(|| config.mailbox.first().to_string()),
     };
     let place = match (&state.path, &state.redis) {
         (_, Some(r)) => format!(

@@ -12,6 +12,9 @@ use super::locate::{locate, KeyPath};
 use super::{Config, ListenerTls, Upstream, UpstreamTls, DEFAULT_ROUTE};
 use crate::files::FileError;
 
+/// `.` and eight hex digits after the UIDLs of every folder but the first.
+pub const FOLDER_SUFFIX_LEN: usize = 9;
+
 /// What is wrong with a config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigErrorKind {
@@ -270,8 +273,33 @@ impl Config {
                 return Err(at_least(&["metrics", "max_connections_per_ip"], "1"));
             }
         }
-        if self.mailbox.is_empty() {
+        let folders = &self.mailbox.0;
+        if folders.is_empty() || folders.iter().any(String::is_empty) {
             return Err(at(&["mailbox"], Empty));
+        }
+        if folders
+            .iter()
+            .enumerate()
+            .any(|(i, f)| folders[..i].contains(f))
+        {
+            return Err(at(
+                &["mailbox"],
+                Conflict("a folder is listed twice".into()),
+            ));
+        }
+        if folders.len() > 1 && self.uidl_format.max_len() > 70 - FOLDER_SUFFIX_LEN {
+            let why = format!(
+                "with several folders UIDLs get a {FOLDER_SUFFIX_LEN}-character folder suffix: \
+                 the template may make at most {} characters",
+                70 - FOLDER_SUFFIX_LEN
+            );
+            return Err(at(&["uidl_format"], Conflict(why)));
+        }
+        if let Some((key, kind)) = self.policy.check() {
+            return Err(at(&key, kind));
+        }
+        if let Some((key, kind)) = self.delete.check(&self.mailbox.0) {
+            return Err(at(&key, kind));
         }
         if let Some((key, kind)) = self.state.as_ref().and_then(|s| s.check()) {
             return Err(at(&key, kind));
@@ -305,7 +333,7 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
-        assert_eq!(c.mailbox, "INBOX");
+        assert_eq!(c.mailbox.0, ["INBOX"]);
         assert_eq!(c.uidl_format.to_string(), "%08Xu%08Xv");
         assert_eq!(c.session.idle_timeout, Duration::from_secs(600));
         assert!(c.session.mark_seen);

@@ -6,14 +6,18 @@
 mod check;
 pub mod duration;
 mod locate;
+mod mailboxes;
 pub mod migration;
 pub mod oauth2;
 pub mod parsed;
+mod policy;
 mod state;
 mod upstream;
 
-pub use check::{ConfigError, ConfigErrorKind};
+pub use check::{ConfigError, ConfigErrorKind, FOLDER_SUFFIX_LEN};
 pub use locate::{KeyPath, Segment};
+pub use mailboxes::Mailboxes;
+pub use policy::{Delete, DeleteAction, Policy, Workaround};
 pub use state::{OnUnavailable, RedisState, State};
 pub use upstream::{HostPort, Upstream, UpstreamTls};
 
@@ -37,10 +41,20 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     #[serde(default)]
     pub routing: Routing,
-    #[serde(default = "default_mailbox")]
-    pub mailbox: String,
+    /// The folder, or folders, that make up the maildrop.
+    #[serde(default)]
+    pub mailbox: Mailboxes,
     #[serde(default)]
     pub uidl_format: UidlTemplate,
+    /// What QUIT does with the messages marked with DELE.
+    #[serde(default)]
+    pub delete: Delete,
+    /// Byte-level fixes for old clients, all off by default.
+    #[serde(default)]
+    pub client_workarounds: Vec<Workaround>,
+    /// RFC 2449's EXPIRE and LOGIN-DELAY.
+    #[serde(default)]
+    pub policy: Policy,
     #[serde(default)]
     pub session: Session,
     #[serde(default)]
@@ -316,6 +330,9 @@ pub struct Session {
     /// Allow one session per user at a time (RFC 1939's exclusive lock);
     /// a second login is refused with the `[IN-USE]` response code.
     pub exclusive: bool,
+    /// Only the newest this many messages (by UID) make up the maildrop;
+    /// the older ones are invisible to POP3 and left alone. 0 = all.
+    pub max_messages: usize,
 }
 
 impl Default for Session {
@@ -326,6 +343,7 @@ impl Default for Session {
             max_connections: 10_000,
             mark_seen: true,
             exclusive: false,
+            max_messages: 0,
         }
     }
 }
@@ -377,9 +395,6 @@ pub const DEFAULT_ROUTE: &str = "default";
 
 fn yes() -> bool {
     true
-}
-fn default_mailbox() -> String {
-    "INBOX".into()
 }
 fn default_reload_interval() -> Duration {
     Duration::from_secs(10)

@@ -58,7 +58,10 @@ pub struct Upstream {
     pub pool: usize,
     /// A pooled connection older than this is closed and replaced, well
     /// before the server's own pre-login timeout.
-    #[serde(default = "default_pool_max_age", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "default_pool_max_age",
+        deserialize_with = "duration::deserialize"
+    )]
     pub pool_max_age: Duration,
     /// Log in with OAuth2 tokens popgate obtains, for users who send a
     /// POP3 password.

@@ -32,6 +32,8 @@ pub(crate) enum LoginFailure {
     Reenrol,
     /// The authorization server (or the token store) cannot be used now.
     TokenUnavailable,
+    /// The user logged in less than `policy.login_delay` ago.
+    LoginDelay,
 }
 
 impl LoginFailure {
@@ -42,7 +44,7 @@ impl LoginFailure {
             LoginFailure::Unavailable => LoginResult::UpstreamUnavailable,
             LoginFailure::InUse | LoginFailure::UserLimit => LoginResult::InUse,
             LoginFailure::NoMailbox => LoginResult::MailboxError,
-            LoginFailure::Throttled => LoginResult::Throttled,
+            LoginFailure::Throttled | LoginFailure::LoginDelay => LoginResult::Throttled,
             LoginFailure::StoreUnavailable => LoginResult::StoreUnavailable,
             LoginFailure::Reenrol => LoginResult::AuthFailed,
             LoginFailure::TokenUnavailable => LoginResult::UpstreamUnavailable,
@@ -142,6 +144,10 @@ pub(crate) fn answer(refusal: &Refusal) -> Answer {
         Login(LoginFailure::TokenUnavailable) => (
             Some(RespCode::SysTemp),
             "Sign-in service unavailable, try again later.".into(),
+        ),
+        Login(LoginFailure::LoginDelay) => (
+            Some(RespCode::LoginDelay),
+            "Logged in too recently, try again later.".into(),
         ),
         Login(LoginFailure::NoMailbox) => {
             (Some(RespCode::SysPerm), "Mailbox does not exist.".into())

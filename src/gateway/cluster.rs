@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::limits::{Admission, Crowded, Held, Key, Limiters, Slot, KNOWN_FOR};
+use super::login_delay::LoginDelays;
 use crate::config::{Config, OnUnavailable, RedisState};
 use crate::metrics::{Metrics, StoreOperation};
 use crate::state::redis::{Admit, LeaseId, PenaltyRule, Redis};
@@ -101,6 +102,10 @@ impl Cluster {
         }
     }
 
+    pub(crate) fn redis(&self) -> &Arc<Redis> {
+        &self.redis
+    }
+
     pub(crate) fn ids(limits: &Limiters, ip: IpAddr, canonical: &str) -> Ids {
         Ids {
             network: limits.keys.network_id(ip),
@@ -178,6 +183,23 @@ impl Cluster {
             {
                 self.metrics.store_failed(StoreOperation::Penalty);
                 warn!(error = %e, "state store unreachable: login not shared");
+            }
+        }
+    }
+
+    /// LOGIN-DELAY across the cluster: true when the user may log in now;
+    /// with Redis down and `serve`, this instance's table decides.
+    pub(crate) async fn login_delay(
+        &self,
+        delays: &LoginDelays,
+        owner: Key,
+        user_id: &str,
+    ) -> Result<bool, Turned> {
+        match self.redis.login_delay(user_id, delays.delay()).await {
+            Ok(admitted) => Ok(admitted),
+            Err(e) => {
+                self.down(StoreOperation::LoginDelay, &e)?;
+                Ok(delays.admit(owner, Instant::now()))
             }
         }
     }

@@ -137,7 +137,7 @@ async fn one(ctx: &Arc<Context>, u: &ImportUser) -> Result<Outcome, String> {
     let key = MailboxKey {
         route: backend.name.clone(),
         user: route.user.to_lowercase(),
-        folder: ctx.config.mailbox.clone(),
+        folder: ctx.config.mailbox.first().to_string(),
     };
     if memory
         .knows(&key)
@@ -172,7 +172,10 @@ async fn one(ctx: &Arc<Context>, u: &ImportUser) -> Result<Outcome, String> {
     };
     login.map_err(|e| format!("IMAP login: {e}"))?;
     let (selected, listing) = imap
-        .open_mailbox(&ctx.config.mailbox)
+        .open_mailbox(
+            ctx.config.mailbox.first(),
+            ctx.config.delete.hiding_keyword(),
+        )
         .await
         .map_err(|e| format!("IMAP SELECT: {e}"))?;
     let r = memory

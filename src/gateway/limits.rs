@@ -16,6 +16,7 @@
 //! on a timer.
 
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,8 @@ pub(crate) use super::keys::{Key, Keys};
 /// Counts holders per key; a holder is a [`Slot`].
 pub(crate) struct Counter<K: Hash + Eq + Clone> {
     counts: DashMap<K, usize>,
-    max: usize,
+    /// Changed by a config reload; slots already held stay.
+    max: AtomicUsize,
 }
 
 /// Held while a connection or session counts against its key.
@@ -40,14 +42,19 @@ impl<K: Hash + Eq + Clone> Counter<K> {
     pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Counter {
             counts: DashMap::new(),
-            max,
+            max: AtomicUsize::new(max),
         })
+    }
+
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// Takes a slot for `key`, or `None` if it holds `max` already.
     pub(crate) fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
         let mut n = self.counts.entry(key.clone()).or_insert(0);
-        if self.max > 0 && *n >= self.max {
+        let max = self.max.load(Ordering::Relaxed);
+        if max > 0 && *n >= max {
             return None;
         }
         *n += 1;
@@ -278,6 +285,17 @@ impl Limiters {
                 capacity: memory,
             },
         }
+    }
+
+    /// A reloaded config's connection and session limits, for the slots
+    /// taken from now on. The penalty's settings need a restart.
+    pub(crate) fn retune(&self, config: &crate::config::Limits, exclusive: bool) {
+        self.pre_login.set_max(config.connections_per_ip);
+        self.per_user.set_max(if exclusive {
+            1
+        } else {
+            config.sessions_per_user
+        });
     }
 
     /// Queues a login attempt: the wait before its credentials may be

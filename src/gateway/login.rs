@@ -27,6 +27,8 @@ pub(crate) struct Opened {
     /// RETR and TOP's body fetches.
     pub(crate) fetch: Pipeline,
     pub(crate) maildrop: Maildrop,
+    /// The maildrop folder SELECTed upstream now, if any.
+    pub(crate) selected: Option<usize>,
     pub(crate) user_slot: SessionSlot,
     pub(crate) counted: OpenGuard,
 }
@@ -140,64 +142,132 @@ pub(crate) async fn open(
         }
     };
 
-    let opened = backend.timed(
-        "SELECT and UID FETCH",
-        imap.open_mailbox(&ctx.config.mailbox),
-    );
-    let (selected, listing) = match opened.await {
-        Ok(done) => done,
-        Err(e) if e.is_refusal() => {
-            warn!(mailbox = %ctx.config.mailbox, reason = %e, "upstream refused SELECT");
-            return Err(match e.code() {
-                Some("INUSE") => IN_USE,
-                Some("NONEXISTENT") => LoginFailure::NoMailbox,
-                _ => UNAVAILABLE,
-            });
+    if let Some(delays) = &ctx.login_delays {
+        let admitted = match (&ctx.cluster, req.owner_id) {
+            (Some(cluster), Some(id)) => cluster.login_delay(delays, req.owner, id).await,
+            _ => Ok(delays.admit(req.owner, Instant::now())),
+        };
+        match admitted {
+            Ok(true) => {}
+            Ok(false) => {
+                info!("login refused: the user logged in too recently");
+                imap.logout().await;
+                return Err(LoginFailure::LoginDelay);
+            }
+            Err(_) => {
+                imap.logout().await;
+                return Err(LoginFailure::StoreUnavailable);
+            }
         }
-        Err(_) => return Err(UNAVAILABLE),
-    };
-    let m = &ctx.metrics;
-    m.upstream_login_seconds
+    }
+
+    let folders = &ctx.config.mailbox.0;
+    let several = folders.len() > 1;
+    let mut parts = Vec::with_capacity(folders.len());
+    // The folder SELECTed last, if its SELECT succeeded.
+    let mut selected = None;
+    for (i, folder) in folders.iter().enumerate() {
+        let hidden = ctx.config.delete.hiding_keyword();
+        let opened = backend.timed("SELECT and UID FETCH", imap.open_mailbox(folder, hidden));
+        let (sel, listing) = match opened.await {
+            Ok(done) => done,
+            // One missing folder of several is left out, not the login.
+            Err(e) if several && missing(&e) => {
+                warn!(mailbox = %folder, "folder missing upstream; left out of the maildrop");
+                selected = None;
+                parts.push((folder.clone(), Maildrop::new(0, &[])));
+                continue;
+            }
+            Err(e) if e.is_refusal() => {
+                warn!(mailbox = %folder, reason = %e, "upstream refused SELECT");
+                return Err(match e.code() {
+                    Some("INUSE") => IN_USE,
+                    Some("NONEXISTENT") => LoginFailure::NoMailbox,
+                    _ => UNAVAILABLE,
+                });
+            }
+            Err(_) => return Err(UNAVAILABLE),
+        };
+        selected = Some(i);
+        ctx.metrics.snapshot_messages.observe(listing.len() as f64);
+        // The old POP3 server's maildrop is the first folder.
+        let migrate = i == 0;
+        let part = remembered(ctx, backend, req, &mut imap, folder, sel, listing, migrate).await?;
+        parts.push((folder.clone(), part));
+    }
+    ctx.metrics
+        .upstream_login_seconds
         .with_label_values(&[&backend.name])
         .observe(started.elapsed().as_secs_f64());
-    m.snapshot_messages.observe(listing.len() as f64);
-    let maildrop = match &ctx.uidls {
-        None => Maildrop::new(selected.uid_validity, &listing),
-        Some(memory) => {
-            let key = MailboxKey {
-                route: backend.name.clone(),
-                user: req.mailbox_owner.to_lowercase(),
-                folder: ctx.config.mailbox.clone(),
-            };
-            let v = selected.uid_validity;
-            let source = ctx
-                .migration
-                .as_ref()
-                .map(|s| OldServer::Ask(s, &req.old_owner, s.on_failure()));
-            let r = memory
-                .remember(
-                    &mut imap,
-                    &key,
-                    v,
-                    listing,
-                    &ctx.config.uidl_format,
-                    m,
-                    source,
-                )
-                .await
-                .map_err(|e| match e {
-                    Unsettled::Store => LoginFailure::StoreUnavailable,
-                    Unsettled::Upstream(_) => UNAVAILABLE,
-                })?;
-            Maildrop::new(v, &r.listing).with_exceptions(r.exceptions)
-        }
+    let maildrop = match several {
+        false => parts
+            .pop()
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| Maildrop::new(0, &[])),
+        true => Maildrop::join(parts),
     };
+    // After the UIDL memory has seen every message: a message outside the
+    // window keeps its UIDL for when the window reaches it.
+    let maildrop = maildrop.newest(ctx.config.session.max_messages);
     Ok(Opened {
         backend: backend.clone(),
         imap,
         fetch: Pipeline::default(),
         maildrop,
+        selected,
         user_slot,
         counted,
     })
+}
+
+/// One folder's snapshot, through the UIDL memory when there is one.
+#[expect(clippy::too_many_arguments, reason = "one call site, all needed")]
+async fn remembered(
+    ctx: &Arc<Context>,
+    backend: &Arc<Backend>,
+    req: &Request<'_>,
+    imap: &mut Imap,
+    folder: &str,
+    selected: crate::imap::Selected,
+    listing: Vec<crate::imap::Listing>,
+    migrate: bool,
+) -> Result<Maildrop, LoginFailure> {
+    let v = selected.uid_validity;
+    let Some(memory) = &ctx.uidls else {
+        return Ok(Maildrop::new(v, &listing));
+    };
+    let key = MailboxKey {
+        route: backend.name.clone(),
+        user: req.mailbox_owner.to_lowercase(),
+        folder: folder.to_string(),
+    };
+    let source = ctx
+        .migration
+        .as_ref()
+        .filter(|_| migrate)
+        .map(|s| OldServer::Ask(s, &req.old_owner, s.on_failure()));
+    let r = memory
+        .remember(
+            imap,
+            &key,
+            v,
+            listing,
+            &ctx.config.uidl_format,
+            &ctx.metrics,
+            source,
+        )
+        .await
+        .map_err(|e| match e {
+            Unsettled::Store => LoginFailure::StoreUnavailable,
+            Unsettled::Upstream(_) => UNAVAILABLE,
+        })?;
+    Ok(Maildrop::new(v, &r.listing).with_exceptions(r.exceptions))
+}
+
+/// A SELECT refused because the folder is not there: `[NONEXISTENT]`, or
+/// a plain NO without a code (Dovecot's "Mailbox doesn't exist"), not a
+/// refusal that says the server is busy or broken.
+fn missing(e: &crate::imap::ClientError) -> bool {
+    matches!(e, crate::imap::ClientError::Refused { status: crate::imap::Status::No, code, .. }
+        if code.as_deref().is_none_or(|c| c == "NONEXISTENT"))
 }

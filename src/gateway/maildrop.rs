@@ -20,15 +20,27 @@ const GONE: u8 = 4;
 struct Message {
     uid: u32,
     marks: u8,
+    /// Index into `folders`.
+    folder: u16,
     size: u64,
+}
+
+/// One folder of the maildrop.
+#[derive(Debug)]
+struct Folder {
+    name: String,
+    uid_validity: u32,
+    /// UIDLs remembered from before that are not the template's, by UID.
+    exceptions: HashMap<u32, String>,
+    /// After every UIDL of every folder but the first, so UIDLs stay
+    /// unique across folders and a single-folder setup keeps its own.
+    suffix: String,
 }
 
 #[derive(Debug)]
 pub(crate) struct Maildrop {
-    uid_validity: u32,
+    folders: Vec<Folder>,
     messages: Vec<Message>,
-    /// UIDLs remembered from before that are not the template's, by UID.
-    exceptions: HashMap<u32, String>,
 }
 
 /// How far a batch fetch may reach beyond the message asked for.
@@ -59,18 +71,80 @@ impl Maildrop {
             .map(|l| Message {
                 uid: l.uid,
                 marks: 0,
+                folder: 0,
                 size: l.size,
             })
             .collect();
         Maildrop {
-            uid_validity,
+            folders: vec![Folder {
+                name: String::new(),
+                uid_validity,
+                exceptions: HashMap::new(),
+                suffix: String::new(),
+            }],
             messages,
-            exceptions: HashMap::new(),
         }
     }
 
+    /// One maildrop of several folders' snapshots, in the order given:
+    /// numbered folder after folder, each in UID order.
+    pub(crate) fn join(parts: Vec<(String, Maildrop)>) -> Maildrop {
+        let mut joined = Maildrop {
+            folders: Vec::new(),
+            messages: Vec::new(),
+        };
+        for (i, (name, part)) in parts.into_iter().enumerate() {
+            let index = joined.folders.len() as u16;
+            let mut folder = part.folders.into_iter().next().unwrap_or(Folder {
+                name: String::new(),
+                uid_validity: 0,
+                exceptions: HashMap::new(),
+                suffix: String::new(),
+            });
+            folder.suffix = if i == 0 {
+                String::new()
+            } else {
+                folder_suffix(&name)
+            };
+            folder.name = name;
+            joined.folders.push(folder);
+            joined.messages.extend(
+                part.messages
+                    .into_iter()
+                    .map(|m| Message { folder: index, ..m }),
+            );
+        }
+        joined
+    }
+
+    pub(crate) fn folder_count(&self) -> usize {
+        self.folders.len()
+    }
+
+    pub(crate) fn folder_name(&self, folder: usize) -> &str {
+        &self.folders[folder].name
+    }
+
+    pub(crate) fn uid_validity(&self, folder: usize) -> u32 {
+        self.folders[folder].uid_validity
+    }
+
+    /// The folder message `n` is in; `n` must exist.
+    pub(crate) fn folder_of(&self, n: u32) -> usize {
+        self.messages[n as usize - 1].folder as usize
+    }
+
+    /// Keeps only the last `n` messages of the listing (the highest UIDs,
+    /// of the last folders); 0 keeps all.
+    pub(crate) fn newest(mut self, n: usize) -> Maildrop {
+        if n > 0 && self.messages.len() > n {
+            self.messages.drain(..self.messages.len() - n);
+        }
+        self
+    }
+
     pub(crate) fn with_exceptions(mut self, exceptions: HashMap<u32, String>) -> Maildrop {
-        self.exceptions = exceptions;
+        self.folders[0].exceptions = exceptions;
         self
     }
 
@@ -110,13 +184,15 @@ impl Maildrop {
     /// Message `n` and the fetchable ones right after it that fit the
     /// budget, as (number, UID). `n` itself must be fetchable.
     pub(crate) fn batch_from(&self, n: u32, budget: Budget) -> Vec<(u32, u32)> {
-        let mut out = vec![(n, self.messages[n as usize - 1].uid)];
+        let first = self.messages[n as usize - 1];
+        let mut out = vec![(n, first.uid)];
         let mut octets = 0u64;
         for (i, m) in self.messages.iter().enumerate().skip(n as usize) {
             octets = octets.saturating_add(m.size);
             if out.len() >= budget.messages
                 || octets > budget.octets
                 || m.marks & (DELETED | GONE) != 0
+                || m.folder != first.folder
             {
                 break;
             }
@@ -145,9 +221,13 @@ impl Maildrop {
         n: Option<u32>,
         out: &mut BytesMut,
     ) -> Result<(), MessageError> {
-        self.answer(n, "", out, |m, line| match self.exceptions.get(&m.uid) {
-            Some(uidl) => line.push_str(uidl),
-            None => template.render(m.uid, self.uid_validity, line),
+        self.answer(n, "", out, |m, line| {
+            let folder = &self.folders[m.folder as usize];
+            match folder.exceptions.get(&m.uid) {
+                Some(uidl) => line.push_str(uidl),
+                None => template.render(m.uid, folder.uid_validity, line),
+            }
+            line.push_str(&folder.suffix);
         })
     }
 
@@ -208,22 +288,45 @@ impl Maildrop {
         }
     }
 
-    pub(crate) fn deleted_uids(&self) -> Vec<u32> {
-        self.uids_where(|m| m.marks & DELETED != 0)
+    /// The messages of `folder` marked deleted.
+    pub(crate) fn deleted_uids(&self, folder: usize) -> Vec<u32> {
+        self.uids_where(folder, |m| m.marks & DELETED != 0)
     }
 
-    /// Retrieved and not deleted: these get `\Seen` at QUIT.
-    pub(crate) fn retrieved_uids(&self) -> Vec<u32> {
-        self.uids_where(|m| m.marks & (RETRIEVED | DELETED) == RETRIEVED)
+    /// Retrieved, and not deleted unless `deleted_too`: these get `\Seen`
+    /// at QUIT.
+    pub(crate) fn retrieved_uids(&self, folder: usize, deleted_too: bool) -> Vec<u32> {
+        let mask = if deleted_too {
+            RETRIEVED
+        } else {
+            RETRIEVED | DELETED
+        };
+        self.uids_where(folder, |m| m.marks & mask == RETRIEVED)
     }
 
-    fn uids_where(&self, keep: impl Fn(&Message) -> bool) -> Vec<u32> {
+    /// Whether QUIT has anything to do in `folder`.
+    pub(crate) fn touched(&self, folder: usize) -> bool {
         self.messages
             .iter()
-            .filter(|m| keep(m))
+            .any(|m| m.folder as usize == folder && m.marks & (DELETED | RETRIEVED) != 0)
+    }
+
+    fn uids_where(&self, folder: usize, keep: impl Fn(&Message) -> bool) -> Vec<u32> {
+        self.messages
+            .iter()
+            .filter(|m| m.folder as usize == folder && keep(m))
             .map(|m| m.uid)
             .collect()
     }
+}
+
+/// `.` and eight hex digits of the folder name's FNV-1a hash: short, fit
+/// for a UIDL whatever the name holds, and the same at every login.
+fn folder_suffix(name: &str) -> String {
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!(".{hash:08x}")
 }
 
 /// IMAP sequence sets for sorted UIDs (`1:4,7,9:12`), each at most about
@@ -259,147 +362,5 @@ pub(crate) fn uid_sets(uids: &[u32], max_len: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{uid_sets, Budget, Maildrop, MessageError};
-    use crate::imap::Listing;
-    use crate::pop3::uidl::UidlTemplate;
-    use bytes::BytesMut;
-    use proptest::prelude::*;
-
-    fn drop3() -> Maildrop {
-        let l = |uid, size, deleted| Listing { uid, size, deleted };
-        Maildrop::new(
-            77,
-            &[
-                l(3, 100, false),
-                l(5, 50, true),
-                l(9, 20, false),
-                l(10, 1, false),
-            ],
-        )
-    }
-
-    fn text(f: impl FnOnce(&mut BytesMut)) -> String {
-        let mut out = BytesMut::new();
-        f(&mut out);
-        String::from_utf8(out.to_vec()).unwrap()
-    }
-
-    #[test]
-    fn hides_deleted_and_numbers_from_one() {
-        let d = drop3();
-        assert_eq!(text(|o| d.stat(o)), "+OK 3 121\r\n");
-        assert_eq!(
-            text(|o| d.list(None, o).unwrap()),
-            "+OK 3 messages:\r\n1 100\r\n2 20\r\n3 1\r\n.\r\n"
-        );
-        assert_eq!(text(|o| d.list(Some(2), o).unwrap()), "+OK 2 20\r\n");
-        let t = UidlTemplate::default();
-        assert_eq!(
-            text(|o| d.uidl(&t, Some(3), o).unwrap()),
-            "+OK 3 0000000a0000004d\r\n"
-        );
-    }
-
-    #[test]
-    fn dele_and_rset_only_mark() {
-        let mut d = drop3();
-        d.delete(2).unwrap();
-        assert_eq!(d.delete(2), Err(MessageError::Deleted));
-        assert_eq!(d.fetchable(2), Err(MessageError::Deleted));
-        assert_eq!(d.fetchable(4), Err(MessageError::NoSuchMessage));
-        assert_eq!(d.fetchable(0), Err(MessageError::NoSuchMessage));
-        assert_eq!(text(|o| d.stat(o)), "+OK 2 101\r\n");
-        assert_eq!(
-            text(|o| d.list(None, o).unwrap()),
-            "+OK 2 messages:\r\n1 100\r\n3 1\r\n.\r\n"
-        );
-        assert_eq!(d.deleted_uids(), vec![9]);
-        d.reset();
-        assert!(d.deleted_uids().is_empty());
-        assert_eq!(text(|o| d.stat(o)), "+OK 3 121\r\n");
-    }
-
-    #[test]
-    fn retrieved_but_deleted_are_not_marked_seen() {
-        let mut d = drop3();
-        d.mark_retrieved(1);
-        d.mark_retrieved(2);
-        d.delete(2).unwrap();
-        assert_eq!(d.retrieved_uids(), vec![3]);
-        d.mark_gone(3);
-        assert_eq!(d.fetchable(3), Err(MessageError::Gone));
-    }
-
-    #[test]
-    fn batches_stop_at_gaps_and_budgets() {
-        let l = |uid, size| Listing {
-            uid,
-            size,
-            deleted: false,
-        };
-        let mut d = Maildrop::new(1, &[l(1, 10), l(2, 10), l(3, 10), l(4, 10), l(5, 10)]);
-        let all = Budget {
-            messages: 10,
-            octets: 1000,
-        };
-        assert_eq!(d.batch_from(2, all), vec![(2, 2), (3, 3), (4, 4), (5, 5)]);
-        assert_eq!(
-            d.batch_from(
-                1,
-                Budget {
-                    messages: 2,
-                    octets: 1000
-                }
-            ),
-            vec![(1, 1), (2, 2)]
-        );
-        assert_eq!(
-            d.batch_from(
-                1,
-                Budget {
-                    messages: 10,
-                    octets: 25
-                }
-            ),
-            vec![(1, 1), (2, 2), (3, 3)]
-        );
-        assert_eq!(
-            d.batch_from(
-                1,
-                Budget {
-                    messages: 10,
-                    octets: 0
-                }
-            ),
-            vec![(1, 1)]
-        );
-        d.delete(3).unwrap();
-        assert_eq!(d.batch_from(1, all), vec![(1, 1), (2, 2)]);
-        assert_eq!(d.batch_from(5, all), vec![(5, 5)]);
-    }
-
-    #[test]
-    fn sets_compress_runs() {
-        assert_eq!(uid_sets(&[1, 2, 3, 5, 7, 8], 100), vec!["1:3,5,7:8"]);
-        assert_eq!(uid_sets(&[1, 3, 5], 2), vec!["1,3", "5"]);
-        assert!(uid_sets(&[], 10).is_empty());
-    }
-
-    proptest! {
-        #[test]
-        fn sets_cover_exactly_the_uids(mut uids in proptest::collection::btree_set(1u32..500, 0..200), max in 1usize..50) {
-            let list: Vec<u32> = std::mem::take(&mut uids).into_iter().collect();
-            let mut back = Vec::new();
-            for set in uid_sets(&list, max) {
-                for part in set.split(',') {
-                    match part.split_once(':') {
-                        Some((a, b)) => back.extend(a.parse::<u32>().unwrap()..=b.parse().unwrap()),
-                        None => back.push(part.parse().unwrap()),
-                    }
-                }
-            }
-            prop_assert_eq!(back, list);
-        }
-    }
-}
+#[path = "maildrop_tests.rs"]
+mod tests;

@@ -10,11 +10,13 @@ pub mod import;
 pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod login;
-pub mod prelogin;
+pub(crate) mod login_delay;
 pub(crate) mod maildrop;
-pub(crate) mod pool;
 pub(crate) mod migration;
 pub(crate) mod password_hash;
+pub(crate) mod pool;
+pub mod prelogin;
+pub(crate) mod reload;
 pub(crate) mod route;
 pub mod session;
 pub(crate) mod uidls;
@@ -41,17 +43,21 @@ pub struct Context {
     pub(crate) credentials: Option<Arc<credentials::Credentials>>,
     /// The upstream master user and password for those logins.
     pub(crate) master: Option<(String, Secret)>,
-    pub(crate) limits: limits::Limiters,
+    /// Kept across config reloads, as are the UIDL memory, the login
+    /// delays and the session numbers.
+    pub(crate) limits: Arc<limits::Limiters>,
     /// The UIDL memory, when `state` is configured.
-    pub(crate) uidls: Option<uidls::UidlMemory>,
+    pub(crate) uidls: Option<Arc<uidls::UidlMemory>>,
     /// Session leases and the penalty shared with other instances, when
     /// the state store is Redis.
     pub(crate) cluster: Option<cluster::Cluster>,
     /// The old POP3 server, when `migration` is configured.
-    pub(crate) migration: Option<crate::migration::Source>,
+    pub(crate) migration: Option<Arc<crate::migration::Source>>,
     /// The token brokers, by route, for routes with `oauth2`.
     pub(crate) brokers: HashMap<String, Arc<crate::oauth::broker::Broker>>,
-    next_session: AtomicU64,
+    /// Logins booked for `policy.login_delay`, when it is set.
+    pub(crate) login_delays: Option<Arc<login_delay::LoginDelays>>,
+    next_session: Arc<AtomicU64>,
 }
 
 impl Context {
@@ -83,7 +89,10 @@ impl Context {
             )),
             _ => None,
         };
-        let limits = limits::Limiters::new(&config.limits, config.session.exclusive);
+        let limits = Arc::new(limits::Limiters::new(
+            &config.limits,
+            config.session.exclusive,
+        ));
         let mut tokens: Option<Arc<dyn crate::state::tokens::TokenStore>> = None;
         let (uidls, cluster) = match &config.state {
             None => (None, None),
@@ -101,7 +110,7 @@ impl Context {
                     );
                     tokens = Some(redis.clone());
                     let memory = uidls::UidlMemory::new(redis, state.on_unavailable);
-                    (Some(memory), Some(cluster))
+                    (Some(Arc::new(memory)), Some(cluster))
                 }
                 (path, None) => {
                     // The config check requires one of the two.
@@ -111,12 +120,12 @@ impl Context {
                     let store = Arc::new(store);
                     tokens = Some(store.clone());
                     let memory = uidls::UidlMemory::new(store, state.on_unavailable);
-                    (Some(memory), None)
+                    (Some(Arc::new(memory)), None)
                 }
             },
         };
         let migration = match &config.migration {
-            Some(m) => Some(crate::migration::Source::new(&m.pop3)?),
+            Some(m) => Some(Arc::new(crate::migration::Source::new(&m.pop3)?)),
             None => None,
         };
         let mut brokers = HashMap::new();
@@ -131,7 +140,11 @@ impl Context {
                 crate::oauth::broker::Broker::new(route, &key, o, tokens.clone(), metrics.clone())?;
             brokers.insert(route.to_string(), Arc::new(broker));
         }
+        let delay = config.policy.login_delay;
+        let login_delays =
+            (!delay.is_zero()).then(|| Arc::new(login_delay::LoginDelays::new(delay)));
         Ok(Context {
+            login_delays,
             brokers,
             uidls,
             migration,
@@ -143,7 +156,7 @@ impl Context {
             cluster,
             config,
             metrics,
-            next_session: AtomicU64::new(1),
+            next_session: Arc::new(AtomicU64::new(1)),
         })
     }
 
@@ -154,7 +167,7 @@ impl Context {
         store: Arc<dyn crate::state::StateStore>,
         on_unavailable: crate::config::OnUnavailable,
     ) {
-        self.uidls = Some(uidls::UidlMemory::new(store, on_unavailable));
+        self.uidls = Some(Arc::new(uidls::UidlMemory::new(store, on_unavailable)));
     }
 
     /// Whether new logins must be refused for want of the state store.

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 pub struct PreLogin {
     /// Per address, its waiting connections, oldest first.
     by_ip: DashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
-    /// 0: unlimited.
-    max: usize,
+    /// 0: unlimited; changed by a config reload.
+    max: AtomicUsize,
     next: AtomicU64,
 }
 
@@ -35,7 +35,7 @@ impl PreLogin {
     pub(crate) fn new(max: usize) -> Arc<PreLogin> {
         Arc::new(PreLogin {
             by_ip: DashMap::new(),
-            max,
+            max: AtomicUsize::new(max),
             next: AtomicU64::new(0),
         })
     }
@@ -47,7 +47,8 @@ impl PreLogin {
         let evicted = Arc::new(Notify::new());
         let mut queue = self.by_ip.entry(ip).or_default();
         let mut made_room = false;
-        if self.max > 0 && queue.len() >= self.max {
+        let max = self.max.load(Ordering::Relaxed);
+        if max > 0 && queue.len() >= max {
             if let Some((_, oldest)) = queue.pop_front() {
                 // Stored as a permit if the connection is not waiting on it
                 // yet: it still goes.
@@ -64,6 +65,10 @@ impl PreLogin {
             evicted,
         };
         (waiting, made_room)
+    }
+
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     #[cfg(test)]
@@ -104,9 +109,12 @@ mod tests {
         let (third, room) = table.enter(ip);
         assert!(room, "the third made room");
         // The first was told to go, even though it was not listening yet.
-        tokio::time::timeout(std::time::Duration::from_secs(5), first.evicted().notified())
-            .await
-            .expect("the oldest is evicted");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            first.evicted().notified(),
+        )
+        .await
+        .expect("the oldest is evicted");
         assert_eq!(table.waiting(ip), 2);
         drop(first); // closing it removes nothing else
         assert_eq!(table.waiting(ip), 2);

@@ -45,9 +45,33 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
+/// The day of `unix_secs` (UTC) as IMAP SEARCH writes dates: `2-Dec-2026`.
+pub fn search_day(unix_secs: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = unix_secs.div_euclid(86400) + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let month = std::str::from_utf8(MONTHS[(m - 1) as usize]).unwrap_or("Jan");
+    format!("{d}-{month}-{y}")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::internal_date;
+    use super::{internal_date, search_day};
+
+    #[test]
+    fn search_days() {
+        assert_eq!(search_day(0), "1-Jan-1970");
+        assert_eq!(search_day(1_796_188_271), "2-Dec-2026");
+        assert_eq!(search_day(951_782_400), "29-Feb-2000");
+        assert_eq!(search_day(-1), "31-Dec-1969");
+    }
 
     #[test]
     fn dates() {

@@ -68,6 +68,8 @@ pub struct Fetch<'a> {
     pub uid: Option<u32>,
     pub size: Option<u64>,
     pub deleted: bool,
+    /// The flag list as sent, without its parentheses.
+    pub flags: &'a [u8],
     /// The first `BODY[...]` value (literal or quoted contents).
     pub body: Option<&'a [u8]>,
 }
@@ -197,9 +199,11 @@ fn fetch<'a>(seq: u32, t: &mut Tokens<'a>) -> Result<Fetch<'a>, ParseError> {
             f.size = Some(number(t.atom()?).ok_or(ParseError)?);
         } else if name.eq_ignore_ascii_case(b"FLAGS") {
             t.expect(b'(')?;
+            let start = t.pos;
             loop {
                 t.eat(b' ');
                 if t.eat(b')') {
+                    f.flags = &t.s[start..t.pos - 1];
                     break;
                 }
                 let flag = t.atom()?;
@@ -364,6 +368,7 @@ mod tests {
                 uid: Some(34),
                 size: Some(5678),
                 deleted: true,
+                flags: b"\\Seen \\Deleted",
                 body: None
             })
         );

@@ -117,6 +117,7 @@ label_values!(
         Save => "save",
         Lease => "lease",
         Penalty => "penalty",
+        LoginDelay => "login_delay",
         Ping => "ping",
     }
 );

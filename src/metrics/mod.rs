@@ -194,7 +194,7 @@ impl Metrics {
             )),
             reloads: register!(counter_vec(
                 "popgate_reloads_total",
-                "Reloads of files popgate watches, by kind (certificate, credentials) and result.",
+                "Reloads of files popgate watches and of the config on SIGHUP, by kind (certificate, credentials, config) and result.",
                 &["kind", "result"]
             )),
             auth_penalty_entries: gauge! { "popgate_auth_penalty_entries", "Entries in the failed-login tables (networks, users, known addresses) at the last sweep." },

@@ -52,6 +52,17 @@ impl DotStuffer {
         }
     }
 
+    /// Ends the current line if it has text, then adds an empty line: the
+    /// end of a header that lacked one.
+    pub fn end_header(&mut self, out: &mut BytesMut) {
+        if !self.at_line_start {
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+        self.at_line_start = true;
+        self.prev_cr = false;
+    }
+
     /// Completes the answer: a CRLF if the message did not end with one, then
     /// the terminating ".".
     pub fn finish(self, out: &mut BytesMut) {
@@ -78,6 +89,11 @@ impl TopLimiter {
             line_has_text: false,
             remaining: lines,
         }
+    }
+
+    /// True once the empty line that ends the header has passed.
+    pub fn header_ended(&self) -> bool {
+        !self.in_header
     }
 
     /// True once everything TOP wants has passed.

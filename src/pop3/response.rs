@@ -13,6 +13,8 @@ pub enum RespCode {
     SysPerm,
     /// The maildrop is locked by another session.
     InUse,
+    /// The user logged in too recently (RFC 2449 LOGIN-DELAY).
+    LoginDelay,
 }
 
 impl RespCode {
@@ -22,6 +24,7 @@ impl RespCode {
             RespCode::SysTemp => "SYS/TEMP",
             RespCode::SysPerm => "SYS/PERM",
             RespCode::InUse => "IN-USE",
+            RespCode::LoginDelay => "LOGIN-DELAY",
         }
     }
 }

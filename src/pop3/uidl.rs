@@ -173,6 +173,17 @@ impl UidlTemplate {
         Ok(())
     }
 
+    /// The longest UIDL the template can make.
+    pub fn max_len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Var { hex, width, .. } => (if *hex { 8 } else { 10 }).max(*width),
+            })
+            .sum()
+    }
+
     pub fn render(&self, uid: u32, uid_validity: u32, out: &mut String) {
         for part in &self.parts {
             match part {

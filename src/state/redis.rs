@@ -184,6 +184,21 @@ impl Redis {
         Ok(())
     }
 
+    /// Books a login of `user` (a digest) unless one was booked within
+    /// `delay`: true when it may go on. One `SET NX PX`, so two instances
+    /// cannot both let a login in.
+    pub async fn login_delay(&self, user: &str, delay: Duration) -> Result<bool, StateError> {
+        let mut conn = self.conn()?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}login-delay:{user}", self.prefix))
+            .arg(1)
+            .arg("PX")
+            .arg(delay.as_millis() as u64)
+            .arg("NX");
+        let set: Option<String> = self.run(cmd.query_async(&mut conn)).await?;
+        Ok(set.is_some())
+    }
+
     fn penalty_keys(&self, network: &str, user: &str) -> [String; 3] {
         let p = &self.prefix;
         [

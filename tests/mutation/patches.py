@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 SESSION = "src/gateway/session/mod.rs"
 TRANSACTION = "src/gateway/session/transaction.rs"
+UPDATE = "src/gateway/session/update.rs"
 GATE = "src/gateway/session/gate.rs"
 AUTHORIZATION = "src/gateway/session/authorization.rs"
 MAILDROP = "src/gateway/maildrop.rs"
@@ -37,7 +38,7 @@ PATCHES: list[Patch] = [
     Patch(
         "bare-expunge",
         "QUIT removes exactly the UIDs this session deleted; other clients' \\Deleted mail survives",
-        TRANSACTION,
+        UPDATE,
         'backend.timed("UID EXPUNGE", imap.uid_expunge(set)).await?;',
         'backend.timed("UID EXPUNGE", imap.expunge()).await?;',
         (
@@ -161,7 +162,7 @@ PATCHES: list[Patch] = [
     Patch(
         "refused-removal-keeps-flags",
         "after a refused removal popgate takes its \\Deleted flags back, so the next session can delete again",
-        TRANSACTION,
+        UPDATE,
         "    if removed.is_err() {\n",
         "    if removed.is_err() && false {\n",
         (
@@ -172,7 +173,7 @@ PATCHES: list[Patch] = [
     Patch(
         "no-uidplus-expunges-others",
         "without UIDPLUS, no EXPUNGE while other clients' messages carry \\Deleted",
-        TRANSACTION,
+        UPDATE,
         "    if !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {\n",
         "    if false && !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {\n",
         ("tests/e2e/test_upstream_faults.py::test_without_uidplus_other_deleted_flags_block_the_expunge",),
@@ -181,12 +182,12 @@ PATCHES: list[Patch] = [
         "uidl-from-message-number",
         "UIDLs come from the UID (and match Dovecot's POP3), and do not move",
         MAILDROP,
-        "            None => template.render(m.uid, self.uid_validity, line),\n",
-        "            None => template.render(\n"
-        "                self.messages.iter().position(|x| x.uid == m.uid).map_or(0, |i| i as u32 + 1),\n"
-        "                self.uid_validity,\n"
-        "                line,\n"
-        "            ),\n",
+        "                None => template.render(m.uid, folder.uid_validity, line),\n",
+        "                None => template.render(\n"
+        "                    self.messages.iter().position(|x| x.uid == m.uid).map_or(0, |i| i as u32 + 1),\n"
+        "                    folder.uid_validity,\n"
+        "                    line,\n"
+        "                ),\n",
         (
             "tests/e2e/test_compat.py::test_uidl_default_is_dovecots_format",
             "tests/e2e/test_compat.py::test_uidls_match_dovecot_after_an_expunge",
@@ -333,5 +334,37 @@ PATCHES: list[Patch] = [
         ".save_token(route, &user, &sealed)",
         ".save_token(route, &user, &[&sealed[..], refresh.expose()].concat())",
         ("tests/e2e/test_oauth_broker.py::test_the_store_and_the_log_hold_no_token",),
+    ),
+    Patch(
+        "move-expunges-uncopied",
+        "delete.action move: no message is removed that was not copied",
+        UPDATE,
+        "        transfer(backend, imap, set, folder, moves).await?;\n",
+        "        let _ = transfer(backend, imap, set, folder, moves).await;\n",
+        ("tests/e2e/test_delete_actions.py -k copy-uid-copy",),
+    ),
+    Patch(
+        "flagged-still-listed",
+        "delete.action flag: messages carrying the keyword are hidden from POP3",
+        "src/gateway/login.rs",
+        "        let hidden = ctx.config.delete.hiding_keyword();\n",
+        "        let hidden = None;\n",
+        ("tests/e2e/test_delete_actions.py -k test_flag_keeps",),
+    ),
+    Patch(
+        "expire-takes-unretrieved",
+        "EXPIRE removes only messages the session retrieved",
+        UPDATE,
+        "    out.retain(|uid| retrieved.binary_search(uid).is_ok());\n",
+        "    out.retain(|uid| retrieved.binary_search(uid).is_ok());\n    out.extend(1..=8);\n",
+        ("tests/e2e/test_policy.py -k test_expire_removes",),
+    ),
+    Patch(
+        "retr-from-the-wrong-folder",
+        "RETR and TOP fetch each message from its own folder",
+        TRANSACTION,
+        "        if *selected != Some(folder) {\n",
+        "        if *selected != Some(folder) && false {\n",
+        ("tests/e2e/test_folders.py -k test_keep_mode",),
     ),
 ]

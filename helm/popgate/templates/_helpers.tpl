@@ -158,13 +158,20 @@ URL names none). */}}
   "listeners" $listeners
   "upstream" $upstream
   "mailbox" $c.mailbox
+  "delete" (dict
+    "action" $c.delete.action
+    "folder" $c.delete.folder
+    "keyword" $c.delete.keyword)
+  "client_workarounds" $c.clientWorkarounds
+  "policy" (dict "login_delay" $c.policy.loginDelay)
   "uidl_format" $c.uidlFormat
   "session" (dict
     "idle_timeout" $c.session.idleTimeout
     "max_line_length" (int $c.session.maxLineLength)
     "max_connections" (int $c.session.maxConnections)
     "mark_seen" $c.session.markSeen
-    "exclusive" $c.session.exclusive)
+    "exclusive" $c.session.exclusive
+    "max_messages" (int $c.session.maxMessages))
   "auth" (dict
     "plaintext_networks" $c.auth.plaintextNetworks
     "client_master_login" $c.auth.clientMasterLogin)
@@ -185,6 +192,9 @@ URL names none). */}}
   "shutdown" (dict "drain_timeout" (printf "%ds" (int .Values.drain.timeoutSeconds)))
   "log" (dict "format" $c.log.format "level" $c.log.level)
 -}}
+{{- if not (kindIs "invalid" $c.policy.expire) -}}
+{{- $_ := set $cfg.policy "expire" (int $c.policy.expire) -}}
+{{- end -}}
 {{- if $tls -}}
 {{- $_ := set $cfg "tls" (dict
   "certificate" (printf "%s/tls.crt" (include "popgate.tlsDir" .))

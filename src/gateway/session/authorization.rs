@@ -101,6 +101,16 @@ impl Pop3Session {
                 caps.push_str("\r\n");
             }
         }
+        // RFC 2449: the same values before and after login, as they do
+        // not vary by user.
+        let policy = &self.ctx.config.policy;
+        if let Some(days) = policy.expire {
+            caps.push_str(&format!("EXPIRE {days}\r\n"));
+        }
+        if !policy.login_delay.is_zero() {
+            let secs = policy.login_delay.as_secs();
+            caps.push_str(&format!("LOGIN-DELAY {secs}\r\n"));
+        }
         caps.push_str(concat!(
             "IMPLEMENTATION popgate-",
             env!("CARGO_PKG_VERSION"),

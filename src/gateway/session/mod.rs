@@ -5,6 +5,7 @@ mod authorization;
 mod gate;
 mod mechanisms;
 mod transaction;
+mod update;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,14 +3,13 @@
 
 use tracing::warn;
 
-use super::{Fault, Pop3Session, Reply, State, FLUSH_BEFORE_WAIT, MAX_SET_LEN};
+use super::update::update_all;
+use super::{Fault, Pop3Session, Reply, State, FLUSH_BEFORE_WAIT};
+use crate::config::{DeleteAction, Workaround};
 use crate::gateway::answer::Refusal;
-use crate::gateway::backend::{Backend, Imap};
 use crate::gateway::fetch::{Found, Section};
 use crate::gateway::login::Opened;
 use crate::gateway::maildrop::MessageError;
-use crate::gateway::maildrop::{uid_sets, Maildrop};
-use crate::imap::ClientError;
 use crate::metrics::Outcome;
 use crate::pop3::response;
 use crate::pop3::{Command, DotStuffer, TopLimiter};
@@ -69,8 +68,33 @@ impl Pop3Session {
             imap,
             fetch,
             maildrop,
+            selected,
             ..
         } = &mut **opened;
+        // A maildrop of several folders: the message's folder must be the
+        // SELECTed one, with the UIDs the snapshot knows.
+        let folder = maildrop.folder_of(n);
+        if *selected != Some(folder) {
+            fetch.drain(backend, imap).await?;
+            *selected = None;
+            let name = maildrop.folder_name(folder);
+            match backend.timed("SELECT", imap.select(name)).await {
+                Ok(sel) if sel.uid_validity == maildrop.uid_validity(folder) => {
+                    *selected = Some(folder);
+                }
+                Ok(_) => {
+                    *selected = Some(folder);
+                    warn!(mailbox = name, "folder renumbered during the session");
+                    maildrop.mark_gone(n);
+                    return Ok(self.refuse(Refusal::Message(MessageError::Gone)));
+                }
+                Err(e) if e.is_refusal() => {
+                    warn!(mailbox = name, error = %e, "upstream refused SELECT");
+                    return Ok(self.refuse(Refusal::CannotRead));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         fetch
             .request(backend, imap, maildrop, n, uid, section)
             .await?;
@@ -94,6 +118,9 @@ impl Pop3Session {
             None => response::ok(&mut self.conn.out, &format!("{size} octets")),
             Some(_) => response::ok(&mut self.conn.out, ""),
         }
+        let workarounds = &self.ctx.config.client_workarounds;
+        let no_nuls = workarounds.contains(&Workaround::OutlookNoNuls);
+        let end_header = workarounds.contains(&Workaround::OeNsEoh);
         let mut stuffer = DotStuffer::default();
         let mut limiter = top.map(TopLimiter::new);
         while let Some(data) = fetch.chunk(backend, imap).await? {
@@ -103,8 +130,16 @@ impl Pop3Session {
             };
             self.counts.bytes += data.len() as u64;
             self.ctx.metrics.sent_bytes.inc_by(data.len() as u64);
-            stuffer.feed(data, &mut self.conn.out);
+            if no_nuls && memchr::memchr(0, data).is_some() {
+                stuffer.feed(&without_nuls(data), &mut self.conn.out);
+            } else {
+                stuffer.feed(data, &mut self.conn.out);
+            }
             self.conn.flush_if_full().await?;
+        }
+        // TOP of a message whose header never ended (no body, no empty line).
+        if end_header && limiter.is_some_and(|l| !l.header_ended()) {
+            stuffer.end_header(&mut self.conn.out);
         }
         stuffer.finish(&mut self.conn.out);
         let command = if top.is_none() {
@@ -136,25 +171,28 @@ impl Pop3Session {
             mut imap,
             mut fetch,
             maildrop,
+            selected,
             user_slot,
             counted,
         } = *opened;
-        let mark_seen = self.ctx.config.session.mark_seen;
+        let ctx = self.ctx.clone();
         let result = match fetch.drain(&backend, &mut imap).await {
-            Ok(()) => update(&backend, &mut imap, &maildrop, mark_seen).await,
+            Ok(()) => update_all(&backend, &mut imap, &maildrop, selected, &ctx.config).await,
             Err(e) => Err(e.into()),
         };
+        let action = ctx.config.delete.action;
         drop(user_slot);
         let m = &self.ctx.metrics;
         let outcome = match result {
             Ok(deleted) => {
                 m.messages_deleted.inc_by(deleted as u64);
                 self.counts.deleted = deleted;
-                if deleted > 0 {
-                    self.ok("Logging out, messages deleted.");
-                } else {
-                    self.ok("Logging out.");
-                }
+                self.ok(match action {
+                    _ if deleted == 0 => "Logging out.",
+                    DeleteAction::Expunge => "Logging out, messages deleted.",
+                    DeleteAction::Move => "Logging out, messages moved.",
+                    DeleteAction::Flag => "Logging out, messages flagged.",
+                });
                 Outcome::Quit
             }
             Err(e) => {
@@ -175,90 +213,10 @@ impl Pop3Session {
     }
 }
 
-/// Why QUIT's UPDATE did not remove every deleted message.
-#[derive(Debug, thiserror::Error)]
-enum UpdateFailure {
-    #[error(transparent)]
-    Upstream(#[from] ClientError),
-    #[error("upstream lacks UIDPLUS and other messages carry \\Deleted")]
-    OthersFlagged,
-}
-
-/// Applies the session's marks upstream: `\Seen` on retrieved messages,
-/// then removal of exactly the deleted UIDs. Returns how many were removed.
-/// When removal fails, our `\Deleted` flags are taken back, so the next
-/// session sees those messages and can delete them again.
-async fn update(
-    backend: &Backend,
-    imap: &mut Imap,
-    maildrop: &Maildrop,
-    mark_seen: bool,
-) -> Result<usize, UpdateFailure> {
-    if mark_seen {
-        for set in uid_sets(&maildrop.retrieved_uids(), MAX_SET_LEN) {
-            // Not worth failing QUIT over: the mail itself is unaffected.
-            if let Err(e) = backend
-                .timed("UID STORE", imap.add_flag(&set, "\\Seen"))
-                .await
-            {
-                if !e.is_refusal() {
-                    return Err(e.into());
-                }
-                warn!(error = %e, "could not set \\Seen");
-            }
-        }
-    }
-    let deleted = maildrop.deleted_uids();
-    if deleted.is_empty() {
-        return Ok(0);
-    }
-    let sets = uid_sets(&deleted, MAX_SET_LEN);
-    let removed = remove(backend, imap, &deleted, &sets).await;
-    if removed.is_err() {
-        unflag(backend, imap, &sets).await;
-    }
-    removed.map(|()| deleted.len())
-}
-
-/// Flags `deleted` (as `sets`) and expunges exactly them.
-async fn remove(
-    backend: &Backend,
-    imap: &mut Imap,
-    deleted: &[u32],
-    sets: &[String],
-) -> Result<(), UpdateFailure> {
-    for set in sets {
-        backend
-            .timed("UID STORE", imap.add_flag(set, "\\Deleted"))
-            .await?;
-    }
-    if imap.has_capability("UIDPLUS") {
-        for set in sets {
-            backend.timed("UID EXPUNGE", imap.uid_expunge(set)).await?;
-        }
-        return Ok(());
-    }
-    // A bare EXPUNGE would also remove what other clients flagged: only
-    // expunge when every flagged message is one of ours.
-    let flagged = backend.timed("UID SEARCH", imap.search_deleted()).await?;
-    if !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {
-        return Err(UpdateFailure::OthersFlagged);
-    }
-    backend.timed("EXPUNGE", imap.expunge()).await?;
-    Ok(())
-}
-
-/// Takes our `\Deleted` flags back after a failed removal. If the link is
-/// gone this cannot be done; the flagged messages then stay hidden from
-/// POP3 until the server expunges them.
-async fn unflag(backend: &Backend, imap: &mut Imap, sets: &[String]) {
-    for set in sets {
-        let undone = imap.remove_flag(set, "\\Deleted");
-        if let Err(e) = backend.timed("UID STORE", undone).await {
-            warn!(error = %e, "could not take back \\Deleted after a failed removal");
-            if !e.is_refusal() {
-                return;
-            }
-        }
-    }
+/// Outlook hangs on NUL bytes: they become 0x80, as Dovecot's
+/// `outlook-no-nuls` makes them. The length, and so LIST's size, stays.
+fn without_nuls(data: &[u8]) -> Vec<u8> {
+    data.iter()
+        .map(|&b| if b == 0 { 0x80 } else { b })
+        .collect()
 }

@@ -13,10 +13,12 @@ use crate::imap::{Listing, Selected};
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// SELECTs the mailbox and takes the login snapshot: UID, size and
     /// \Deleted of every message, in mailbox order. Both commands go out in
-    /// one write, saving a round trip.
+    /// one write, saving a round trip. Messages carrying the `hidden`
+    /// keyword are listed as deleted.
     pub async fn open_mailbox(
         &mut self,
         mailbox: &str,
+        hidden: Option<&str>,
     ) -> Result<(Selected, Vec<Listing>), ClientError> {
         const SNAPSHOT: &[u8] = b" UID FETCH 1:* (UID RFC822.SIZE FLAGS)\r\n";
         let select_tag = self.tag();
@@ -33,18 +35,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.write_raw(&[&line]).await?;
 
         let mut sel = Selected::default();
-        self.complete(&select_tag, "SELECT", |u| match u {
-            Untagged::Exists(n) => sel.exists = *n,
-            Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
-                sel.uid_validity = t
-                    .code_args
-                    .and_then(|a| std::str::from_utf8(a).ok())
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or(0);
+        let selected = self
+            .complete(&select_tag, "SELECT", |u| match u {
+                Untagged::Exists(n) => sel.exists = *n,
+                Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
+                    sel.uid_validity = t
+                        .code_args
+                        .and_then(|a| std::str::from_utf8(a).ok())
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(0);
+                }
+                _ => {}
+            })
+            .await;
+        if let Err(e) = selected {
+            // The pipelined fetch is answered too (refused, with nothing
+            // selected): read its answer so the connection stays in step
+            // for a maildrop's next folder.
+            if pipelined && e.is_refusal() {
+                let _ = self.complete(&fetch_tag, "UID FETCH", |_| {}).await;
             }
-            _ => {}
-        })
-        .await?;
+            return Err(e);
+        }
         if sel.uid_validity == 0 {
             return Err(ClientError::Protocol("SELECT gave no UIDVALIDITY".into()));
         }
@@ -67,7 +79,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                         (Some(uid), Some(size)) => out.push(Listing {
                             uid,
                             size,
-                            deleted: f.deleted,
+                            deleted: f.deleted
+                                || hidden.is_some_and(|k| {
+                                    f.flags
+                                        .split(|&b| b == b' ')
+                                        .any(|flag| flag.eq_ignore_ascii_case(k.as_bytes()))
+                                }),
                         }),
                         // A flag change pushed by the server carries no size.
                         (_, None) => {}
@@ -90,6 +107,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         out.sort_by_key(|l| l.uid);
         out.dedup_by_key(|l| l.uid);
         Ok((sel, out))
+    }
+
+    /// SELECTs another folder of the maildrop, for its bodies or its
+    /// deletions; the caller compares its UIDVALIDITY with the snapshot's.
+    pub async fn select(&mut self, mailbox: &str) -> Result<Selected, ClientError> {
+        let tag = self.tag();
+        let mut line = format!("{tag} SELECT ").into_bytes();
+        self.put_string(&mut line, &tag, mailbox.as_bytes()).await?;
+        line.extend_from_slice(b"\r\n");
+        self.write_raw(&[&line]).await?;
+        let mut sel = Selected::default();
+        self.complete(&tag, "SELECT", |u| match u {
+            Untagged::Exists(n) => sel.exists = *n,
+            Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
+                sel.uid_validity = t
+                    .code_args
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+            }
+            _ => {}
+        })
+        .await?;
+        Ok(sel)
     }
 
     /// Runs `UID STORE set +FLAGS.SILENT (flag)`.
@@ -115,9 +156,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.complete(&tag, "UID EXPUNGE", |_| {}).await.map(drop)
     }
 
+    /// Runs `UID MOVE set folder` (RFC 6851).
+    pub async fn uid_move(&mut self, uids: &str, folder: &str) -> Result<(), ClientError> {
+        let head = format!("UID MOVE {uids} ");
+        self.with_mailbox(&head, folder, "UID MOVE").await
+    }
+
+    /// Runs `UID COPY set folder`.
+    pub async fn uid_copy(&mut self, uids: &str, folder: &str) -> Result<(), ClientError> {
+        let head = format!("UID COPY {uids} ");
+        self.with_mailbox(&head, folder, "UID COPY").await
+    }
+
+    /// Runs `CREATE folder`.
+    pub async fn create(&mut self, folder: &str) -> Result<(), ClientError> {
+        self.with_mailbox("CREATE ", folder, "CREATE").await
+    }
+
+    /// A command whose last argument is a mailbox name.
+    async fn with_mailbox(
+        &mut self,
+        head: &str,
+        mailbox: &str,
+        command: &'static str,
+    ) -> Result<(), ClientError> {
+        let tag = self.tag();
+        let mut line = format!("{tag} {head}").into_bytes();
+        self.put_string(&mut line, &tag, mailbox.as_bytes()).await?;
+        line.extend_from_slice(b"\r\n");
+        self.write_raw(&[&line]).await?;
+        self.complete(&tag, command, |_| {}).await.map(drop)
+    }
+
     /// UIDs of all messages currently flagged \Deleted.
     pub async fn search_deleted(&mut self) -> Result<Vec<u32>, ClientError> {
-        let tag = self.send(&[b"UID SEARCH DELETED"]).await?;
+        self.uid_search("DELETED").await
+    }
+
+    /// UIDs among `uids` whose INTERNALDATE is before `day` (`2-Dec-2026`).
+    pub async fn search_before(&mut self, uids: &str, day: &str) -> Result<Vec<u32>, ClientError> {
+        self.uid_search(&format!("UID {uids} BEFORE {day}")).await
+    }
+
+    async fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>, ClientError> {
+        let tag = self.send(&[b"UID SEARCH ", criteria.as_bytes()]).await?;
         let mut uids = Vec::new();
         // SEARCH results are not modelled by the parser; read them here.
         loop {

@@ -80,7 +80,7 @@ async fn session_tolerates_unsolicited_responses_everywhere() {
         c.has_capability("UIDPLUS"),
         "capabilities from the login completion"
     );
-    let (sel, list) = c.open_mailbox("INBOX").await.unwrap();
+    let (sel, list) = c.open_mailbox("INBOX", None).await.unwrap();
     assert_eq!(
         sel,
         Selected {
