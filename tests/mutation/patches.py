@@ -198,10 +198,10 @@ PATCHES: list[Patch] = [
         "uidl-memory-drops-exceptions",
         "after a UIDVALIDITY change a message keeps the UIDL it was given, at every later login",
         "src/gateway/uidls.rs",
-        "            if let Err(e) = self.store.save(key, &a.memory).await {\n",
+        "            match self.store.save(key, &a.memory, old.as_ref()).await {\n",
         "            let mut stored = a.memory.clone();\n"
         "            stored.exceptions.clear();\n"
-        "            if let Err(e) = self.store.save(key, &stored).await {\n",
+        "            match self.store.save(key, &stored, old.as_ref()).await {\n",
         ("tests/e2e/test_uidl_memory.py -k test_uidvalidity_reset_downloads_nothing_again",),
     ),
     Patch(
@@ -243,12 +243,12 @@ PATCHES: list[Patch] = [
         "password-logged-on-failure",
         "passwords are never logged at any level",
         AUTHORIZATION,
-        "            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, admitted),\n",
+        "            Err(LoginFailure::AuthFailed) => self.refuse_login(mechanism, &user, admitted).await,\n",
         "            Err(LoginFailure::AuthFailed) => {\n"
         "                if let Proof::Password { password, .. } = &proof {\n"
         '                    info!(password = %String::from_utf8_lossy(password.expose()), "wrong password");\n'
         "                }\n"
-        "                self.refuse_login(mechanism, &user, admitted)\n"
+        "                self.refuse_login(mechanism, &user, admitted).await\n"
         "            }\n",
         ("tests/e2e/test_auth.py::test_no_secret_reaches_the_log",),
     ),
