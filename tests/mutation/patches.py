@@ -256,8 +256,8 @@ PATCHES: list[Patch] = [
         "login-deadline-skips-sasl",
         "one login deadline for every read before login, SASL exchanges included",
         SESSION,
-        "                Some(left) => match tokio::time::timeout(left, self.dispatch(cmd)).await {\n",
-        "                Some(left) => match tokio::time::timeout(left * 1000, self.dispatch(cmd)).await {\n",
+        "                Some(left) => match tokio::time::timeout(left, dispatch).await {\n",
+        "                Some(left) => match tokio::time::timeout(left * 1000, dispatch).await {\n",
         ("tests/e2e/test_login_gate.py::test_the_login_deadline_covers_sasl_exchanges",),
     ),
     Patch(
@@ -283,8 +283,8 @@ PATCHES: list[Patch] = [
         "per-address-limit-on-balancer",
         "behind a PROXY balancer, the per-address connection limit counts the client's address",
         "src/listener.rs",
-        "let Some(slot) = ctx.limits.per_ip.acquire(client.ip()) else {",
-        "let Some(slot) = ctx.limits.per_ip.acquire(peer.ip()) else {",
+        "let (waiting, made_room) = ctx.limits.pre_login.enter(client.ip());",
+        "let (waiting, made_room) = ctx.limits.pre_login.enter(peer.ip());",
         ("tests/e2e/test_limits.py::test_connections_per_address_count_the_proxied_client_not_the_balancer",),
     ),
     Patch(
