@@ -367,4 +367,20 @@ PATCHES: list[Patch] = [
         "        if *selected != Some(folder) && false {\n",
         ("tests/e2e/test_folders.py -k test_keep_mode",),
     ),
+    Patch(
+        "cluster-lease-skipped",
+        "with a Redis store, session.exclusive holds a user on every instance",
+        "src/gateway/cluster.rs",
+        "        if self.max_sessions == 0 {\n",
+        "        if self.max_sessions < 2 {\n",
+        ("tests/e2e/test_cluster.py -k test_an_exclusive_session_holds_the_user_on_every_instance",),
+    ),
+    Patch(
+        "prelogin-counts-sessions",
+        "logged-in sessions do not count against the per-address limit",
+        AUTHORIZATION,
+        "                self.waiting = None;\n",
+        "",
+        ("tests/e2e/test_limits.py -k test_connections_per_address_make_room",),
+    ),
 ]
