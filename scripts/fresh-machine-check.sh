@@ -150,6 +150,11 @@ fi
 mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
 mount -t sysfs sysfs "$R/sys"
+# The control groups as the machine has them mounted, as on any installed
+# system: the container test's runc needs them.
+if mountpoint -q /sys/fs/cgroup; then
+    mount --rbind /sys/fs/cgroup "$R/sys/fs/cgroup"
+fi
 # A private /dev: the usual nodes, a new pts instance and an empty /dev/shm,
 # so the host's /dev is never written to and the run's leftovers are visible.
 mount -t tmpfs -o mode=755,nosuid dev "$R/dev"
