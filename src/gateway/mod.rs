@@ -60,19 +60,42 @@ pub struct Context {
     next_session: Arc<AtomicU64>,
 }
 
+/// Every backend by route name, `default` for `upstream`; an error names
+/// the key at fault.
+fn backends(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<HashMap<String, Arc<Backend>>, String> {
+    let mut backends = HashMap::new();
+    backends.insert(
+        DEFAULT_ROUTE.to_string(),
+        Backend::new(DEFAULT_ROUTE, "upstream", &config.upstream, metrics.clone())?,
+    );
+    for (name, up) in &config.upstreams {
+        let key = format!("upstreams.{name}");
+        backends.insert(name.clone(), Backend::new(name, &key, up, metrics.clone())?);
+    }
+    Ok(backends)
+}
+
+/// The upstream master user and its password, read from its file.
+fn master(config: &Config) -> Result<Option<(String, Secret)>, String> {
+    let auth = &config.auth;
+    Ok(match (&auth.master_user, &auth.master_password_file) {
+        (Some(user), Some(path)) => Some((
+            user.clone(),
+            crate::files::master_password(path)
+                .map_err(|e| format!("auth.master_password_file: {e}"))?,
+        )),
+        _ => None,
+    })
+}
+
 impl Context {
     /// Prepares everything the config refers to (TLS material); an error
     /// names the key at fault.
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Context, String> {
-        let mut backends = HashMap::new();
-        backends.insert(
-            DEFAULT_ROUTE.to_string(),
-            Backend::new(DEFAULT_ROUTE, "upstream", &config.upstream, metrics.clone())?,
-        );
-        for (name, up) in &config.upstreams {
-            let key = format!("upstreams.{name}");
-            backends.insert(name.clone(), Backend::new(name, &key, up, metrics.clone())?);
-        }
+        let backends = backends(&config, &metrics)?;
         let auth = &config.auth;
         let credentials = match &auth.credentials_file {
             Some(path) => Some(
@@ -81,14 +104,7 @@ impl Context {
             ),
             None => None,
         };
-        let master = match (&auth.master_user, &auth.master_password_file) {
-            (Some(user), Some(path)) => Some((
-                user.clone(),
-                crate::files::master_password(path)
-                    .map_err(|e| format!("auth.master_password_file: {e}"))?,
-            )),
-            _ => None,
-        };
+        let master = master(&config)?;
         let limits = Arc::new(limits::Limiters::new(
             &config.limits,
             config.session.exclusive,

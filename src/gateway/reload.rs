@@ -8,7 +8,6 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use super::backend::Backend;
 use super::{cluster, login_delay, route, Context, DEFAULT_ROUTE};
 use crate::config::Config;
 
@@ -67,24 +66,9 @@ impl Context {
     /// installs the result.
     pub(crate) fn reloaded(&self, config: Config) -> Result<Context, String> {
         let metrics = self.metrics.clone();
-        let mut backends = std::collections::HashMap::new();
-        backends.insert(
-            DEFAULT_ROUTE.to_string(),
-            Backend::new(DEFAULT_ROUTE, "upstream", &config.upstream, metrics.clone())?,
-        );
-        for (name, up) in &config.upstreams {
-            let key = format!("upstreams.{name}");
-            backends.insert(name.clone(), Backend::new(name, &key, up, metrics.clone())?);
-        }
+        let backends = super::backends(&config, &metrics)?;
         // `auth` is unchanged; the password file is read again all the same.
-        let master = match (&config.auth.master_user, &config.auth.master_password_file) {
-            (Some(user), Some(path)) => Some((
-                user.clone(),
-                crate::files::master_password(path)
-                    .map_err(|e| format!("auth.master_password_file: {e}"))?,
-            )),
-            _ => None,
-        };
+        let master = super::master(&config)?;
         let cluster = match (&self.cluster, config.state.as_ref()) {
             (Some(c), Some(state)) => state.redis.as_ref().map(|settings| {
                 cluster::Cluster::new(
