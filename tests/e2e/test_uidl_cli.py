@@ -190,3 +190,28 @@ def test_bad_arguments_and_configs_are_refused_with_status_2(gateway, tmp_path):
         assert out.returncode == 2, f"{args}: {out.stdout}{out.stderr}"
         assert says in out.stderr, f"{args}: {out.stderr}"
         assert out.stdout == "", f"{args}: {out.stdout}"
+
+
+def test_show_and_forget_work_on_a_redis_store(dovecot, user):
+    """The commands read `state.redis` from the config and reach the record
+    the login wrote there; the password in the URL is not printed."""
+    from redisserver import RedisServer
+
+    user.deliver(simple_message(1))
+    with RedisServer(password="cli-secret-pw") as r:
+        url = r.url.replace("redis://", "redis://:cli-secret-pw@")
+        extra = f'state:\n  redis:\n    url: "{url}"\n'
+        with Popgate(dovecot.imap_port, extra=extra) as pg:
+            shown = _uidl_cli("show", "--config", pg.config_path, "--user", user.name)
+            assert shown.returncode == 1, shown.stdout + shown.stderr  # nothing yet
+            uidls = _uidls(pg.port, user)
+            shown = _uidl_cli("show", "--config", pg.config_path, "--user", user.name)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert uidls[0] in shown.stdout
+            assert r.keys("popgate:uidl:*")
+            forgot = _uidl_cli("forget", "--config", pg.config_path, "--user", user.name)
+            assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+            assert "Redis redis://127.0.0.1:" in forgot.stdout
+            assert not r.keys("popgate:uidl:*")
+            for out in (shown, forgot):
+                assert "cli-secret-pw" not in out.stdout + out.stderr
