@@ -40,13 +40,24 @@ def _podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.
     return proc
 
 
+# podman's shared-memory lock file, made by its first use on a machine.
+PODMAN_LOCK = Path("/dev/shm/libpod_lock")
+
+
 @pytest.fixture(scope="module")
 def podman():
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (scripts/install-deps.sh installs podman, buildah and runc)")
+    made_lock = not PODMAN_LOCK.exists()
     info = subprocess.run([*PODMAN, "info"], capture_output=True, text=True, timeout=120)
     if info.returncode != 0:
         pytest.skip(f"podman cannot run containers on this machine: {info.stderr.strip()[-500:]}")
+    yield
+    # Leave /dev/shm as found: the lock file goes if this test made it and
+    # no container is left to need it.
+    left = subprocess.run([*PODMAN, "ps", "-aq"], capture_output=True, text=True, timeout=120)
+    if made_lock and left.returncode == 0 and not left.stdout.strip():
+        PODMAN_LOCK.unlink(missing_ok=True)
 
 
 def _shared_libraries(path: str) -> list[str]:
