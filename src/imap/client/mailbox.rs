@@ -35,19 +35,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.write_raw(&[&line]).await?;
 
         let mut sel = Selected::default();
-        let selected = self
-            .complete(&select_tag, "SELECT", |u| match u {
-                Untagged::Exists(n) => sel.exists = *n,
-                Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
-                    sel.uid_validity = t
-                        .code_args
-                        .and_then(|a| std::str::from_utf8(a).ok())
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(0);
-                }
-                _ => {}
-            })
-            .await;
+        let selected = self.complete(&select_tag, "SELECT", |u| sel.note(u)).await;
         if let Err(e) = selected {
             // The pipelined fetch is answered too (refused, with nothing
             // selected): read its answer so the connection stays in step
@@ -118,18 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         line.extend_from_slice(b"\r\n");
         self.write_raw(&[&line]).await?;
         let mut sel = Selected::default();
-        self.complete(&tag, "SELECT", |u| match u {
-            Untagged::Exists(n) => sel.exists = *n,
-            Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
-                sel.uid_validity = t
-                    .code_args
-                    .and_then(|a| std::str::from_utf8(a).ok())
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or(0);
-            }
-            _ => {}
-        })
-        .await?;
+        self.complete(&tag, "SELECT", |u| sel.note(u)).await?;
         Ok(sel)
     }
 
@@ -234,6 +211,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     break;
                 }
             }
+        }
+    }
+}
+
+impl Selected {
+    /// Takes what SELECT's untagged answers say: EXISTS and UIDVALIDITY.
+    fn note(&mut self, u: &Untagged<'_>) {
+        match u {
+            Untagged::Exists(n) => self.exists = *n,
+            Untagged::Status(Status::Ok, t) if t.code_is("UIDVALIDITY") => {
+                self.uid_validity = t
+                    .code_args
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+            }
+            _ => {}
         }
     }
 }
