@@ -73,6 +73,79 @@ mod tests {
         assert_eq!(search_day(-1), "31-Dec-1969");
     }
 
+    /// Day `n` since 1970 as (year, month, day), by counting: the oracle
+    /// both algorithms are checked against.
+    fn civil_by_counting(mut n: i64) -> (i64, usize, i64) {
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut year = 1970;
+        while n >= if leap(year) { 366 } else { 365 } {
+            n -= if leap(year) { 366 } else { 365 };
+            year += 1;
+        }
+        let lengths = [
+            31,
+            if leap(year) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let mut month = 0;
+        while n >= lengths[month] {
+            n -= lengths[month];
+            month += 1;
+        }
+        (year, month, n + 1)
+    }
+
+    #[test]
+    fn every_day_a_u32_can_hold_reads_and_writes_as_the_calendar_says() {
+        for n in 0..=i64::from(u32::MAX) / 86400 {
+            let (y, m, d) = civil_by_counting(n);
+            let name = std::str::from_utf8(super::MONTHS[m]).unwrap();
+            assert_eq!(search_day(n * 86400 + 86399), format!("{d}-{name}-{y}"));
+            let stamp = format!("{d:02}-{name}-{y} 00:00:00 +0000");
+            assert_eq!(
+                internal_date(stamp.as_bytes()),
+                u32::try_from(n * 86400).ok(),
+                "{stamp}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_zones_and_the_ends_of_the_range() {
+        let at = |s: &str| internal_date(s.as_bytes());
+        assert_eq!(at("01-Jan-1970 23:59:60 +0000"), Some(86400));
+        assert_eq!(at("01-Jan-1970 01:02:03 +0000"), Some(3723));
+        assert_eq!(at("02-jan-1970 01:30:00 +0130"), Some(86400));
+        assert_eq!(at("01-JAN-1970 22:30:00 -0130"), Some(86400));
+        assert_eq!(at("31-Jan-1970 00:00:00 +0000"), Some(30 * 86400));
+        assert_eq!(at("07-Feb-2106 06:28:15 +0000"), Some(u32::MAX));
+        for bad in [
+            "07-Feb-2106 06:28:16 +0000",
+            "31-Dec-1969 23:59:59 +0000",
+            "01-Jan-1970 00:59:59 +0100",
+            "00-Jan-2000 00:00:00 +0000",
+            "01-Jan-2000 24:00:00 +0000",
+            "01-Jan-2000 00:60:00 +0000",
+            "01-Jan-2000 00:00:61 +0000",
+            "01-Jan-2000 00:00:00 *0000",
+            "01-Jan-2000 00:00:00 +00000",
+            "01-Jan-2000 00:00:00 +000",
+            "01-Jan-2000T00:00:00 +0000",
+            "01-Jan-2000 00:00:00+0000",
+        ] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn dates() {
         assert_eq!(internal_date(b"01-Jan-1970 00:00:00 +0000"), Some(0));
