@@ -378,3 +378,25 @@ pub(crate) async fn health_loop(backend: Arc<Backend>, report: impl Fn(bool)) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_connection_limit_and_the_pool_follow_the_config_and_zero_turns_each_off() {
+        let metrics = Arc::new(Metrics::new());
+        for (n, permits) in [(0, None), (1, Some(1)), (3, Some(3))] {
+            let config = Config::parse(&format!(
+                "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  \
+                 address: \"imap.test:143\"\n  max_connections: {n}\n  pool: {n}\n"
+            ))
+            .unwrap();
+            let b = Backend::new("default", "upstream", &config.upstream, metrics.clone()).unwrap();
+            let limit = b.limit.as_ref().map(|s| s.available_permits());
+            assert_eq!(limit, permits, "max_connections: {n}");
+            assert_eq!(b.pool.is_some(), n > 0, "pool: {n}");
+        }
+    }
+}

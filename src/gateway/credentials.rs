@@ -143,4 +143,48 @@ mod tests {
         assert_eq!(e, "line 2: expected user:secret");
         assert!(parse(b"ann:x\nann:y\n").is_err());
     }
+
+    /// A private file in a directory removed with the guard.
+    fn private_file(name: &str, text: &str) -> (PathBuf, impl Drop) {
+        use std::os::unix::fs::PermissionsExt;
+        struct Gone(PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("popgate-creds-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("credentials");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (path, Gone(dir))
+    }
+
+    #[test]
+    fn a_reload_reports_only_a_change_and_keeps_the_old_users_on_a_bad_file() {
+        let (path, _gone) = private_file("reload", "ann:one\n");
+        let creds = Credentials::load(&path).unwrap();
+        let pw = |s: &str| Secret(s.as_bytes().to_vec());
+        assert!(creds.verify("ann", &pw("one")));
+        assert_eq!(creds.reload(), None, "an unchanged file is not news");
+
+        std::fs::write(&path, "ann:two\nbob:three\n").unwrap();
+        assert_eq!(creds.reload(), Some(Ok("2 users".to_string())));
+        assert!(creds.verify("ann", &pw("two")) && !creds.verify("ann", &pw("one")));
+        assert_eq!(
+            creds.secret("bob").map(|s| s.expose().to_vec()),
+            Some(b"three".to_vec())
+        );
+        assert_eq!(creds.reload(), None);
+
+        std::fs::write(&path, "ann:two\nhunter2\n").unwrap();
+        let err = creds.reload().unwrap().unwrap_err();
+        assert!(err.ends_with("line 2: expected user:secret"), "{err}");
+        assert!(
+            creds.verify("ann", &pw("two")),
+            "a bad file keeps the last good one"
+        );
+        assert!(!creds.verify("carol", &pw("two")));
+    }
 }

@@ -75,3 +75,40 @@ fn shared_digest(input: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+    use std::net::IpAddr;
+
+    #[test]
+    fn shared_names_are_the_same_in_every_process_and_group_an_ipv6_prefix() {
+        let (a, b) = (Keys::new(64), Keys::new(64));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let net = a.network_id(ip("192.0.2.1"));
+        assert_eq!(net.len(), 32, "128 bits in hex");
+        assert_eq!(
+            net,
+            b.network_id(ip("192.0.2.1")),
+            "another instance agrees"
+        );
+        assert_eq!(
+            net,
+            a.network_id(ip("::ffff:192.0.2.1")),
+            "a mapped address is the same"
+        );
+        assert_ne!(net, a.network_id(ip("192.0.2.2")));
+        assert_eq!(
+            a.network_id(ip("2001:db8::1")),
+            b.network_id(ip("2001:db8::ffff:2")),
+            "one /64"
+        );
+        assert_ne!(
+            a.network_id(ip("2001:db8::1")),
+            a.network_id(ip("2001:db8:0:1::1"))
+        );
+        assert_ne!(a.user_id("ann"), a.user_id("bob"));
+        assert_eq!(a.user_id("ann"), b.user_id("ann"));
+        assert_ne!(a.user_id("ann"), net);
+    }
+}

@@ -1,4 +1,4 @@
-use super::{Counter, Crowded, Held, Keys, Limiters, Penalty};
+use super::{Counter, Crowded, Held, Key, Keys, Limiters, Penalty};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -141,4 +141,67 @@ fn attempts_in_flight_per_user_are_bounded_even_without_failures() {
     assert!(l.admit(net(3), user, t).is_ok(), "a slot came back");
     let other = l.keys.user("bob");
     assert!(l.admit(net(4), other, t).is_ok(), "other users unaffected");
+}
+
+#[test]
+fn a_full_table_makes_room_only_for_a_new_key() {
+    let p = Penalty::new(S(60), 4, 4);
+    let t = Instant::now();
+    for key in 1..=4 {
+        p.failed(key, t + S(key));
+    }
+    p.failed(1, t + S(10));
+    assert_eq!(p.len(), 4, "a key already counted takes no room");
+    assert_eq!(p.pending(1, t + S(10)), S(2), "its second failure counts");
+    p.failed(5, t + S(11));
+    assert_eq!(
+        p.len(),
+        2,
+        "the older half went for a new key, and it came in"
+    );
+    assert_eq!(p.pending(2, t + S(11)), Duration::ZERO);
+    assert_eq!(p.pending(1, t + S(11)), S(1));
+}
+
+#[test]
+fn known_networks_are_kept_a_day_and_a_full_table_drops_its_older_half() {
+    let known = super::Known {
+        since: dashmap::DashMap::new(),
+        capacity: 4,
+    };
+    let t = Instant::now();
+    for key in 1..=4 {
+        known.insert(key, t + S(key));
+    }
+    known.sweep(t + S(3600));
+    assert_eq!(known.since.len(), 4, "an hour is well inside the day");
+    known.insert(5, t + S(3600));
+    let mut kept: Vec<Key> = known.since.iter().map(|e| *e.key()).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, [4, 5], "the three oldest made room");
+    let day = super::KNOWN_FOR;
+    known.sweep(t + day + S(4));
+    assert!(known.contains(4, t + day + S(4)), "known for exactly a day");
+    known.sweep(t + day + S(5));
+    assert!(!known.contains(4, t + day + S(5)));
+    assert_eq!(known.since.len(), 1);
+}
+
+#[test]
+fn the_gauge_counts_every_table() {
+    let config = crate::config::Limits {
+        auth_penalty_max: S(8),
+        ..Default::default()
+    };
+    let l = Limiters::new(&config, false);
+    let t = Instant::now();
+    let net = |s: &str| l.keys.network(s.parse().unwrap());
+    let (ann, bob) = (l.keys.user("ann"), l.keys.user("bob"));
+    l.failed(net("192.0.2.1"), ann, t);
+    assert_eq!(l.remembered(), 2, "a network and a user");
+    l.failed(net("192.0.2.2"), bob, t);
+    l.succeeded(net("192.0.2.1"), ann, t);
+    // Two users' failures, 192.0.2.2's, and ann's login from 192.0.2.1,
+    // which cleared that network.
+    assert_eq!(l.remembered(), 2 + 1 + 1);
 }

@@ -90,4 +90,19 @@ mod tests {
         let held = d.booked.lock().unwrap().last.len();
         assert!(held < 10_000, "{held}");
     }
+
+    #[test]
+    fn a_sweep_keeps_the_logins_still_inside_the_delay() {
+        let d = LoginDelays::new(Duration::from_secs(60));
+        let t = Instant::now();
+        for i in 0..FIRST_SWEEP as u64 {
+            assert!(d.admit(i, t + Duration::from_secs(i % 2 * 30)));
+        }
+        // This login sweeps: the expired half goes, the rest still wait.
+        let later = t + Duration::from_secs(61);
+        assert!(d.admit(u64::MAX, later));
+        assert_eq!(d.booked.lock().unwrap().last.len(), FIRST_SWEEP / 2 + 1);
+        assert!(!d.admit(1, later), "booked 31 s ago");
+        assert!(d.admit(0, later), "booked 61 s ago");
+    }
 }

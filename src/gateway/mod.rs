@@ -3,6 +3,8 @@
 pub(crate) mod answer;
 pub mod backend;
 pub(crate) mod cluster;
+#[cfg(test)]
+mod context_tests;
 pub(crate) mod credentials;
 pub(crate) mod fetch;
 pub(crate) mod fingerprint;

@@ -111,6 +111,15 @@ async fn a_drop_at_the_body_fetch_closes_the_session() {
         .sessions
         .with_label_values(&["test", "none", "upstream_failure"]);
     assert_eq!(failures.get(), 1);
+    let upstream = ctx
+        .metrics
+        .upstream_failures
+        .with_label_values(&["default", "closed"]);
+    assert_eq!(
+        upstream.get(),
+        1,
+        "the lost link is counted against its route"
+    );
 }
 
 #[tokio::test]

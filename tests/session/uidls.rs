@@ -209,3 +209,31 @@ async fn a_save_lost_to_another_instance_adopts_what_that_one_stored() {
     assert_eq!(again.len(), first.len());
     assert_eq!(store.load(&key).await.unwrap().unwrap().memory, theirs);
 }
+
+#[tokio::test]
+async fn a_refused_header_fetch_gives_template_uidls_and_a_lost_link_no_login() {
+    let peer = Peer::with_messages(2);
+    peer.set(|b| {
+        b.refuse.push((
+            "HEADER.FIELDS".into(),
+            "NO [SERVERBUG] no headers today".into(),
+        ))
+    });
+    let store = Arc::new(MapStore::default());
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    let mut keys: Vec<_> = uidls(&gw).await.into_keys().collect();
+    keys.sort();
+    assert_eq!(keys, vec!["000000010000002a", "000000020000002a"]);
+    assert!(store.map.lock().unwrap().is_empty(), "nothing remembered");
+
+    peer.set(|b| b.drop_at = Some("HEADER.FIELDS".into()));
+    let (_session, mut pop) = gw.another().await;
+    pop.send(&format!("USER {USER}")).await;
+    assert!(pop.line().await.starts_with("+OK"));
+    pop.send(&format!("PASS {PASSWORD}")).await;
+    assert_eq!(
+        pop.line().await,
+        "-ERR [SYS/TEMP] Mail server unavailable, try again later."
+    );
+    assert!(store.map.lock().unwrap().is_empty());
+}

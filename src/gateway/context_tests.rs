@@ -1,0 +1,51 @@
+//! What a config makes of the context: a backend per route, and whether
+//! logins wait for the state store.
+
+use std::sync::Arc;
+
+use super::Context;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+fn context(extra: &str) -> Context {
+    let text = format!(
+        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n{extra}"
+    );
+    let config = Config::parse(&text).expect("config");
+    Context::new(config, Arc::new(Metrics::new())).expect("context")
+}
+
+#[test]
+fn every_route_has_a_backend_by_its_name() {
+    let ctx = context(
+        "upstreams:\n  east:\n    address: \"imap.east:143\"\n  west:\n    address: \"imap.west:143\"\n",
+    );
+    let mut names: Vec<&str> = ctx.backends.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["default", "east", "west"]);
+    assert_eq!(ctx.backends["east"].address(), "imap.east:143");
+    assert_eq!(ctx.default_backend().address(), "imap.test:143");
+}
+
+#[test]
+fn logins_wait_for_the_state_store_only_when_told_to_refuse() {
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("popgate-context-{}", std::process::id()));
+    let _gone = Gone(dir.clone());
+    assert!(
+        !context("").store_required(),
+        "no store, nothing to wait for"
+    );
+    for (mode, required) in [("refuse", true), ("serve", false)] {
+        let state = format!(
+            "state:\n  path: {}\n  on_unavailable: {mode}\n",
+            dir.join(mode).display()
+        );
+        assert_eq!(context(&state).store_required(), required, "{mode}");
+    }
+}
