@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Mutation testing of the protocol code and the gateway (src/pop3, src/imap,
+# src/gateway) against the in-process tests, with cargo-mutants; what it
+# mutates and which tests it runs is in .cargo/mutants.toml. Installs
+# cargo-mutants into .tools/ (and Debian's mold linker, which halves each
+# mutant's link time) when missing.
+#
+#   scripts/mutants.sh 3/8              # the third of eight shards
+#   scripts/mutants.sh 1/1              # everything: hours on two cores
+#   scripts/mutants.sh 2/8 --file src/pop3/line.rs   # more cargo-mutants flags
+#
+# Shards deal the mutants out round-robin, so each is a sample of the
+# whole. Each shard's results go to mutants.out/shard-K-of-N/ (not in git), so
+# shards can run on different days or machines; then
+#
+#   .venv/bin/python tests/mutation/mutants_report.py
+#
+# adds up every shard found there and prints the score and the survivors,
+# the table tests/MUTANTS.md keeps. The run takes one mutant at a time per
+# core (JOBS, default 2); each is a debug build of the crate and its
+# in-process tests. Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+shard="${1:?usage: scripts/mutants.sh K/N [cargo-mutants flags...]}"
+shift
+case "$shard" in
+*/*) ;;
+*) echo "mutants: shard is K/N, counting K from 1" >&2; exit 2 ;;
+esac
+k="${shard%/*}"
+n="${shard#*/}"
+
+export PATH="$PWD/.tools/bin:$PATH"
+if ! cargo mutants --version >/dev/null 2>&1; then
+    cargo install cargo-mutants --locked --root "$PWD/.tools"
+fi
+if ! command -v mold >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mold >/dev/null ||
+        echo "mutants: mold not installed; linking with the default linker" >&2
+fi
+if command -v mold >/dev/null 2>&1; then
+    export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-fuse-ld=mold"
+fi
+
+out="mutants.out/shard-$k-of-$n"
+mkdir -p "$out"
+# cargo-mutants numbers shards from 0.
+exec nice -n 10 cargo mutants --shard "$((k - 1))/$n" --jobs "${JOBS:-2}" \
+    --sharding round-robin --output "$out" --no-shuffle "$@"

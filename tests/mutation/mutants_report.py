@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Adds up the cargo-mutants shards that scripts/mutants.sh left in
+mutants.out/ and prints the score and the surviving mutants, per file.
+
+    .venv/bin/python tests/mutation/mutants_report.py [mutants.out]
+
+The score is the share of viable mutants the in-process tests catch: a
+mutant that makes a test fail or hang (cargo-mutants' "timeout") is
+caught; one that does not compile ("unviable") is not counted. Each line
+of a shard's missed.txt, caught.txt, timeout.txt and unviable.txt is one
+mutant, "FILE:LINE:COL: replace ... with ...".
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from pathlib import Path
+
+KINDS = ("caught", "timeout", "missed", "unviable")
+
+
+def shards(root: Path) -> list[Path]:
+    """Every finished shard's output directory under root."""
+    return sorted(p.parent for p in root.glob("shard-*/mutants.out/caught.txt"))
+
+
+def read(shard: Path) -> dict[str, list[str]]:
+    return {
+        kind: [line for line in (shard / f"{kind}.txt").read_text().splitlines() if line]
+        if (shard / f"{kind}.txt").exists()
+        else []
+        for kind in KINDS
+    }
+
+
+def main() -> int:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "mutants.out")
+    found = shards(root)
+    if not found:
+        print(f"mutants_report: no finished shard under {root}/", file=sys.stderr)
+        return 2
+    total = {kind: [] for kind in KINDS}
+    for shard in found:
+        for kind, lines in read(shard).items():
+            total[kind] += lines
+    caught = len(total["caught"]) + len(total["timeout"])
+    viable = caught + len(total["missed"])
+    names = ", ".join(p.parent.name for p in found)
+    print(f"shards: {names}")
+    for kind in KINDS:
+        print(f"{kind:9} {len(total[kind]):5}")
+    if viable:
+        print(f"score     {caught}/{viable} viable mutants caught = {100 * caught / viable:.1f}%")
+    per_file = collections.Counter(line.split(":", 1)[0] for line in total["missed"])
+    print("\nmissed, per file:")
+    for path, count in per_file.most_common():
+        print(f"  {count:4}  {path}")
+    print("\nmissed:")
+    for line in sorted(total["missed"], key=sort_key):
+        print(f"  {line}")
+    return 0
+
+
+def sort_key(line: str) -> tuple[str, int]:
+    path, _, rest = line.partition(":")
+    number = rest.split(":", 1)[0]
+    return path, int(number) if number.isdigit() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
