@@ -86,6 +86,41 @@ fn folders_follow_each_other_with_their_own_uidls() {
 }
 
 #[test]
+fn folder_suffixes_are_fnv_1a_and_never_change_between_releases() {
+    // Clients keep these UIDLs: a different hash downloads every message
+    // of the folder again.
+    assert_eq!(super::folder_suffix("News"), ".cbf40866");
+    assert_eq!(super::folder_suffix("Newsletters"), ".2350a3eb");
+    assert_eq!(super::folder_suffix(""), ".811c9dc5");
+}
+
+#[test]
+fn quit_has_work_only_in_folders_with_deleted_or_retrieved_messages() {
+    let l = |uid| Listing {
+        uid,
+        size: 10,
+        deleted: false,
+    };
+    let mut d = Maildrop::join(vec![
+        ("INBOX".into(), Maildrop::new(7, &[l(1), l(2)])),
+        ("News".into(), Maildrop::new(8, &[l(1)])),
+        ("Lists".into(), Maildrop::new(9, &[l(4)])),
+    ]);
+    assert!(!(0..3).any(|f| d.touched(f)), "nothing done yet");
+    d.delete(2).unwrap();
+    d.mark_retrieved(4);
+    assert_eq!(
+        (d.touched(0), d.touched(1), d.touched(2)),
+        (true, false, true)
+    );
+    d.reset();
+    assert_eq!(
+        (d.touched(0), d.touched(1), d.touched(2)),
+        (false, false, true)
+    );
+}
+
+#[test]
 fn dele_and_rset_only_mark() {
     let mut d = drop3();
     d.delete(2).unwrap();

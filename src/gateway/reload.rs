@@ -108,3 +108,7 @@ impl Context {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod tests;
