@@ -138,6 +138,60 @@ async fn a_renumbered_mailbox_keeps_its_uidls_and_is_fingerprinted_once() {
     );
     let new: Vec<_> = again.keys().filter(|u| !first.contains_key(*u)).collect();
     assert_eq!(new, vec!["000000c800000031"]);
+
+    let m = &gw.ctx.metrics;
+    let event = |e: &str| m.uidl_events.with_label_values(&[e]).get();
+    assert_eq!((event("first_contact"), event("rematch")), (1, 1));
+    let rematched = |r: &str| m.uidl_rematched.with_label_values(&[r]).get();
+    assert_eq!((rematched("matched"), rematched("unmatched")), (5, 1));
+}
+
+#[tokio::test]
+async fn a_message_that_came_between_logins_keeps_its_uidl_through_a_reset() {
+    let peer = Peer::with_messages(2);
+    let store = Arc::new(MapStore::default());
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    assert_eq!(uidls(&gw).await.len(), 2);
+    peer.add(3, body(3, 3));
+    let before = uidls(&gw).await;
+    assert_eq!(before.len(), 3);
+
+    {
+        let mut st = peer.0.lock().unwrap();
+        st.uid_validity_change = 1;
+        for m in st.messages.iter_mut() {
+            m.uid += 10;
+        }
+    }
+    assert_eq!(
+        uidls(&gw).await,
+        before,
+        "the memory knew the third message"
+    );
+}
+
+#[tokio::test]
+async fn a_message_replaced_by_one_of_the_same_size_is_remembered_too() {
+    let peer = Peer::with_messages(2);
+    let store = Arc::new(MapStore::default());
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    assert_eq!(uidls(&gw).await.len(), 2);
+    {
+        let mut st = peer.0.lock().unwrap();
+        st.messages.retain(|m| m.uid != 2);
+    }
+    let (gone, three) = (body(2, 3), body(3, 3));
+    assert_eq!(gone.len(), three.len());
+    peer.add(3, three);
+    let before = uidls(&gw).await;
+    {
+        let mut st = peer.0.lock().unwrap();
+        st.uid_validity_change = 1;
+        for m in st.messages.iter_mut() {
+            m.uid += 10;
+        }
+    }
+    assert_eq!(uidls(&gw).await, before);
 }
 
 #[tokio::test]
