@@ -66,7 +66,7 @@ pub struct Backend {
     /// Capabilities announced before login, as the health check last saw
     /// them; decides which SASL mechanisms can be passed through.
     greeting_caps: Mutex<Vec<String>>,
-    /// Connections opened ahead of logins (TCP backends only).
+    /// Connections opened ahead of logins, once `pool::fill` runs for it.
     pub(crate) pool: Option<super::pool::Pool>,
 }
 
@@ -117,7 +117,7 @@ impl Backend {
             tls_connector,
             limit: (config.max_connections > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_connections))),
-            pool: (config.pool > 0 && matches!(connector, Connector::Tcp)).then(|| {
+            pool: (config.pool > 0).then(|| {
                 super::pool::Pool::new(
                     config.pool,
                     config.pool_max_age,

@@ -121,3 +121,105 @@ pub(crate) async fn fill(backend: Arc<Backend>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::config::Config;
+    use crate::gateway::backend::{Backend, Connector};
+    use crate::metrics::Metrics;
+
+    /// A backend whose server greets and then holds the connection until
+    /// the client drops it; `opened` counts the connections.
+    fn backend(
+        pool: usize,
+        max_age: &str,
+        opened: Arc<AtomicUsize>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Backend> {
+        let config = Config::parse(&format!(
+            "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n  \
+             pool: {pool}\n  pool_max_age: {max_age}\n"
+        ))
+        .unwrap();
+        let connector = Connector::Memory(Arc::new(move || {
+            opened.fetch_add(1, SeqCst);
+            let (ours, mut theirs) = tokio::io::duplex(1024);
+            tokio::spawn(async move {
+                let _ = theirs
+                    .write_all(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+                    .await;
+                let mut sink = [0u8; 64];
+                while matches!(theirs.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+            ours
+        }));
+        Backend::with_connector("default", "upstream", &config.upstream, metrics, connector)
+            .unwrap()
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    #[tokio::test]
+    async fn logins_take_fresh_connections_and_the_pool_refills_on_demand() {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let metrics = Arc::new(Metrics::new());
+        let b = backend(2, "60s", opened.clone(), metrics.clone());
+        let pool = b.pool.as_ref().unwrap();
+        let filler = tokio::spawn(super::fill(b.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            opened.load(SeqCst),
+            0,
+            "nothing is opened before a login asks"
+        );
+        assert!(pool.take().is_none());
+        until("filled", || pool.len() == 2).await;
+        let pooled = metrics.upstream_pooled.with_label_values(&["default"]);
+        assert_eq!(pooled.get(), 2);
+
+        let (imap, guard) = pool.take().expect("a fresh connection");
+        assert!(imap.has_capability("IMAP4rev1"));
+        let open = metrics.upstream_open.with_label_values(&["default"]);
+        assert_eq!(
+            (pooled.get(), open.get()),
+            (1, 1),
+            "it moved to the open count"
+        );
+        until("refilled", || pool.len() == 2).await;
+        assert_eq!(opened.load(SeqCst), 3);
+        drop((imap, guard));
+        assert_eq!(open.get(), 0);
+        filler.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_older_than_max_age_is_never_handed_out() {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let b = backend(1, "300ms", opened.clone(), Arc::new(Metrics::new()));
+        let pool = b.pool.as_ref().unwrap();
+        let filler = tokio::spawn(super::fill(b.clone()));
+        assert!(pool.take().is_none());
+        until("filled", || pool.len() == 1).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(pool.take().is_none(), "too old");
+        until("pruned and refilled", || {
+            opened.load(SeqCst) == 2 && pool.len() == 1
+        })
+        .await;
+        filler.abort();
+    }
+}
