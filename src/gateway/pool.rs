@@ -128,10 +128,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use crate::config::Config;
-    use crate::gateway::backend::{Backend, Connector};
+    use crate::gateway::backend::tests::greeting_only;
+    use crate::gateway::backend::Backend;
     use crate::metrics::Metrics;
 
     /// A backend whose server greets and then holds the connection until
@@ -147,18 +146,7 @@ mod tests {
              pool: {pool}\n  pool_max_age: {max_age}\n"
         ))
         .unwrap();
-        let connector = Connector::Memory(Arc::new(move || {
-            opened.fetch_add(1, SeqCst);
-            let (ours, mut theirs) = tokio::io::duplex(1024);
-            tokio::spawn(async move {
-                let _ = theirs
-                    .write_all(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
-                    .await;
-                let mut sink = [0u8; 64];
-                while matches!(theirs.read(&mut sink).await, Ok(n) if n > 0) {}
-            });
-            ours
-        }));
+        let connector = greeting_only("* OK [CAPABILITY IMAP4rev1] ready", opened);
         Backend::with_connector("default", "upstream", &config.upstream, metrics, connector)
             .unwrap()
     }
