@@ -2,12 +2,13 @@
 # Mutation testing of the protocol code and the gateway (src/pop3, src/imap,
 # src/gateway) against the in-process tests, with cargo-mutants; what it
 # mutates and which tests it runs is in .cargo/mutants.toml. Installs
-# cargo-mutants into .tools/ (and Debian's mold linker, which halves each
-# mutant's link time) when missing.
+# cargo-mutants into .tools/ (and Debian's mold, a faster linker for the
+# many test binaries it links) when missing.
 #
-#   scripts/mutants.sh 3/8              # the third of eight shards
+#   scripts/mutants.sh 3/10             # the third of ten shards
 #   scripts/mutants.sh 1/1              # everything: hours on two cores
-#   scripts/mutants.sh 2/8 --file src/pop3/line.rs   # more cargo-mutants flags
+#   scripts/mutants.sh 3/10 --iterate   # more cargo-mutants flags: here,
+#                                       # skip what the last run caught
 #
 # Shards deal the mutants out round-robin, so each is a sample of the
 # whole. Each shard's results go to mutants.out/shard-K-of-N/ (not in git), so

@@ -195,6 +195,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_retried_login_asks_for_a_new_connection_and_gets_one() {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let b = backend(1, "60s", opened.clone(), Arc::new(Metrics::new()));
+        let pool = b.pool.as_ref().unwrap();
+        let filler = tokio::spawn(super::fill(b.clone()));
+        assert!(pool.take().is_none());
+        until("filled", || pool.len() == 1).await;
+        let ends = crate::gateway::backend::Endpoints {
+            client: "192.0.2.1:40000".parse().unwrap(),
+            local: "127.0.0.1:110".parse().unwrap(),
+        };
+        let (_imap, _guard, pooled) = b.connect_with(Some(ends), false).await.unwrap();
+        assert!(!pooled);
+        assert_eq!(
+            (pool.len(), opened.load(SeqCst)),
+            (1, 2),
+            "the pool is untouched"
+        );
+        let (_imap, _guard, pooled) = b.connect_with(Some(ends), true).await.unwrap();
+        assert!(pooled, "a first try takes from the pool");
+        filler.abort();
+    }
+
+    #[tokio::test]
     async fn a_connection_older_than_max_age_is_never_handed_out() {
         let opened = Arc::new(AtomicUsize::new(0));
         let b = backend(1, "300ms", opened.clone(), Arc::new(Metrics::new()));
