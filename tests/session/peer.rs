@@ -46,6 +46,9 @@ pub struct Behaviour {
     pub omit_in_batch: Option<u32>,
     /// Bodies are announced with their UID after the literal.
     pub uid_after_body: bool,
+    /// Multi-message body fetches end in `NO [EXPUNGEISSUED]`, as Dovecot
+    /// answers when another session expunged some of them meanwhile.
+    pub expunge_issued: bool,
 }
 
 impl Default for Behaviour {
@@ -60,6 +63,7 @@ impl Default for Behaviour {
             unsolicited_body: None,
             omit_in_batch: None,
             uid_after_body: false,
+            expunge_issued: false,
         }
     }
 }
@@ -339,6 +343,7 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
                     chosen.insert(0, (i, m));
                 }
             }
+            let several = chosen.len() > 1;
             for (i, m) in chosen {
                 let data = if header_only {
                     header(&m.body)
@@ -362,7 +367,11 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
                     out.extend_from_slice(b")\r\n");
                 }
             }
-            out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+            let status = match several && b.expunge_issued {
+                true => "NO [EXPUNGEISSUED] Some messages were also expunged",
+                false => "OK done",
+            };
+            out.extend_from_slice(format!("{tag} {status}\r\n").as_bytes());
         }
         ["UID", "STORE", set, op, flag] => {
             let add = op.starts_with('+');

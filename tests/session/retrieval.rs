@@ -258,3 +258,22 @@ async fn large_messages_stream_whole() {
     assert_eq!(pop.body().await, want);
     retr(&mut pop, 2, 2).await;
 }
+
+#[tokio::test]
+async fn a_batch_the_server_ends_with_expungeissued_does_not_stop_the_session() {
+    let peer = Peer::with_messages(3);
+    peer.set(|b| b.expunge_issued = true);
+    let (gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    retr(&mut pop, 1, 1).await;
+    assert_eq!(pop.cmd("DELE 1").await, "+OK Marked to be deleted.");
+    // QUIT reads the rest of the batch first, its NO included.
+    assert!(
+        pop.cmd("QUIT").await.starts_with("+OK"),
+        "{:?}",
+        gw.peer.log()
+    );
+    let peer = gw.peer.clone();
+    assert!(gw.finished().await);
+    assert_eq!(peer.uids(), vec![2, 3]);
+}
