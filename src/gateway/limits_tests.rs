@@ -205,3 +205,16 @@ fn the_gauge_counts_every_table() {
     // which cleared that network.
     assert_eq!(l.remembered(), 2 + 1 + 1);
 }
+
+#[test]
+fn failures_are_forgotten_after_five_minutes_or_four_longest_delays() {
+    let window = |max| {
+        let config = crate::config::Limits {
+            auth_penalty_max: S(max),
+            ..Default::default()
+        };
+        Limiters::new(&config, false).window()
+    };
+    assert_eq!(window(15), S(300));
+    assert_eq!(window(120), S(480));
+}

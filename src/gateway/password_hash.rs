@@ -127,4 +127,16 @@ mod tests {
         assert!(Hashed::parse("$6$salt").unwrap().is_err());
         assert!(Hashed::parse("$2b$short").unwrap().is_err());
     }
+
+    #[test]
+    fn sha512_crypt_salts_hold_at_most_sixteen_characters() {
+        let hash = "x".repeat(86);
+        for (salt, usable) in [(8, true), (16, true), (17, false)] {
+            let entry = format!("$6${}${hash}", "s".repeat(salt));
+            let parsed = Hashed::parse(&entry).expect("a hash");
+            assert_eq!(parsed.is_ok(), usable, "salt of {salt}");
+        }
+        let short = format!("$6$salt${}", "x".repeat(85));
+        assert!(Hashed::parse(&short).unwrap().is_err());
+    }
 }
