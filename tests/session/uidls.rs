@@ -18,6 +18,8 @@ struct MapStore {
     map: Mutex<HashMap<MailboxKey, Vec<u8>>>,
     broken: Mutex<bool>,
     meanwhile: Mutex<Option<Memory>>,
+    /// Saves that reached the map.
+    saves: Mutex<usize>,
 }
 
 impl MapStore {
@@ -53,6 +55,7 @@ impl StateStore for MapStore {
             return Ok(Saved::Conflict);
         }
         map.insert(mailbox.clone(), memory.encode());
+        *self.saves.lock().unwrap() += 1;
         Ok(Saved::Done)
     }
 
@@ -144,6 +147,20 @@ async fn a_renumbered_mailbox_keeps_its_uidls_and_is_fingerprinted_once() {
     assert_eq!((event("first_contact"), event("rematch")), (1, 1));
     let rematched = |r: &str| m.uidl_rematched.with_label_values(&[r]).get();
     assert_eq!((rematched("matched"), rematched("unmatched")), (5, 1));
+}
+
+#[tokio::test]
+async fn a_login_to_an_unchanged_mailbox_writes_nothing() {
+    let peer = Peer::with_messages(3);
+    let store = Arc::new(MapStore::default());
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    let first = uidls(&gw).await;
+    assert_eq!(*store.saves.lock().unwrap(), 1);
+    assert_eq!(uidls(&gw).await, first);
+    assert_eq!(*store.saves.lock().unwrap(), 1, "nothing new to remember");
+    peer.add(4, body(4, 3));
+    uidls(&gw).await;
+    assert_eq!(*store.saves.lock().unwrap(), 2);
 }
 
 #[tokio::test]
