@@ -161,6 +161,8 @@ async fn a_login_to_an_unchanged_mailbox_writes_nothing() {
     peer.add(4, body(4, 3));
     uidls(&gw).await;
     assert_eq!(*store.saves.lock().unwrap(), 2);
+    let rematches = gw.ctx.metrics.uidl_events.with_label_values(&["rematch"]);
+    assert_eq!(rematches.get(), 0, "a new message is no UIDVALIDITY change");
 }
 
 #[tokio::test]
