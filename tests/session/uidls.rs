@@ -94,6 +94,24 @@ async fn uidls(gw: &Gateway) -> HashMap<String, Vec<u8>> {
     out
 }
 
+/// A new UIDVALIDITY, every UID moved up by ten: a reset mailbox.
+fn renumber(peer: &Peer) {
+    let mut st = peer.0.lock().unwrap();
+    st.uid_validity_change = 1;
+    for m in st.messages.iter_mut() {
+        m.uid += 10;
+    }
+}
+
+/// The answer to PASS in a new session.
+async fn pass_answer(gw: &Gateway) -> String {
+    let (_session, mut pop) = gw.another().await;
+    pop.send(&format!("USER {USER}")).await;
+    assert!(pop.line().await.starts_with("+OK"));
+    pop.send(&format!("PASS {PASSWORD}")).await;
+    pop.line().await
+}
+
 fn header_fetches(peer: &Peer) -> usize {
     let st = peer.0.lock().unwrap();
     st.log
@@ -175,13 +193,7 @@ async fn a_message_that_came_between_logins_keeps_its_uidl_through_a_reset() {
     let before = uidls(&gw).await;
     assert_eq!(before.len(), 3);
 
-    {
-        let mut st = peer.0.lock().unwrap();
-        st.uid_validity_change = 1;
-        for m in st.messages.iter_mut() {
-            m.uid += 10;
-        }
-    }
+    renumber(&peer);
     assert_eq!(
         uidls(&gw).await,
         before,
@@ -203,13 +215,7 @@ async fn a_message_replaced_by_one_of_the_same_size_is_remembered_too() {
     assert_eq!(gone.len(), three.len());
     peer.add(3, three);
     let before = uidls(&gw).await;
-    {
-        let mut st = peer.0.lock().unwrap();
-        st.uid_validity_change = 1;
-        for m in st.messages.iter_mut() {
-            m.uid += 10;
-        }
-    }
+    renumber(&peer);
     assert_eq!(uidls(&gw).await, before);
 }
 
@@ -231,12 +237,8 @@ async fn a_failing_store_refuses_the_login_by_default() {
     let store = Arc::new(MapStore::default());
     *store.broken.lock().unwrap() = true;
     let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
-    let (_session, mut pop) = gw.another().await;
-    pop.send(&format!("USER {USER}")).await;
-    assert!(pop.line().await.starts_with("+OK"));
-    pop.send(&format!("PASS {PASSWORD}")).await;
     assert_eq!(
-        pop.line().await,
+        pass_answer(&gw).await,
         "-ERR [SYS/TEMP] Mailbox state unavailable, try again later."
     );
     // The store recovers: the next login is served, without a restart.
@@ -300,12 +302,8 @@ async fn a_refused_header_fetch_gives_template_uidls_and_a_lost_link_no_login() 
     assert!(store.map.lock().unwrap().is_empty(), "nothing remembered");
 
     peer.set(|b| b.drop_at = Some("HEADER.FIELDS".into()));
-    let (_session, mut pop) = gw.another().await;
-    pop.send(&format!("USER {USER}")).await;
-    assert!(pop.line().await.starts_with("+OK"));
-    pop.send(&format!("PASS {PASSWORD}")).await;
     assert_eq!(
-        pop.line().await,
+        pass_answer(&gw).await,
         "-ERR [SYS/TEMP] Mail server unavailable, try again later."
     );
     assert!(store.map.lock().unwrap().is_empty());
