@@ -242,6 +242,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_70_character_bound_counts_every_part() {
+        // A number first, then text: 10 + 1 + 59 is allowed, one more is not.
+        let at_limit = format!("%u.{}", "x".repeat(59));
+        assert!(at_limit.parse::<UidlTemplate>().is_ok());
+        let over = format!("%u.{}", "x".repeat(60));
+        let err = over.parse::<UidlTemplate>().unwrap_err();
+        assert!(err.contains("71 characters"), "{err}");
+    }
+
+    #[test]
+    fn max_len_is_the_longest_uidl_a_template_makes() {
+        for source in [
+            "%u",
+            "%Xu",
+            "%08Xu%08Xv",
+            "%v.%u",
+            "x%%%012u",
+            "uid-%u-of-%Xv",
+        ] {
+            let t: UidlTemplate = source.parse().unwrap();
+            let longest = t.uidl(u32::MAX, u32::MAX).len();
+            assert_eq!(t.max_len(), longest, "{source}");
+        }
+    }
+
     proptest! {
         #[test]
         fn default_is_injective_and_valid(a: (u32, u32), b: (u32, u32)) {

@@ -316,3 +316,23 @@ async fn cram_md5_logs_in() {
     let answer = B64.encode(format!("{USER} {}", md5_hex(&outer)));
     assert_eq!(pop.cmd(&answer).await, "+OK Logged in.");
 }
+
+#[tokio::test]
+async fn capa_announces_login_delay_and_expire_only_when_set() {
+    let (_gw, mut pop) = Gateway::new(Peer::with_messages(1)).await;
+    pop.cmd("CAPA").await;
+    let caps = pop.multi().await;
+    assert!(
+        !caps
+            .iter()
+            .any(|l| l.starts_with("LOGIN-DELAY") || l.starts_with("EXPIRE")),
+        "{caps:?}"
+    );
+    let set = config("policy:\n  login_delay: 30s\n  expire: 7\n");
+    let (_gw, mut pop) = Gateway::with(Peer::with_messages(1), set).await;
+    pop.cmd("CAPA").await;
+    let caps = pop.multi().await;
+    for c in ["LOGIN-DELAY 30", "EXPIRE 7"] {
+        assert!(caps.iter().any(|l| l == c), "{c} missing from {caps:?}");
+    }
+}

@@ -100,3 +100,38 @@ async fn digest_logins_need_tls_outside_the_plaintext_networks() {
         .await
         .starts_with("-ERR [AUTH] Plaintext"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_beyond_the_queue_is_refused_and_counts_as_a_failure() {
+    let limits = "  auth_attempts_queued_per_user: 1\n  auth_failures_per_connection: 1\n";
+    let mut cfg = config_limits(limits, "");
+    cfg.limits.auth_penalty_max = std::time::Duration::from_secs(8);
+    let (gw, _pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    // Two failures, each on a connection of its own: the next attempt
+    // waits 2 s.
+    for _ in 0..2 {
+        let (_g, mut failing) = gw.another().await;
+        failing.cmd(&format!("USER {USER}")).await;
+        assert!(failing.cmd("PASS wrong").await.starts_with("-ERR [AUTH]"));
+    }
+    let throttled = |g: &Gateway| {
+        let m = &g.ctx.metrics.auth_throttled;
+        m.with_label_values(&["ip"]).get() + m.with_label_values(&["user"]).get()
+    };
+    let (_g, mut waiting) = gw.another().await;
+    waiting.cmd(&format!("USER {USER}")).await;
+    waiting.send(&format!("PASS {PASSWORD}")).await;
+    while throttled(&gw) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The queue of one is taken: the next attempt is refused at once, and
+    // that refusal is this connection's one failure allowed.
+    let (_g, mut crowded) = gw.another().await;
+    crowded.cmd(&format!("USER {USER}")).await;
+    assert_eq!(
+        crowded.cmd(&format!("PASS {PASSWORD}")).await,
+        "-ERR [SYS/TEMP] Too many login attempts, try again later."
+    );
+    assert!(crowded.closed().await, "the failure limit closes it");
+    assert_eq!(waiting.line().await, "+OK Logged in.");
+}

@@ -1,7 +1,7 @@
 //! RETR and TOP: streaming, batched body fetches, reads out of order, and
 //! servers that answer out of order or with bodies nobody asked for.
 
-use super::{body, Gateway, Peer};
+use super::{body, config, Gateway, Peer};
 
 /// RETR `n` and checks the body against message `uid`.
 async fn retr(pop: &mut super::Pop, n: u32, uid: u32) {
@@ -276,4 +276,23 @@ async fn a_batch_the_server_ends_with_expungeissued_does_not_stop_the_session() 
     let peer = gw.peer.clone();
     assert!(gw.finished().await);
     assert_eq!(peer.uids(), vec![2, 3]);
+}
+
+#[tokio::test]
+async fn nuls_are_replaced_only_for_the_outlook_workaround() {
+    // 0x80 arrives as U+FFFD here, the client reading lines as UTF-8.
+    for (workarounds, want) in [("[]", "a\0b"), ("[outlook-no-nuls]", "a\u{FFFD}b")] {
+        let peer = Peer::default();
+        peer.add(1, b"Subject: nul\r\n\r\na\0b\r\n".to_vec());
+        let cfg = config(&format!("client_workarounds: {workarounds}\n"));
+        let (_gw, mut pop) = Gateway::with(peer, cfg).await;
+        pop.login().await;
+        assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
+        let lines = pop.multi().await;
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(want),
+            "{workarounds}"
+        );
+    }
 }

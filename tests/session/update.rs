@@ -223,3 +223,34 @@ async fn without_uidplus_a_drop_at_the_search_removes_nothing() {
     assert_eq!(gw.peer.uids(), vec![1, 2, 3]);
     assert_eq!(gw.peer.count("EXPUNGE"), 0);
 }
+
+#[tokio::test]
+async fn expire_0_removes_every_retrieved_message_without_asking_dates() {
+    let cfg = super::config("policy:\n  expire: 0\n");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(3), cfg).await;
+    pop.login().await;
+    for n in [1, 3] {
+        pop.cmd(&format!("RETR {n}")).await;
+        pop.body().await;
+    }
+    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(gw.peer.uids(), vec![2]);
+    assert_eq!(gw.peer.count("SEARCH"), 0, "{:?}", gw.peer.log());
+}
+
+#[tokio::test]
+async fn a_missing_trash_folder_is_created_and_the_copy_tried_again() {
+    let peer = Peer::with_messages(2);
+    peer.set(|b| {
+        b.refuse
+            .push(("UID COPY".into(), "NO [TRYCREATE] no such folder".into()))
+    });
+    let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
+    let (gw, mut pop) = Gateway::with(peer, cfg).await;
+    pop.login().await;
+    pop.cmd("DELE 1").await;
+    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(gw.peer.count("CREATE \"Trash\""), 1, "{:?}", gw.peer.log());
+    assert_eq!(gw.peer.count("UID COPY 1 \"Trash\""), 2);
+    assert_eq!(gw.peer.uids(), vec![2]);
+}

@@ -252,3 +252,87 @@ fn body_literal_detection() {
     assert!(!is_body_literal(b"* 1 FETCH (UID 3 RFC822.HEADER {10}"));
     assert!(!is_body_literal(b"A1 OK {10}"));
 }
+
+#[tokio::test]
+async fn starttls_is_sent_only_when_offered() {
+    let offered = pair(
+        b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n",
+        vec![("A1 STARTTLS", b"A1 OK begin TLS\r\n")],
+    );
+    let mut c = Client::start(offered, Duration::from_secs(5))
+        .await
+        .unwrap();
+    c.starttls().await.unwrap();
+
+    let not_offered = pair(GREETING, vec![]);
+    let mut c = Client::start(not_offered, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let e = c.starttls().await.unwrap_err();
+    assert!(matches!(e, ClientError::Protocol(_)), "{e}");
+}
+
+const SELECTED_3: &[u8] =
+    b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\nA1 OK [READ-WRITE] selected\r\n";
+
+#[tokio::test]
+async fn a_refused_snapshot_of_a_mailbox_with_mail_is_an_error() {
+    // Taking it for an empty maildrop would show the user no mail at all.
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 SELECT", SELECTED_3),
+            ("A2 UID FETCH", b"A2 NO [SERVERBUG] try later\r\n"),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let e = c.open_mailbox("INBOX", None).await.unwrap_err();
+    assert!(e.is_refusal() && e.code() == Some("SERVERBUG"), "{e}");
+
+    // Refusing "1:*" on an empty mailbox is what some servers do.
+    let stream = pair(
+        GREETING,
+        vec![
+            (
+                "A1 SELECT",
+                b"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\nA1 OK done\r\n",
+            ),
+            ("A2 UID FETCH", b"A2 NO no messages\r\n"),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let (sel, listing) = c.open_mailbox("INBOX", None).await.unwrap();
+    assert_eq!((sel.exists, listing.len()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_response_announcing_more_than_the_bound_is_refused_at_once() {
+    // Not a body: it would be held in memory whole. The literal never
+    // arrives; the client must not wait for it.
+    let stream = pair(
+        GREETING,
+        vec![("A1 CAPABILITY", b"* CAPABILITY {2000000}\r\n")],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let e = c.refresh_capabilities().await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Protocol(m) if m.contains("too large")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn logout_says_goodbye_outside_a_body() {
+    use tokio::io::AsyncReadExt;
+    let (ours, mut theirs) = tokio::io::duplex(4096);
+    theirs.write_all(GREETING).await.unwrap();
+    let c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
+    theirs
+        .write_all(b"* BYE bye\r\nA1 OK done\r\n")
+        .await
+        .unwrap();
+    c.logout().await;
+    let mut sent = String::new();
+    theirs.read_to_string(&mut sent).await.unwrap();
+    assert_eq!(sent, "A1 LOGOUT\r\n");
+}
