@@ -35,6 +35,7 @@ sys.path.insert(1, str(REPO / "tests" / "e2e"))
 import many_connections  # noqa: E402
 import nginx_proxy  # noqa: E402
 import report  # noqa: E402
+import shipped_defaults  # noqa: E402
 import state_store  # noqa: E402
 import tls_workloads  # noqa: E402
 import uidl_memory  # noqa: E402
@@ -48,8 +49,8 @@ from workloads import (  # noqa: E402
     seq_sessions, start_popgate, top_all,
 )
 
-ALL = "abcdefghijkurx"
-DEFAULT = "abcdefghijkur"   # x (10,000 connections) only when asked for
+ALL = "abcdefghijknurx"
+DEFAULT = "abcdefghijknur"   # x (10,000 connections) only when asked for
 PASSWORD = "bench-pw"
 
 # Sizes: (default, --quick).
@@ -288,6 +289,7 @@ class Runner:
         self.u_result: dict = {}
         self.r_result: dict = {}
         self.x_result: dict = {}
+        self.n_result: dict = {}
 
     def interleave(self, key: str, native, popgate, pg: Popgate,
                    warm_native=None, warm_popgate=None, nginx=None, ng=None) -> None:
@@ -332,6 +334,8 @@ class Runner:
 
         a, only = self.args, self.args.only
         users = {name: PASSWORD for name in ("big", "small", "sess", "giant", "huge")}
+        if "n" in only:
+            users.update({name: PASSWORD for name in shipped_defaults.users(a.clients)})
         extra = login_extra = login_conf(a.dovecot_login)
         pki = None
         if set(only) & set(tls_workloads.LETTERS):
@@ -364,8 +368,11 @@ class Runner:
                 dv.deliver_many("big", attachment_messages(a.retr_msgs, a.retr_size), flags="S")
             if "c" in only:
                 dv.deliver_many("small", small_messages(a.top_msgs), flags="S")
-            if set(only) & set("dehjr"):
+            if set(only) & set("dehjnr"):
                 dv.deliver_many("sess", small_messages(10), flags="S")
+            if "n" in only:
+                for name in shipped_defaults.users(a.clients):
+                    dv.deliver_many(name, small_messages(10), flags="S")
             if "g" in only:
                 dv.deliver_many("giant", [small_message(1),
                                           attachment_message(2, a.big_mb * 1_000_000)], flags="S")
@@ -454,6 +461,8 @@ class Runner:
                             nginx=(lambda: concurrent_sessions(X, "sess", pw, a.clients,
                                                                a.conc_sessions))
                             if X else None, ng=ng)
+        if "n" in only:
+            shipped_defaults.run(self, log, dv, self.binary, "sess", pw)
         if "g" in only:
             log(f"g: RETR of one {a.big_mb} MB message")
             self.interleave("g", lambda: big_retr(N, "giant", pw, None),
@@ -610,6 +619,7 @@ class Runner:
             growth = max(s.extra["growth_kib"] for s in S["g"]["popgate"])
             rows.append(Row("g-mem", "RSS growth during g", "KiB", None, growth, "mem",
                             TARGETS["g-mem"], "< 4096 KiB", label="growth in g"))
+        rows += shipped_defaults.rows(self, Row)
         rows += tls_workloads.rows(self, Row, med, TARGETS)
         if self.i_result:
             small, big = self.i_result["small"], self.i_result["big"]
@@ -669,13 +679,14 @@ class Runner:
                    "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
                    "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
                    "h": (a.seq_sessions, "session"), "j": (a.conc_sessions, "session"),
+                   "j-plain": (a.conc_sessions, "session"),
                    "k": (a.retr_msgs, "RETR")}
         for suffix in ("", "-emb"):
             per_cmd["r-d" + suffix] = per_cmd["d"]
             per_cmd["r-e" + suffix] = per_cmd["e"]
         out.append("| Workload | wall per measurement, native / popgate | per command or session, native / popgate (difference) | popgate CPU / its wall | client CPU / wall (max) | machine busy, native / popgate | octets received, native / popgate |")
         out.append("|---|---:|---:|---:|---:|---:|---:|")
-        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g", "h", "j", "k",
+        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g", "h", "j", "j-plain", "k",
                     "r-d", "r-e", "r-f", "r-d-emb", "r-e-emb", "r-f-emb"):
             if key not in S:
                 continue
@@ -875,8 +886,13 @@ def write_results(args, runner: Runner, rows: list[Row], info: dict, command: st
               f"- f: {args.listing_msgs:,} messages of about 1 KB; time from connect to the end of "
               "the LIST answer (USER, PASS, UIDL, LIST)",
               f"- g: one message of {args.big_mb} MB after a small one",
-              f"- h, j, k: d, e and a over POP3S (a full TLS handshake per session), against "
-              "Dovecot's POP3S port; popgate with a POP3S listener and IMAPS to Dovecot",
+              "- h, j, k: d, e and a over POP3S (a full TLS handshake per session), against "
+              "Dovecot's POP3S port; popgate with a POP3S listener and IMAPS to Dovecot; "
+              "j-plain: j through a popgate with a plaintext upstream, as nginx's",
+              f"- n: a popgate with no limits or session section (the shipped defaults); "
+              f"{args.conc_sessions} sessions by {args.clients} clients from one address, each "
+              "its own user, then as one user; then 30 connections idle before login and a "
+              "login beside them; refusals counted by their text",
               f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
               f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
               "- r: d, e and f's warm listing through popgate on a throwaway redis-server "
@@ -902,7 +918,7 @@ def main(argv: list[str]) -> int:
     info = report.machine_info(REPO, binary, args.rev, bool(args.popgate_bin))
     t0 = time.monotonic()
     runner = Runner(args, binary)
-    if set(args.only) & set("abcdefghjkur"):
+    if set(args.only) & set("abcdefghjknur"):
         runner.main_dovecot()
     if "i" in args.only:
         runner.run_idle()

@@ -67,13 +67,15 @@ class TlsPopgate(Popgate):
 
 
 def start_tls_popgate(binary: str, imaps_port: int, pki: certs.Pki, *, log_level: str,
-                      max_connections: int = 1000) -> Popgate:
+                      max_connections: int = 1000, plain_upstream: bool = False) -> Popgate:
     """popgate with one POP3S listener (the test CA's popgate certificate)
     and implicit TLS to Dovecot's IMAPS port, checked against the test CA
-    and the name localhost; its limits are start_popgate's (d and e's)."""
+    and the name localhost; its limits are start_popgate's (d and e's).
+    With ``plain_upstream``, ``imaps_port`` is Dovecot's plaintext IMAP
+    port instead, reached without TLS (as nginx reaches Dovecot)."""
     q = json.dumps
-    upstream = (f"  tls: implicit\n  ca_file: {q(pki.ca.cert)}\n"
-                f"  server_name: {TLS_NAME}\n")
+    upstream = "" if plain_upstream else (f"  tls: implicit\n  ca_file: {q(pki.ca.cert)}\n"
+                                          f"  server_name: {TLS_NAME}\n")
     extra = (f"session:\n  max_connections: {max_connections}\n"
              f"tls:\n  certificate: {q(pki.popgate.chain)}\n  key: {q(pki.popgate.key)}\n")
     for _attempt in range(5):
@@ -255,6 +257,19 @@ def run(runner, log, binary: str, dv, pki: certs.Pki, nginx, user_sess: str,
             runner.interleave("j", conc(N, a.conc_sessions), conc(T, a.conc_sessions), pg,
                               conc(N, a.clients), conc(T, a.clients),
                               nginx=conc(X, a.conc_sessions) if X else None, ng=nginx)
+            # Like for like with nginx, which cannot encrypt to a backend:
+            # the same popgate with a plaintext upstream, Dovecot doing no
+            # TLS at all.
+            log("j-plain: j through a popgate whose upstream is plaintext IMAP")
+            plain = start_tls_popgate(binary, dv.imap_port, pki, plain_upstream=True,
+                                      log_level=a.popgate_log_level)
+            try:
+                P = plain.port
+                runner.interleave("j-plain", conc(N, a.conc_sessions),
+                                  conc(P, a.conc_sessions), plain,
+                                  conc(N, a.clients), conc(P, a.clients))
+            finally:
+                plain.cleanup()
         if "k" in only:
             log(f"k: RETR of {a.retr_msgs} messages of {a.retr_size:,} octets over POP3S")
             runner.interleave(
@@ -278,4 +293,9 @@ def rows(runner, row, med, targets: dict) -> list:
             out.append(row(key, title, unit, med(S[key]["native"]), med(S[key]["popgate"]),
                            "rate", t, f">= {t:.1f}x", label=title.replace(", POP3S", " TLS"),
                            nginx=med(ng) if ng else None))
+    if "j-plain" in S:
+        out.append(row("j-plain", "j, popgate to Dovecot in plaintext (as nginx)", "sessions/s",
+                       med(S["j-plain"]["native"]), med(S["j-plain"]["popgate"]), "rate",
+                       None, "reported", note="like for like with nginx's column of j",
+                       label="j plain upstream"))
     return out

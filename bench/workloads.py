@@ -154,18 +154,23 @@ class SessionEngine:
     open after the script (idle sessions)."""
 
     def __init__(self, port: int, script: list[bytes], keep_open: bool = False,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, scripts: list[list[bytes]] | None = None,
+                 refusals: dict[str, int] | None = None) -> None:
         self.port = port
-        self.script = script
+        # Session i follows scripts[i % len(scripts)] (one user per client).
+        self.scripts = scripts or [script]
         self.keep_open = keep_open
         self.timeout = timeout
         self.kept: list[socket.socket] = []
+        # With a dict: an answer other than +OK ends that session and is
+        # counted here by its text (after "-ERR "), instead of failing the
+        # run.
+        self.refusals = refusals
 
     def run(self, total: int, concurrency: int) -> float:
         """Runs ``total`` sessions with up to ``concurrency`` under way;
         returns the wall time."""
         sel = selectors.DefaultSelector()
-        script, nsteps = self.script, len(self.script)
         started = done = 0
         inflight = 0
         t0 = time.perf_counter()
@@ -179,7 +184,8 @@ class SessionEngine:
                     if rc not in (0, errno.EINPROGRESS):
                         s.close()
                         raise OSError(rc, os.strerror(rc))
-                    sel.register(s, selectors.EVENT_READ, [0, b""])
+                    sel.register(s, selectors.EVENT_READ,
+                                 [0, b"", self.scripts[started % len(self.scripts)]])
                     started += 1
                     inflight += 1
                 events = sel.select(self.timeout)
@@ -191,16 +197,24 @@ class SessionEngine:
                     data = s.recv(4096)
                     if not data:
                         raise Pop3Error(f"server closed a connection at step {st[0]}")
-                    buf = st[1] + data
+                    buf, script = st[1] + data, st[2]
                     while True:
                         i = buf.find(b"\r\n")
                         if i < 0:
                             break
                         line, buf = buf[:i], buf[i + 2:]
                         if not line.startswith(b"+OK"):
-                            what = script[st[0] - 1].split()[0] if st[0] else b"greeting"
-                            raise Pop3Error(f"{what.decode()}: {line!r}")
-                        if st[0] < nsteps:
+                            if self.refusals is None:
+                                what = script[st[0] - 1].split()[0] if st[0] else b"greeting"
+                                raise Pop3Error(f"{what.decode()}: {line!r}")
+                            key = line[5:85].decode(errors="replace")
+                            self.refusals[key] = self.refusals.get(key, 0) + 1
+                            sel.unregister(s)
+                            s.close()
+                            done += 1
+                            inflight -= 1
+                            break
+                        if st[0] < len(script):
                             s.send(script[st[0]])
                             st[0] += 1
                         else:
