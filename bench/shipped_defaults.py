@@ -22,10 +22,8 @@ timed only to report the rate for reference.
 
 from __future__ import annotations
 
-from dovecot import free_port
 from pop3client import Conn
-from popgate import Popgate, PortInUse
-from workloads import SessionEngine, Timer
+from workloads import SessionEngine, Timer, start_popgate
 
 # The refusals the shipped limits document for one user's many sessions.
 DOCUMENTED = ("[IN-USE] Mailbox is in use by another POP3 session.",
@@ -36,16 +34,6 @@ IDLE = 30
 def users(clients: int) -> list[str]:
     """The customers behind the one address: one user per client."""
     return [f"nat{i}" for i in range(clients)]
-
-
-def _popgate(binary: str, upstream_port: int) -> Popgate:
-    for _attempt in range(5):
-        try:
-            return Popgate(upstream_port, port=free_port(), binary_path=binary,
-                           log_level="warn", limits="", die_with_parent=True)
-        except PortInUse:
-            continue
-    raise RuntimeError("popgate did not start: no free port")
 
 
 def _sessions(port: int, names: list[str], password: str, clients: int,
@@ -75,7 +63,8 @@ def _idle_then_login(port: int, user: str, password: str) -> bool:
 
 def run(runner, log, dv, binary: str, single_user: str, password: str) -> None:
     a = runner.args
-    pg = _popgate(binary, dv.imap_port)
+    pg = start_popgate(binary, dv.imap_port, log_level=a.popgate_log_level,
+                       shipped_defaults=True)
     try:
         log(f"n: shipped defaults, {a.conc_sessions} sessions by {a.clients} clients "
             "from one address")

@@ -77,7 +77,7 @@ class Timer:
 
 def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
                   max_connections: int = 1000, extra: str = "",
-                  limits_extra: str = "") -> Popgate:
+                  limits_extra: str = "", shipped_defaults: bool = False) -> Popgate:
     """The popgate binary (the end-to-end tests' launcher) on a free port
     picked here, so any log level works; the default "warn" keeps
     per-session log lines out of the measurement.  All benchmark clients
@@ -85,15 +85,18 @@ def start_popgate(binary: str, upstream_port: int, *, log_level: str = "warn",
     mail_max_userip_connections, so the per-address and per-user limits are
     off, and so is the failed-login penalty with its bound on one user's
     parallel logins, as the reference Dovecot's (no auth failure delay).
-    Killed with the benchmark, however it dies."""
+    Killed with the benchmark, however it dies.  ``shipped_defaults``: no
+    session or limits section at all, every limit as shipped."""
+    session = f"session:\n  max_connections: {max_connections}\n{extra}"
+    limits = ("  connections_per_ip: 0\n  sessions_per_user: 0\n  auth_penalty_max: 0s\n"
+              + limits_extra)
+    if shipped_defaults:
+        session = limits = ""
     for _attempt in range(5):
         try:
             return Popgate(
                 upstream_port, port=free_port(), binary_path=binary, log_level=log_level,
-                extra=f"session:\n  max_connections: {max_connections}\n{extra}",
-                limits="  connections_per_ip: 0\n  sessions_per_user: 0\n  auth_penalty_max: 0s\n"
-                + limits_extra,
-                die_with_parent=True)
+                extra=session, limits=limits, die_with_parent=True)
         except PortInUse:
             continue
     raise RuntimeError("popgate did not start: no free port")
