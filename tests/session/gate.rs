@@ -121,9 +121,17 @@ async fn an_attempt_beyond_the_queue_is_refused_and_counts_as_a_failure() {
     let (_g, mut waiting) = gw.another().await;
     waiting.cmd(&format!("USER {USER}")).await;
     waiting.send(&format!("PASS {PASSWORD}")).await;
-    while throttled(&gw) == 0 {
+    for _ in 0..10_000 {
+        if throttled(&gw) > 0 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
+    assert_eq!(
+        throttled(&gw),
+        1,
+        "the second attempt waits out the penalty"
+    );
     // The queue of one is taken: the next attempt is refused at once, and
     // that refusal is this connection's one failure allowed.
     let (_g, mut crowded) = gw.another().await;
