@@ -142,6 +142,10 @@ mod tests {
         let e = parse(b"ann:x\nhunter2\n").unwrap_err();
         assert_eq!(e, "line 2: expected user:secret");
         assert!(parse(b"ann:x\nann:y\n").is_err());
+        // A debug print of the table names the users and redacts the rest.
+        let shown = format!("{c:?}");
+        assert!(shown.contains("\"ann\": Plain(<redacted>)"), "{shown}");
+        assert!(!shown.contains("cret") && !shown.contains("pw"), "{shown}");
     }
 
     /// A private file in a directory removed with the guard.

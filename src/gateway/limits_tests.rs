@@ -179,6 +179,19 @@ fn known_networks_are_kept_a_day_and_a_full_table_drops_its_older_half() {
     let mut kept: Vec<Key> = known.since.iter().map(|e| *e.key()).collect();
     kept.sort_unstable();
     assert_eq!(kept, [4, 5], "the three oldest made room");
+    // Full again: a key already there takes no room and drops no one.
+    for key in 6..=7 {
+        known.insert(key, t + S(3600 + key));
+    }
+    known.insert(7, t + S(3700));
+    assert_eq!(
+        known.since.len(),
+        4,
+        "refreshing a known key evicts nothing"
+    );
+    for key in 6..=7 {
+        known.since.remove(&key);
+    }
     let day = super::KNOWN_FOR;
     known.sweep(t + day + S(4));
     assert!(known.contains(4, t + day + S(4)), "known for exactly a day");

@@ -50,6 +50,11 @@ fn the_window_keeps_the_newest() {
         text(|o| d.uidl(&t, Some(1), o).unwrap()),
         "+OK 1 000000090000004d\r\n"
     );
+    let last = drop3().newest(1);
+    assert_eq!(
+        text(|o| last.uidl(&t, Some(1), o).unwrap()),
+        "+OK 1 0000000a0000004d\r\n"
+    );
     assert_eq!(text(|o| drop3().newest(0).stat(o)), "+OK 3 121\r\n");
     assert_eq!(text(|o| drop3().newest(5).stat(o)), "+OK 3 121\r\n");
 }

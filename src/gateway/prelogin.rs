@@ -128,6 +128,18 @@ mod tests {
     }
 
     #[test]
+    fn a_new_maximum_applies_to_the_next_connection() {
+        let table = PreLogin::new(3);
+        let ip: IpAddr = "192.0.2.3".parse().unwrap();
+        let first = table.enter(ip);
+        table.set_max(1);
+        let (_second, room) = table.enter(ip);
+        assert!(room, "one waiting is the new limit");
+        assert_eq!(table.waiting(ip), 1);
+        drop(first);
+    }
+
+    #[test]
     fn zero_is_unlimited_and_empty_addresses_are_dropped() {
         let table = PreLogin::new(0);
         let ip: IpAddr = "2001:db8::1".parse().unwrap();

@@ -239,6 +239,24 @@ mod tests {
     }
 
     #[test]
+    fn apop_needs_a_name_and_an_md5_digest() {
+        let digest = "c4c9334bac560ecc979e58001b3e22fb";
+        assert_eq!(
+            parse(format!("APOP alice {digest}").as_bytes()),
+            Ok(Command::Apop {
+                user: "alice".into(),
+                digest: digest.into()
+            })
+        );
+        for bad in ["APOP alice abc", "APOP alice", "APOP"] {
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(CommandError::Syntax(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn huge_top_counts_mean_everything() {
         assert_eq!(parse(b"TOP 1 99999999"), Ok(Command::Top(1, 99999999)));
         assert_eq!(

@@ -164,6 +164,21 @@ mod tests {
     }
 
     #[test]
+    fn end_header_closes_an_unfinished_header() {
+        for (fed, want) in [
+            (&b"Subject: x"[..], &b"Subject: x\r\n\r\n.\r\n"[..]),
+            (b"Subject: x\r\n", b"Subject: x\r\n\r\n.\r\n"),
+        ] {
+            let mut s = DotStuffer::default();
+            let mut out = BytesMut::new();
+            s.feed(fed, &mut out);
+            s.end_header(&mut out);
+            s.finish(&mut out);
+            assert_eq!(&out[..], want, "{:?}", String::from_utf8_lossy(fed));
+        }
+    }
+
+    #[test]
     fn stuffs_the_first_line_too() {
         assert_eq!(stuff(b".\r\n..x\r\n", 100), b"..\r\n...x\r\n.\r\n");
     }

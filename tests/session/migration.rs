@@ -15,7 +15,7 @@ use popgate::gateway::Context;
 use popgate::state::embedded::Embedded;
 use popgate::state::{MailboxKey, StateStore};
 
-use super::{body, config, Peer, PASSWORD, USER};
+use super::{body, config, Gateway, Peer, PASSWORD, USER};
 
 /// Serves `messages` (UIDL, body) to `USER` with `PASSWORD`; any other
 /// login is refused.
@@ -150,4 +150,25 @@ async fn import_stores_old_uidls_skips_known_mailboxes_and_reports_failures() {
     assert_eq!(memory.prints.len(), 4);
     drop(store);
     std::fs::remove_dir_all(&state).unwrap();
+}
+
+#[tokio::test]
+async fn a_first_login_takes_the_old_servers_uidls() {
+    let peer = Peer::default();
+    peer.add(10, body(2, 2));
+    peer.add(11, body(1, 2));
+    let port = old_server(vec![("old-a", body(1, 2)), ("old-b", body(2, 2))]).await;
+    let state = std::env::temp_dir().join(format!("popgate-login-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let cfg = config(&format!(
+        "state:\n  path: \"{}\"\nmigration:\n  pop3:\n    address: \"127.0.0.1:{port}\"\n",
+        state.display()
+    ));
+    let (gw, mut pop) = Gateway::with(peer, cfg).await;
+    pop.login().await;
+    assert!(pop.cmd("UIDL").await.starts_with("+OK"));
+    assert_eq!(pop.multi().await, ["1 old-b", "2 old-a"]);
+    pop.cmd("QUIT").await;
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&state);
 }

@@ -296,3 +296,22 @@ async fn nuls_are_replaced_only_for_the_outlook_workaround() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_header_without_an_end_gets_one_only_for_the_oe_ns_workaround() {
+    for (workarounds, blank_added) in [("[]", false), ("[oe-ns-eoh]", true)] {
+        let peer = Peer::default();
+        peer.add(1, b"Subject: no body\r\nFrom: a@example.org\r\n".to_vec());
+        let cfg = config(&format!("client_workarounds: {workarounds}\n"));
+        let (_gw, mut pop) = Gateway::with(peer, cfg).await;
+        pop.login().await;
+        assert!(pop.cmd("TOP 1 0").await.starts_with("+OK"));
+        let lines = pop.multi().await;
+        assert_eq!(
+            lines.last().is_some_and(String::is_empty),
+            blank_added,
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 2 + usize::from(blank_added), "{workarounds}");
+    }
+}

@@ -254,3 +254,19 @@ async fn a_missing_trash_folder_is_created_and_the_copy_tried_again() {
     assert_eq!(gw.peer.count("UID COPY 1 \"Trash\""), 2);
     assert_eq!(gw.peer.uids(), vec![2]);
 }
+
+#[tokio::test]
+async fn a_copy_refused_for_another_reason_creates_nothing() {
+    let peer = Peer::with_messages(2);
+    peer.set(|b| {
+        b.refuse
+            .push(("UID COPY".into(), "NO [SERVERBUG] try later".into()))
+    });
+    let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
+    let (gw, mut pop) = Gateway::with(peer, cfg).await;
+    pop.login().await;
+    pop.cmd("DELE 1").await;
+    assert_eq!(pop.cmd("QUIT").await, NOT_REMOVED);
+    assert_eq!(gw.peer.count("CREATE"), 0, "{:?}", gw.peer.log());
+    assert_eq!(gw.peer.uids(), vec![1, 2]);
+}

@@ -336,3 +336,24 @@ async fn logout_says_goodbye_outside_a_body() {
     theirs.read_to_string(&mut sent).await.unwrap();
     assert_eq!(sent, "A1 LOGOUT\r\n");
 }
+
+#[tokio::test]
+async fn logout_in_the_middle_of_a_body_just_leaves() {
+    use tokio::io::AsyncReadExt;
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    theirs.write_all(GREETING).await.unwrap();
+    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    let mut head = b"* 1 FETCH (UID 5 BODY[] {9000}\r\n".to_vec();
+    head.resize(head.len() + 4500, b'x');
+    theirs.write_all(&head).await.unwrap();
+    c.next_body(&tag).await.unwrap().unwrap();
+    assert!(!c.body_chunk().await.unwrap().unwrap().is_empty());
+    c.logout().await;
+    let mut sent = String::new();
+    theirs.read_to_string(&mut sent).await.unwrap();
+    assert_eq!(
+        sent, "A1 UID FETCH 5 (UID BODY.PEEK[])\r\n",
+        "no LOGOUT mid-body"
+    );
+}
