@@ -315,3 +315,17 @@ async fn a_header_without_an_end_gets_one_only_for_the_oe_ns_workaround() {
         assert_eq!(lines.len(), 2 + usize::from(blank_added), "{workarounds}");
     }
 }
+
+#[tokio::test]
+async fn a_folder_renumbered_during_the_session_serves_nothing_from_it() {
+    // Both folders hold the peer's one message; the login leaves the
+    // second one SELECTed, so RETR 1 SELECTs the first again.
+    let cfg = config("mailbox: [INBOX, Other]\n");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    pop.login().await;
+    assert!(pop.cmd("STAT").await.starts_with("+OK 2 "));
+    gw.peer.0.lock().unwrap().uid_validity_change = 1;
+    let answer = pop.cmd("RETR 1").await;
+    assert!(answer.starts_with("-ERR"), "{answer}");
+    assert_eq!(gw.peer.count("BODY.PEEK"), 0, "{:?}", gw.peer.log());
+}
