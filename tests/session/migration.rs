@@ -77,12 +77,16 @@ async fn old_server(messages: Vec<(&'static str, Vec<u8>)>) -> u16 {
     port
 }
 
-fn context(peer: &Peer, state: &std::path::Path, port: u16) -> Arc<Context> {
-    let cfg = config(&format!(
+/// A store in `state` and the old server on `port` to migrate from.
+fn migrating(state: &std::path::Path, port: u16) -> popgate::config::Config {
+    config(&format!(
         "state:\n  path: \"{}\"\nmigration:\n  pop3:\n    address: \"127.0.0.1:{port}\"\n",
         state.display()
-    ));
-    crate::harness::context(cfg, peer, |_| {})
+    ))
+}
+
+fn context(peer: &Peer, state: &std::path::Path, port: u16) -> Arc<Context> {
+    crate::harness::context(migrating(state, port), peer, |_| {})
 }
 
 #[tokio::test]
@@ -160,11 +164,7 @@ async fn a_first_login_takes_the_old_servers_uidls() {
     let port = old_server(vec![("old-a", body(1, 2)), ("old-b", body(2, 2))]).await;
     let state = std::env::temp_dir().join(format!("popgate-login-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let cfg = config(&format!(
-        "state:\n  path: \"{}\"\nmigration:\n  pop3:\n    address: \"127.0.0.1:{port}\"\n",
-        state.display()
-    ));
-    let (gw, mut pop) = Gateway::with(peer, cfg).await;
+    let (gw, mut pop) = Gateway::with(peer, migrating(&state, port)).await;
     pop.login().await;
     assert!(pop.cmd("UIDL").await.starts_with("+OK"));
     assert_eq!(pop.multi().await, ["1 old-b", "2 old-a"]);

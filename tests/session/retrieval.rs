@@ -278,17 +278,24 @@ async fn a_batch_the_server_ends_with_expungeissued_does_not_stop_the_session() 
     assert_eq!(peer.uids(), vec![2, 3]);
 }
 
+/// The lines `command` answers with for a one-message mailbox holding
+/// `message`, under `client_workarounds: workarounds`.
+async fn lines_with_workarounds(workarounds: &str, message: &[u8], command: &str) -> Vec<String> {
+    let peer = Peer::default();
+    peer.add(1, message.to_vec());
+    let cfg = config(&format!("client_workarounds: {workarounds}\n"));
+    let (_gw, mut pop) = Gateway::with(peer, cfg).await;
+    pop.login().await;
+    assert!(pop.cmd(command).await.starts_with("+OK"));
+    pop.multi().await
+}
+
 #[tokio::test]
 async fn nuls_are_replaced_only_for_the_outlook_workaround() {
     // 0x80 arrives as U+FFFD here, the client reading lines as UTF-8.
     for (workarounds, want) in [("[]", "a\0b"), ("[outlook-no-nuls]", "a\u{FFFD}b")] {
-        let peer = Peer::default();
-        peer.add(1, b"Subject: nul\r\n\r\na\0b\r\n".to_vec());
-        let cfg = config(&format!("client_workarounds: {workarounds}\n"));
-        let (_gw, mut pop) = Gateway::with(peer, cfg).await;
-        pop.login().await;
-        assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
-        let lines = pop.multi().await;
+        let lines =
+            lines_with_workarounds(workarounds, b"Subject: nul\r\n\r\na\0b\r\n", "RETR 1").await;
         assert_eq!(
             lines.last().map(String::as_str),
             Some(want),
@@ -299,14 +306,9 @@ async fn nuls_are_replaced_only_for_the_outlook_workaround() {
 
 #[tokio::test]
 async fn a_header_without_an_end_gets_one_only_for_the_oe_ns_workaround() {
+    let message = b"Subject: no body\r\nFrom: a@example.org\r\n";
     for (workarounds, blank_added) in [("[]", false), ("[oe-ns-eoh]", true)] {
-        let peer = Peer::default();
-        peer.add(1, b"Subject: no body\r\nFrom: a@example.org\r\n".to_vec());
-        let cfg = config(&format!("client_workarounds: {workarounds}\n"));
-        let (_gw, mut pop) = Gateway::with(peer, cfg).await;
-        pop.login().await;
-        assert!(pop.cmd("TOP 1 0").await.starts_with("+OK"));
-        let lines = pop.multi().await;
+        let lines = lines_with_workarounds(workarounds, message, "TOP 1 0").await;
         assert_eq!(
             lines.last().is_some_and(String::is_empty),
             blank_added,

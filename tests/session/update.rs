@@ -238,18 +238,23 @@ async fn expire_0_removes_every_retrieved_message_without_asking_dates() {
     assert_eq!(gw.peer.count("SEARCH"), 0, "{:?}", gw.peer.log());
 }
 
-#[tokio::test]
-async fn a_missing_trash_folder_is_created_and_the_copy_tried_again() {
+/// With `delete.action: move` to Trash: logs in, deletes message 1 of 2,
+/// and quits, the first UID COPY answered with `refusal`.
+async fn move_with_the_first_copy_refused(refusal: &str) -> (Gateway, String) {
     let peer = Peer::with_messages(2);
-    peer.set(|b| {
-        b.refuse
-            .push(("UID COPY".into(), "NO [TRYCREATE] no such folder".into()))
-    });
+    peer.set(|b| b.refuse.push(("UID COPY".into(), refusal.into())));
     let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
     let (gw, mut pop) = Gateway::with(peer, cfg).await;
     pop.login().await;
     pop.cmd("DELE 1").await;
-    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    let answer = pop.cmd("QUIT").await;
+    (gw, answer)
+}
+
+#[tokio::test]
+async fn a_missing_trash_folder_is_created_and_the_copy_tried_again() {
+    let (gw, answer) = move_with_the_first_copy_refused("NO [TRYCREATE] no such folder").await;
+    assert!(answer.starts_with("+OK"), "{answer}");
     assert_eq!(gw.peer.count("CREATE \"Trash\""), 1, "{:?}", gw.peer.log());
     assert_eq!(gw.peer.count("UID COPY 1 \"Trash\""), 2);
     assert_eq!(gw.peer.uids(), vec![2]);
@@ -257,16 +262,8 @@ async fn a_missing_trash_folder_is_created_and_the_copy_tried_again() {
 
 #[tokio::test]
 async fn a_copy_refused_for_another_reason_creates_nothing() {
-    let peer = Peer::with_messages(2);
-    peer.set(|b| {
-        b.refuse
-            .push(("UID COPY".into(), "NO [SERVERBUG] try later".into()))
-    });
-    let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
-    let (gw, mut pop) = Gateway::with(peer, cfg).await;
-    pop.login().await;
-    pop.cmd("DELE 1").await;
-    assert_eq!(pop.cmd("QUIT").await, NOT_REMOVED);
+    let (gw, answer) = move_with_the_first_copy_refused("NO [SERVERBUG] try later").await;
+    assert_eq!(answer, NOT_REMOVED);
     assert_eq!(gw.peer.count("CREATE"), 0, "{:?}", gw.peer.log());
     assert_eq!(gw.peer.uids(), vec![1, 2]);
 }
