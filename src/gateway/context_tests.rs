@@ -49,3 +49,12 @@ fn logins_wait_for_the_state_store_only_when_told_to_refuse() {
         assert_eq!(context(&state).store_required(), required, "{mode}");
     }
 }
+
+#[test]
+fn every_session_gets_an_id_of_its_own() {
+    // The id ties a session's log lines together and seeds its APOP
+    // timestamp.
+    let ctx = context("");
+    let ids: std::collections::HashSet<u64> = (0..3).map(|_| ctx.session_id()).collect();
+    assert_eq!(ids.len(), 3);
+}

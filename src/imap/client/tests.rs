@@ -357,3 +357,78 @@ async fn logout_in_the_middle_of_a_body_just_leaves() {
         "no LOGOUT mid-body"
     );
 }
+
+#[tokio::test]
+async fn a_long_capability_line_is_read_whole() {
+    // Servers with many extensions send lines of several KiB.
+    let mut caps = String::from("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN");
+    for i in 0..400 {
+        caps.push_str(&format!(" X-EXTENSION-{i}"));
+    }
+    caps.push_str(" X-LAST] ready\r\n");
+    assert!(caps.len() > 5000);
+    let stream = pair(caps.into_bytes().leak(), vec![]);
+    let c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    assert!(c.has_capability("X-LAST"));
+}
+
+#[tokio::test]
+async fn a_login_refused_before_the_continuation_is_a_refusal() {
+    // Without SASL-IR the payload waits for "+"; a server may refuse first.
+    let stream = pair(
+        b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n",
+        vec![(
+            "A1 AUTHENTICATE PLAIN\r\n",
+            b"A1 NO [AUTHENTICATIONFAILED] no\r\n",
+        )],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let e = c.login("", "u", &Secret(b"p".to_vec())).await.unwrap_err();
+    assert!(
+        e.is_refusal() && e.code() == Some("AUTHENTICATIONFAILED"),
+        "{e}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_whose_last_octet_is_all_the_server_sent_is_handed_on() {
+    // The rest of the response may follow only later; the body is whole.
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    theirs.write_all(GREETING).await.unwrap();
+    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    theirs
+        .write_all(b"* 1 FETCH (UID 5 BODY[] {5}\r\nhello")
+        .await
+        .unwrap();
+    c.next_body(&tag).await.unwrap().unwrap();
+    let chunk = c.body_chunk().await.unwrap().unwrap();
+    assert_eq!(&chunk[..], b"hello");
+    drop(theirs);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_trickled_a_byte_at_a_time_runs_into_the_timeout() {
+    // Each piece must arrive within the timeout, and a piece is 4 KiB
+    // (or the rest of the body): one byte every 3 s never makes one.
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    theirs.write_all(GREETING).await.unwrap();
+    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    theirs
+        .write_all(b"* 1 FETCH (UID 5 BODY[] {9000}\r\n")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..9000 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if theirs.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    c.next_body(&tag).await.unwrap().unwrap();
+    let first = c.body_chunk().await;
+    assert!(matches!(first, Err(ClientError::Timeout)), "{first:?}");
+    trickle.abort();
+}
