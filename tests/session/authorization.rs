@@ -336,3 +336,24 @@ async fn capa_announces_login_delay_and_expire_only_when_set() {
         assert!(caps.iter().any(|l| l == c), "{c} missing from {caps:?}");
     }
 }
+
+#[tokio::test]
+async fn the_clients_address_goes_upstream_only_when_forwarded_and_offered() {
+    // (forward_client_ip, the server offers ID, ID commands sent)
+    for (forward, offered, sent) in [(true, true, 1), (false, true, 0), (true, false, 0)] {
+        let peer = Peer::with_messages(1);
+        if !offered {
+            peer.set(|b| b.caps = b.caps.replace(" ID ", " "));
+        }
+        let mut cfg = config("");
+        cfg.upstream.forward_client_ip = forward;
+        let (gw, mut pop) = Gateway::with(peer, cfg).await;
+        pop.login().await;
+        assert_eq!(
+            gw.peer.count("x-originating-ip"),
+            sent,
+            "forward {forward}, offered {offered}: {:?}",
+            gw.peer.log()
+        );
+    }
+}

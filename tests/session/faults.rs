@@ -167,6 +167,23 @@ async fn a_client_leaving_between_batched_bodies_is_no_panic() {
 }
 
 #[tokio::test]
+async fn a_session_is_counted_open_for_as_long_as_it_lasts() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(1)).await;
+    let ctx = gw.ctx.clone();
+    let open = || {
+        ctx.metrics
+            .sessions_open
+            .with_label_values(&["test", "none"])
+            .get()
+    };
+    assert_eq!(open(), 1);
+    pop.login().await;
+    pop.cmd("QUIT").await;
+    assert!(gw.finished().await);
+    assert_eq!(open(), 0);
+}
+
+#[tokio::test]
 async fn shutdown_closes_a_session_without_applying_it() {
     let (gw, mut pop) = Gateway::new(Peer::with_messages(2)).await;
     pop.login().await;

@@ -6,7 +6,10 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use super::{config, config_limits, Gateway, Peer, MASTER, MASTER_PASSWORD, PASSWORD, USER};
+use super::{
+    config, config_limits, Gateway, Peer, MASTER, MASTER_PASSWORD, OTHER, OTHER_PASSWORD, PASSWORD,
+    USER,
+};
 
 #[tokio::test]
 async fn a_wrong_password_hears_auth_even_while_the_user_is_logged_in() {
@@ -142,4 +145,28 @@ async fn an_attempt_beyond_the_queue_is_refused_and_counts_as_a_failure() {
     );
     assert!(crowded.closed().await, "the failure limit closes it");
     assert_eq!(waiting.line().await, "+OK Logged in.");
+}
+
+#[tokio::test]
+async fn each_user_has_session_slots_of_their_own() {
+    // An empty master separator names no master user: names are not split.
+    for separator in ["*", ""] {
+        let cfg = config_limits(
+            "  sessions_per_user: 1\n",
+            &format!("auth:\n  master_separator: \"{separator}\"\n"),
+        );
+        let (gw, mut alice) = Gateway::with(Peer::with_messages(1), cfg).await;
+        alice.login().await;
+        let (_again, mut again) = gw.another().await;
+        again.cmd(&format!("USER {USER}")).await;
+        let answer = again.cmd(&format!("PASS {PASSWORD}")).await;
+        assert!(answer.starts_with("-ERR [IN-USE]"), "{answer}");
+        let (_bob, mut bob) = gw.another().await;
+        bob.cmd(&format!("USER {OTHER}")).await;
+        assert_eq!(
+            bob.cmd(&format!("PASS {OTHER_PASSWORD}")).await,
+            "+OK Logged in.",
+            "separator {separator:?}"
+        );
+    }
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use popgate::config::Config;
 use popgate::gateway::Context;
 
-pub use peer::{body, Peer, MASTER, MASTER_PASSWORD, PASSWORD, USER};
+pub use peer::{body, Peer, MASTER, MASTER_PASSWORD, OTHER, OTHER_PASSWORD, PASSWORD, USER};
 
 const SECRETS_DIR_PREFIX: &str = "popgate-session-";
 

@@ -97,6 +97,7 @@ async fn import_stores_old_uidls_skips_known_mailboxes_and_reports_failures() {
     peer.add(11, body(1, 2));
     peer.add(12, body(2, 2));
     peer.add(13, body(4, 2));
+    peer.add(14, body(5, 2));
     let old = vec![
         ("old-a", body(1, 2)),
         ("old-b", body(2, 2)),
@@ -122,7 +123,7 @@ async fn import_stores_old_uidls_skips_known_mailboxes_and_reports_failures() {
         Outcome::Migrated {
             old_messages: 3,
             matched: 3,
-            unmatched: 1
+            unmatched: 2
         }
     );
     match &summary[1].outcome {
@@ -151,7 +152,7 @@ async fn import_stores_old_uidls_skips_known_mailboxes_and_reports_failures() {
         .map(|(u, s)| (u, s.to_string()))
         .collect();
     assert_eq!(memory.exceptions, expected);
-    assert_eq!(memory.prints.len(), 4);
+    assert_eq!(memory.prints.len(), 5);
     drop(store);
     std::fs::remove_dir_all(&state).unwrap();
 }
@@ -168,6 +169,25 @@ async fn a_first_login_takes_the_old_servers_uidls() {
     pop.login().await;
     assert!(pop.cmd("UIDL").await.starts_with("+OK"));
     assert_eq!(pop.multi().await, ["1 old-b", "2 old-a"]);
+    pop.cmd("QUIT").await;
+    drop(gw);
+
+    // Once a mailbox is remembered the old server can be switched off:
+    // logins no longer ask it, even where its failure would refuse them.
+    let retired = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = retired.local_addr().unwrap().port();
+    drop(retired);
+    // New mail has come in: the login looks at the mailbox again.
+    let peer = Peer::default();
+    peer.add(10, body(2, 2));
+    peer.add(11, body(1, 2));
+    peer.add(12, body(3, 2));
+    let (gw, mut pop) = Gateway::with(peer, migrating(&state, gone)).await;
+    pop.login().await;
+    assert!(pop.cmd("UIDL").await.starts_with("+OK"));
+    let uidls = pop.multi().await;
+    assert_eq!(uidls[..2], ["1 old-b", "2 old-a"]);
+    assert_eq!(uidls.len(), 3);
     pop.cmd("QUIT").await;
     drop(gw);
     let _ = std::fs::remove_dir_all(&state);

@@ -14,6 +14,10 @@ pub const UID_VALIDITY: u32 = 42;
 /// The master user that logs in for APOP and CRAM-MD5 users.
 pub const MASTER: &str = "master";
 pub const MASTER_PASSWORD: &str = "master-pw";
+/// A second user, for per-user keys; the server has one mailbox, so both
+/// users see the same messages.
+pub const OTHER: &str = "bob";
+pub const OTHER_PASSWORD: &str = "bobs-secret";
 const CAPS: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR UIDPLUS ID LITERAL+";
 
 #[derive(Debug, Clone)]
@@ -261,6 +265,10 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
                     && parts[0] == USER.as_bytes()
                     && parts[1] == MASTER.as_bytes()
                     && parts[2] == MASTER_PASSWORD.as_bytes()
+                || parts.len() == 3
+                    && parts[0].is_empty()
+                    && parts[1] == OTHER.as_bytes()
+                    && parts[2] == OTHER_PASSWORD.as_bytes()
             {
                 put(&mut out, format!("{tag} OK [CAPABILITY {}] in\r\n", b.caps));
             } else {

@@ -331,3 +331,13 @@ async fn a_folder_renumbered_during_the_session_serves_nothing_from_it() {
     assert!(answer.starts_with("-ERR"), "{answer}");
     assert_eq!(gw.peer.count("BODY.PEEK"), 0, "{:?}", gw.peer.log());
 }
+
+#[tokio::test]
+async fn a_message_of_the_first_folder_is_served_after_the_login_opened_the_second() {
+    let cfg = config("mailbox: [INBOX, Other]\n");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    pop.login().await;
+    assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
+    assert_eq!(pop.body().await, body(1, 3));
+    assert_eq!(gw.peer.count("SELECT \"INBOX\""), 2, "{:?}", gw.peer.log());
+}

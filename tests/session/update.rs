@@ -267,3 +267,39 @@ async fn a_copy_refused_for_another_reason_creates_nothing() {
     assert_eq!(gw.peer.count("CREATE"), 0, "{:?}", gw.peer.log());
     assert_eq!(gw.peer.uids(), vec![1, 2]);
 }
+
+#[tokio::test]
+async fn a_refused_take_back_does_not_stop_the_others() {
+    // 1,200 scattered deletions make two UID sets. The first expunge is
+    // refused, and so is taking the flag back from the first set: the
+    // second set must still get its messages back.
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(2400)).await;
+    gw.peer.set(|b| {
+        b.refuse
+            .push(("UID EXPUNGE".into(), "NO [SERVERBUG] no".into()));
+        b.refuse.push(("-FLAGS".into(), "NO [SERVERBUG] no".into()));
+    });
+    pop.login().await;
+    let deletions: String = (1..=2400)
+        .step_by(2)
+        .map(|n| format!("DELE {n}\r\n"))
+        .collect();
+    pop.send_raw(deletions.as_bytes()).await;
+    for _ in 0..1200 {
+        assert!(pop.line().await.starts_with("+OK"));
+    }
+    assert_eq!(pop.cmd("QUIT").await, NOT_REMOVED);
+    let log = gw.peer.log();
+    let take_backs: Vec<&String> = log.iter().filter(|c| c.contains("-FLAGS")).collect();
+    assert_eq!(take_backs.len(), 2, "one take-back per set");
+    let first_set: Vec<u32> = take_backs[0]
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .split(',')
+        .map(|u| u.parse().unwrap())
+        .collect();
+    assert!(first_set.len() < 1200);
+    assert_eq!(gw.peer.flagged(|m| m.deleted), first_set);
+    assert_eq!(gw.peer.uids().len(), 2400, "nothing removed");
+}
