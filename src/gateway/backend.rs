@@ -203,12 +203,9 @@ impl Backend {
                 ("x-connected-ip", ends.local.ip().to_string()),
                 ("x-connected-port", ends.local.port().to_string()),
             ];
-            // Only informative: a server that refuses ID still serves the login.
-            if let Err(e) = self.timed("ID", imap.id(&fields)).await {
-                if !e.is_refusal() {
-                    return Err(e);
-                }
-            }
+            // Not waited for: a refusal arrives among the login's answers,
+            // which pass over it (the fields are only informative).
+            self.timed("ID", imap.id(&fields)).await?;
         }
         Ok((imap, guard, from_pool))
     }

@@ -67,3 +67,30 @@ fn the_connection_limit_and_the_pool_follow_the_config_and_zero_turns_each_off()
         assert_eq!(b.pool.is_some(), n > 0, "pool: {n}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_health_check_reports_each_result_and_keeps_the_gauge() {
+    let config = Config::parse(
+        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n",
+    )
+    .unwrap();
+    for (greeting, up) in [
+        ("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready", true),
+        ("* BYE not now", false),
+    ] {
+        let connector = greeting_only(greeting, Arc::new(AtomicUsize::new(0)));
+        let metrics = Arc::new(Metrics::new());
+        let b = Backend::with_connector("east", "upstream", &config.upstream, metrics, connector)
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let check = tokio::spawn(health_loop(b.clone(), move |ok| {
+            let _ = tx.send(ok);
+        }));
+        // The gauge is set after each report: two reports, one gauge.
+        assert_eq!(rx.recv().await, Some(up), "{greeting}");
+        assert_eq!(rx.recv().await, Some(up), "{greeting}");
+        let gauge = b.metrics.upstream_up.with_label_values(&["east"]).get();
+        assert_eq!(gauge, i64::from(up), "{greeting}");
+        check.abort();
+    }
+}

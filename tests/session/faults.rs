@@ -247,3 +247,13 @@ async fn an_upstream_connection_limit_refuses_logins() {
     second.cmd("USER alice").await;
     assert_eq!(second.cmd(&format!("PASS {PASSWORD}")).await, UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn a_server_refusing_id_still_serves_the_login() {
+    // The client's address is only informative.
+    let peer = Peer::with_messages(1);
+    peer.set(|b| b.refuse.push(("ID".into(), "NO not here".into())));
+    let (gw, answer) = login_answer(peer).await;
+    assert_eq!(answer, "+OK Logged in.");
+    assert_eq!(gw.peer.count("x-originating-ip"), 1);
+}
