@@ -75,7 +75,7 @@ async fn login_refusals_keep_their_meaning() {
     ] {
         let peer = Peer::with_messages(1);
         let refusal = format!("NO [{code}] no");
-        peer.set(|b| b.refuse.push(("AUTHENTICATE".into(), refusal)));
+        peer.refuse("AUTHENTICATE", &refusal);
         assert_eq!(login_answer(peer).await.1, want, "{code}");
     }
 }
@@ -89,7 +89,7 @@ async fn select_refusals_keep_their_meaning() {
     ] {
         let peer = Peer::with_messages(1);
         let refusal = format!("NO [{code}] no");
-        peer.set(|b| b.refuse.push(("SELECT".into(), refusal)));
+        peer.refuse("SELECT", &refusal);
         let (gw, answer) = login_answer(peer).await;
         assert_eq!(answer, want, "{code}");
         assert_eq!(gw.peer.connections(), 1);
@@ -252,7 +252,7 @@ async fn an_upstream_connection_limit_refuses_logins() {
 async fn a_server_refusing_id_still_serves_the_login() {
     // The client's address is only informative.
     let peer = Peer::with_messages(1);
-    peer.set(|b| b.refuse.push(("ID".into(), "NO not here".into())));
+    peer.refuse("ID", "NO not here");
     let (gw, answer) = login_answer(peer).await;
     assert_eq!(answer, "+OK Logged in.");
     assert_eq!(gw.peer.count("x-originating-ip"), 1);

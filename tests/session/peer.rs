@@ -119,6 +119,12 @@ impl Peer {
         f(&mut self.0.lock().unwrap().behaviour);
     }
 
+    /// The next command containing `text` gets the tagged `answer`
+    /// (without the tag) instead of being run.
+    pub fn refuse(&self, text: &str, answer: &str) {
+        self.set(|b| b.refuse.push((text.into(), answer.into())));
+    }
+
     pub fn uids(&self) -> Vec<u32> {
         self.0
             .lock()

@@ -288,12 +288,7 @@ async fn a_save_lost_to_another_instance_adopts_what_that_one_stored() {
 #[tokio::test]
 async fn a_refused_header_fetch_gives_template_uidls_and_a_lost_link_no_login() {
     let peer = Peer::with_messages(2);
-    peer.set(|b| {
-        b.refuse.push((
-            "HEADER.FIELDS".into(),
-            "NO [SERVERBUG] no headers today".into(),
-        ))
-    });
+    peer.refuse("HEADER.FIELDS", "NO [SERVERBUG] no headers today");
     let store = Arc::new(MapStore::default());
     let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
     let mut keys: Vec<_> = uidls(&gw).await.into_keys().collect();

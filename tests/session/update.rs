@@ -242,7 +242,7 @@ async fn expire_0_removes_every_retrieved_message_without_asking_dates() {
 /// and quits, the first UID COPY answered with `refusal`.
 async fn move_with_the_first_copy_refused(refusal: &str) -> (Gateway, String) {
     let peer = Peer::with_messages(2);
-    peer.set(|b| b.refuse.push(("UID COPY".into(), refusal.into())));
+    peer.refuse("UID COPY", refusal);
     let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
     let (gw, mut pop) = Gateway::with(peer, cfg).await;
     pop.login().await;
@@ -274,11 +274,8 @@ async fn a_refused_take_back_does_not_stop_the_others() {
     // refused, and so is taking the flag back from the first set: the
     // second set must still get its messages back.
     let (gw, mut pop) = Gateway::new(Peer::with_messages(2400)).await;
-    gw.peer.set(|b| {
-        b.refuse
-            .push(("UID EXPUNGE".into(), "NO [SERVERBUG] no".into()));
-        b.refuse.push(("-FLAGS".into(), "NO [SERVERBUG] no".into()));
-    });
+    gw.peer.refuse("UID EXPUNGE", "NO [SERVERBUG] no");
+    gw.peer.refuse("-FLAGS", "NO [SERVERBUG] no");
     pop.login().await;
     let deletions: String = (1..=2400)
         .step_by(2)
