@@ -168,6 +168,23 @@ async fn a_renumbered_mailbox_keeps_its_uidls_and_is_fingerprinted_once() {
 }
 
 #[tokio::test]
+async fn a_reset_that_hands_old_uids_to_other_messages_keeps_each_uidl_with_its_message() {
+    let peer = Peer::with_messages(3);
+    let store = Arc::new(MapStore::default());
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    let first = uidls(&gw).await;
+    {
+        let mut st = peer.0.lock().unwrap();
+        st.uid_validity_change = 1;
+        st.messages.reverse();
+        for (i, m) in st.messages.iter_mut().enumerate() {
+            m.uid = i as u32 + 1;
+        }
+    }
+    assert_eq!(uidls(&gw).await, first);
+}
+
+#[tokio::test]
 async fn a_login_to_an_unchanged_mailbox_writes_nothing() {
     let peer = Peer::with_messages(3);
     let store = Arc::new(MapStore::default());
