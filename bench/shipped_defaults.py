@@ -41,7 +41,7 @@ def _sessions(port: int, names: list[str], password: str, clients: int,
     scripts = [[b"USER %s\r\n" % n.encode(), b"PASS %s\r\n" % password.encode(),
                 b"STAT\r\n", b"QUIT\r\n"] for n in names]
     refused: dict[str, int] = {}
-    eng = SessionEngine(port, scripts[0], scripts=scripts, refusals=refused)
+    eng = SessionEngine(port, *scripts, refusals=refused)
     with Timer() as t:
         eng.run(total, clients)
     return refused, total / t.wall

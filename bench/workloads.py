@@ -152,16 +152,16 @@ def seq_sessions(port: int, user: str, password: str, count: int,
 
 class SessionEngine:
     """Many concurrent POP3 sessions on one thread (epoll): each connection
-    reads the greeting, then sends the script one command at a time, each
-    after the previous "+OK" line.  With ``keep_open`` the connections stay
-    open after the script (idle sessions)."""
+    reads the greeting, then sends its script one command at a time, each
+    after the previous "+OK" line; session i follows scripts[i % len] (one
+    script per user, for one user per client).  With ``keep_open`` the
+    connections stay open after the script (idle sessions)."""
 
-    def __init__(self, port: int, script: list[bytes], keep_open: bool = False,
-                 timeout: float = 60.0, scripts: list[list[bytes]] | None = None,
+    def __init__(self, port: int, *scripts: list[bytes], keep_open: bool = False,
+                 timeout: float = 60.0,
                  refusals: dict[str, int] | None = None) -> None:
         self.port = port
-        # Session i follows scripts[i % len(scripts)] (one user per client).
-        self.scripts = scripts or [script]
+        self.scripts = list(scripts)
         self.keep_open = keep_open
         self.timeout = timeout
         self.kept: list[socket.socket] = []
