@@ -91,6 +91,18 @@ impl Config {
         Config::from_yaml(text).map_err(|e| e.to_string())
     }
 
+    /// A config with one listener and the upstream `imap.test:143`, for
+    /// unit tests: `upstream` adds lines to `upstream:` (indented by two),
+    /// `extra` adds top-level YAML.
+    #[cfg(test)]
+    pub(crate) fn for_tests(upstream: &str, extra: &str) -> Config {
+        Config::parse(&format!(
+            "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  \
+             address: \"imap.test:143\"\n{upstream}{extra}"
+        ))
+        .expect("test config")
+    }
+
     /// As `parse`, with the error typed.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError {

@@ -25,10 +25,7 @@ pub(crate) fn greeting_only(greeting: &'static str, opened: Arc<AtomicUsize>) ->
 
 #[tokio::test]
 async fn what_the_health_check_sees_decides_the_mechanisms_offered() {
-    let config = Config::parse(
-        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n",
-    )
-    .unwrap();
+    let config = Config::for_tests("", "");
     let greeting = "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2] ready";
     let opened = Arc::new(AtomicUsize::new(0));
     let connector = greeting_only(greeting, opened.clone());
@@ -56,11 +53,7 @@ async fn what_the_health_check_sees_decides_the_mechanisms_offered() {
 fn the_connection_limit_and_the_pool_follow_the_config_and_zero_turns_each_off() {
     let metrics = Arc::new(Metrics::new());
     for (n, permits) in [(0, None), (1, Some(1)), (3, Some(3))] {
-        let config = Config::parse(&format!(
-            "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  \
-             address: \"imap.test:143\"\n  max_connections: {n}\n  pool: {n}\n"
-        ))
-        .unwrap();
+        let config = Config::for_tests(&format!("  max_connections: {n}\n  pool: {n}\n"), "");
         let b = Backend::new("default", "upstream", &config.upstream, metrics.clone()).unwrap();
         let limit = b.limit.as_ref().map(|s| s.available_permits());
         assert_eq!(limit, permits, "max_connections: {n}");
@@ -70,10 +63,7 @@ fn the_connection_limit_and_the_pool_follow_the_config_and_zero_turns_each_off()
 
 #[tokio::test(start_paused = true)]
 async fn the_health_check_reports_each_result_and_keeps_the_gauge() {
-    let config = Config::parse(
-        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n",
-    )
-    .unwrap();
+    let config = Config::for_tests("", "");
     for (greeting, up) in [
         ("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready", true),
         ("* BYE not now", false),

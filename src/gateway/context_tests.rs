@@ -8,11 +8,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 
 fn context(extra: &str) -> Context {
-    let text = format!(
-        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n{extra}"
-    );
-    let config = Config::parse(&text).expect("config");
-    Context::new(config, Arc::new(Metrics::new())).expect("context")
+    Context::new(Config::for_tests("", extra), Arc::new(Metrics::new())).expect("context")
 }
 
 #[test]

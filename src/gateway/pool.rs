@@ -141,11 +141,7 @@ mod tests {
         opened: Arc<AtomicUsize>,
         metrics: Arc<Metrics>,
     ) -> Arc<Backend> {
-        let config = Config::parse(&format!(
-            "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n  \
-             pool: {pool}\n  pool_max_age: {max_age}\n"
-        ))
-        .unwrap();
+        let config = Config::for_tests(&format!("  pool: {pool}\n  pool_max_age: {max_age}\n"), "");
         let connector = greeting_only("* OK [CAPABILITY IMAP4rev1] ready", opened);
         Backend::with_connector("default", "upstream", &config.upstream, metrics, connector)
             .unwrap()

@@ -11,14 +11,15 @@ use crate::metrics::Metrics;
 const OAUTH2: &str = "upstream.oauth2 (or an upstreams entry's)";
 
 /// A config; `upstream` and `east` add lines to those backends' sections
-/// (indented by four and six spaces), `extra` adds top-level YAML.
+/// (indented by two and four spaces), `extra` adds top-level YAML.
 fn config(upstream: &str, east: &str, extra: &str) -> Config {
-    Config::parse(&format!(
-        "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n\
-         {upstream}upstreams:\n  east:\n    address: \"imap.east:143\"\n{east}\
-         state:\n  path: /nonexistent/popgate\n{extra}"
-    ))
-    .expect("test config")
+    Config::for_tests(
+        upstream,
+        &format!(
+            "upstreams:\n  east:\n    address: \"imap.east:143\"\n{east}\
+             state:\n  path: /nonexistent/popgate\n{extra}"
+        ),
+    )
 }
 
 fn oauth2(indent: &str, client: &str) -> String {
@@ -69,12 +70,7 @@ fn the_token_brokers_of_every_route_need_a_restart() {
 
 #[test]
 fn the_login_delays_carry_over_while_the_delay_stays() {
-    let plain = |extra: &str| {
-        Config::parse(&format!(
-            "listeners:\n  - address: \"127.0.0.1:1110\"\nupstream:\n  address: \"imap.test:143\"\n{extra}"
-        ))
-        .unwrap()
-    };
+    let plain = |extra: &str| Config::for_tests("", extra);
     let minute = "policy:\n  login_delay: 60s\n";
     let ctx = Context::new(plain(minute), Arc::new(Metrics::new())).unwrap();
     let old = ctx.login_delays.clone().expect("a delay is set");
