@@ -16,7 +16,7 @@ pub(crate) mod login_delay;
 pub(crate) mod maildrop;
 pub(crate) mod migration;
 pub(crate) mod password_hash;
-pub(crate) mod pool;
+pub mod pool;
 pub mod prelogin;
 pub(crate) mod reload;
 pub(crate) mod route;

@@ -89,7 +89,7 @@ impl Pool {
 /// that no login draws from empties as its connections age, so an idle
 /// gateway holds nothing open on the server (each pooled connection is a
 /// pre-login client there, logged when it goes).
-pub(crate) async fn fill(backend: Arc<Backend>) {
+pub async fn fill(backend: Arc<Backend>) {
     let Some(pool) = backend.pool.as_ref() else {
         return;
     };

@@ -87,3 +87,20 @@ fn the_login_delays_carry_over_while_the_delay_stays() {
     assert_eq!(new.delay().as_secs(), 120);
     assert!(ctx.reloaded(plain("")).unwrap().login_delays.is_none());
 }
+
+#[test]
+fn a_reload_retunes_the_session_limit_for_slots_taken_afterwards() {
+    let plain = |extra: &str| Config::for_tests("", extra);
+    let ctx = Context::new(plain(""), Arc::new(Metrics::new())).unwrap();
+    let user = ctx.limits.keys.user("alice");
+    let held = ctx.limits.per_user.acquire(user).expect("ten allowed");
+    let one = ctx
+        .reloaded(plain("limits:\n  sessions_per_user: 1\n"))
+        .unwrap();
+    assert!(
+        one.limits.per_user.acquire(user).is_none(),
+        "the slot held fills the new limit"
+    );
+    drop(held);
+    assert!(one.limits.per_user.acquire(user).is_some());
+}

@@ -1,7 +1,7 @@
 //! Failures: the upstream refusing or dropping at each step, the client
 //! leaving mid-answer, idling, and shutdown.
 
-use super::{body, config_limits, Gateway, Peer, PASSWORD};
+use super::{body, config_limits, Gateway, Peer, PASSWORD, USER};
 
 const UNAVAILABLE: &str = "-ERR [SYS/TEMP] Mail server unavailable, try again later.";
 
@@ -256,4 +256,52 @@ async fn a_server_refusing_id_still_serves_the_login() {
     let (gw, answer) = login_answer(peer).await;
     assert_eq!(answer, "+OK Logged in.");
     assert_eq!(gw.peer.count("x-originating-ip"), 1);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_lost_at_login_gives_way_to_a_new_one() {
+    let mut cfg = config_limits("", "");
+    cfg.upstream.pool = 1;
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    let backend = gw.ctx.backends[popgate::config::DEFAULT_ROUTE].clone();
+    let filler = tokio::spawn(popgate::gateway::pool::fill(backend));
+    // The first login asks the pool for a connection: it fills after it.
+    pop.login().await;
+    super::until("the pool to fill", || gw.peer.connections() == 2).await;
+    gw.peer.set(|b| {
+        b.drop_at = Some("AUTHENTICATE".into());
+        b.drop_once = true;
+    });
+    let (_next, mut next) = gw.another().await;
+    next.cmd(&format!("USER {USER}")).await;
+    assert_eq!(
+        next.cmd(&format!("PASS {PASSWORD}")).await,
+        "+OK Logged in."
+    );
+    assert_eq!(gw.peer.count("AUTHENTICATE"), 3, "{:?}", gw.peer.log());
+    filler.abort();
+}
+
+#[tokio::test]
+async fn one_missing_folder_of_several_is_left_out_but_other_refusals_refuse() {
+    for (refusal, want) in [
+        ("NO [NONEXISTENT] no", "+OK Logged in."),
+        ("NO no such folder", "+OK Logged in."),
+        ("NO [UNAVAILABLE] not now", UNAVAILABLE),
+        ("NO [INUSE] busy", "-ERR [IN-USE] Mailbox is in use."),
+    ] {
+        let peer = Peer::with_messages(1);
+        peer.refuse("SELECT \"Other\"", refusal);
+        let cfg = config_limits("", "mailbox: [INBOX, Other]\n");
+        let (_gw, mut pop) = Gateway::with(peer, cfg).await;
+        pop.cmd(&format!("USER {USER}")).await;
+        assert_eq!(
+            pop.cmd(&format!("PASS {PASSWORD}")).await,
+            want,
+            "{refusal}"
+        );
+        if want.starts_with("+OK") {
+            assert!(pop.cmd("STAT").await.starts_with("+OK 1 "), "{refusal}");
+        }
+    }
 }

@@ -72,6 +72,15 @@ fn write_private(path: &std::path::Path, text: &str) {
 /// hanging it. Not a performance figure.
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Waits until `done` holds, failing the test after [`DEADLINE`].
+pub async fn until(what: &str, done: impl Fn() -> bool) {
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(tokio::time::Instant::now() < give_up, "waited for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The config every test starts from; `extra` adds YAML at the top level.
 pub fn config(extra: &str) -> Config {
     config_limits("", extra)

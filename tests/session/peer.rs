@@ -39,6 +39,8 @@ pub struct Behaviour {
     pub refuse: Vec<(String, String)>,
     /// The connection is closed when a command containing this arrives.
     pub drop_at: Option<String>,
+    /// `drop_at` closes one connection only.
+    pub drop_once: bool,
     /// Close after this many bytes of a body literal were sent.
     pub drop_in_body: Option<usize>,
     /// Body fetches answer in reverse UID order.
@@ -62,6 +64,7 @@ impl Default for Behaviour {
             greeting: None,
             refuse: Vec::new(),
             drop_at: None,
+            drop_once: false,
             drop_in_body: None,
             reverse_bodies: false,
             unsolicited_body: None,
@@ -245,6 +248,9 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
     st.log.push(cmd.to_string());
     let b = st.behaviour.clone();
     if b.drop_at.as_deref().is_some_and(|d| cmd.contains(d)) {
+        if b.drop_once {
+            st.behaviour.drop_at = None;
+        }
         return None;
     }
     if let Some(i) = b.refuse.iter().position(|(k, _)| cmd.contains(k.as_str())) {
