@@ -103,6 +103,19 @@ fn renumber(peer: &Peer) {
     }
 }
 
+/// A reset mailbox: UIDVALIDITY moved on by `change`, the messages (in
+/// reverse order with `reverse`) numbered anew from `first`.
+fn reset(peer: &Peer, change: u32, reverse: bool, first: u32) {
+    let mut st = peer.0.lock().unwrap();
+    st.uid_validity_change = change;
+    if reverse {
+        st.messages.reverse();
+    }
+    for (i, m) in st.messages.iter_mut().enumerate() {
+        m.uid = first + i as u32;
+    }
+}
+
 /// The answer to PASS in a new session.
 async fn pass_answer(gw: &Gateway) -> String {
     let (_session, mut pop) = gw.another().await;
@@ -137,14 +150,7 @@ async fn a_renumbered_mailbox_keeps_its_uidls_and_is_fingerprinted_once() {
     );
 
     // New UIDVALIDITY, every UID changed, in another order; one new message.
-    {
-        let mut st = peer.0.lock().unwrap();
-        st.uid_validity_change = 7;
-        st.messages.reverse();
-        for (i, m) in st.messages.iter_mut().enumerate() {
-            m.uid = 100 + i as u32;
-        }
-    }
+    reset(&peer, 7, true, 100);
     peer.add(200, body(9, 3));
     let again = uidls(&gw).await;
     assert_eq!(again.len(), 6);
@@ -173,14 +179,7 @@ async fn a_reset_that_hands_old_uids_to_other_messages_keeps_each_uidl_with_its_
     let store = Arc::new(MapStore::default());
     let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
     let first = uidls(&gw).await;
-    {
-        let mut st = peer.0.lock().unwrap();
-        st.uid_validity_change = 1;
-        st.messages.reverse();
-        for (i, m) in st.messages.iter_mut().enumerate() {
-            m.uid = i as u32 + 1;
-        }
-    }
+    reset(&peer, 1, true, 1);
     assert_eq!(uidls(&gw).await, first);
 }
 
@@ -272,13 +271,7 @@ async fn a_save_lost_to_another_instance_adopts_what_that_one_stored() {
 
     // A UIDVALIDITY change; another instance re-matches first and stores
     // its own assignment, in which message 2 got an exception UIDL.
-    {
-        let mut st = peer.0.lock().unwrap();
-        st.uid_validity_change = 7;
-        for (i, m) in st.messages.iter_mut().enumerate() {
-            m.uid = 50 + i as u32;
-        }
-    }
+    reset(&peer, 7, false, 50);
     let key = MailboxKey {
         route: "default".into(),
         user: USER.into(),

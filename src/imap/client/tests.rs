@@ -51,6 +51,19 @@ async fn read_body(c: &mut Client<DuplexStream>, tag: &str) -> Option<(Option<u3
 
 const GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n";
 
+/// A client whose fetch of UID 5's body has started: the server's end
+/// sent `head` (the FETCH line and perhaps part of the literal) and
+/// stays open.
+async fn body_started(head: &[u8]) -> (Client<DuplexStream>, DuplexStream) {
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    theirs.write_all(GREETING).await.unwrap();
+    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    theirs.write_all(head).await.unwrap();
+    c.next_body(&tag).await.unwrap().unwrap();
+    (c, theirs)
+}
+
 #[tokio::test]
 async fn session_tolerates_unsolicited_responses_everywhere() {
     let stream = pair(
@@ -340,14 +353,9 @@ async fn logout_says_goodbye_outside_a_body() {
 #[tokio::test]
 async fn logout_in_the_middle_of_a_body_just_leaves() {
     use tokio::io::AsyncReadExt;
-    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
-    theirs.write_all(GREETING).await.unwrap();
-    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
-    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
     let mut head = b"* 1 FETCH (UID 5 BODY[] {9000}\r\n".to_vec();
     head.resize(head.len() + 4500, b'x');
-    theirs.write_all(&head).await.unwrap();
-    c.next_body(&tag).await.unwrap().unwrap();
+    let (mut c, mut theirs) = body_started(&head).await;
     assert!(!c.body_chunk().await.unwrap().unwrap().is_empty());
     c.logout().await;
     let mut sent = String::new();
@@ -393,15 +401,7 @@ async fn a_login_refused_before_the_continuation_is_a_refusal() {
 #[tokio::test(start_paused = true)]
 async fn a_body_whose_last_octet_is_all_the_server_sent_is_handed_on() {
     // The rest of the response may follow only later; the body is whole.
-    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
-    theirs.write_all(GREETING).await.unwrap();
-    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
-    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
-    theirs
-        .write_all(b"* 1 FETCH (UID 5 BODY[] {5}\r\nhello")
-        .await
-        .unwrap();
-    c.next_body(&tag).await.unwrap().unwrap();
+    let (mut c, theirs) = body_started(b"* 1 FETCH (UID 5 BODY[] {5}\r\nhello").await;
     let chunk = c.body_chunk().await.unwrap().unwrap();
     assert_eq!(&chunk[..], b"hello");
     drop(theirs);
@@ -411,14 +411,7 @@ async fn a_body_whose_last_octet_is_all_the_server_sent_is_handed_on() {
 async fn a_body_trickled_a_byte_at_a_time_runs_into_the_timeout() {
     // Each piece must arrive within the timeout, and a piece is 4 KiB
     // (or the rest of the body): one byte every 3 s never makes one.
-    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
-    theirs.write_all(GREETING).await.unwrap();
-    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
-    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
-    theirs
-        .write_all(b"* 1 FETCH (UID 5 BODY[] {9000}\r\n")
-        .await
-        .unwrap();
+    let (mut c, mut theirs) = body_started(b"* 1 FETCH (UID 5 BODY[] {9000}\r\n").await;
     let trickle = tokio::spawn(async move {
         for _ in 0..9000 {
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -427,7 +420,6 @@ async fn a_body_trickled_a_byte_at_a_time_runs_into_the_timeout() {
             }
         }
     });
-    c.next_body(&tag).await.unwrap().unwrap();
     let first = c.body_chunk().await;
     assert!(matches!(first, Err(ClientError::Timeout)), "{first:?}");
     trickle.abort();
