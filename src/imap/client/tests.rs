@@ -424,3 +424,22 @@ async fn a_body_trickled_a_byte_at_a_time_runs_into_the_timeout() {
     assert!(matches!(first, Err(ClientError::Timeout)), "{first:?}");
     trickle.abort();
 }
+
+#[tokio::test]
+async fn the_answer_to_an_earlier_command_may_come_before_the_continuation() {
+    // ID is not waited for: its OK arrives while the login waits for "+".
+    let stream = pair(
+        b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN ID] ready\r\n",
+        vec![
+            ("A1 ID (", b"* ID NIL\r\nA1 OK done\r\n"),
+            ("A2 AUTHENTICATE PLAIN\r\n", b"+ \r\n"),
+            ("AHUAcA==", b"A2 OK in\r\n"),
+            ("A3 CAPABILITY", b"* CAPABILITY IMAP4rev1\r\nA3 OK done\r\n"),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.id(&[("x-originating-ip", "192.0.2.1".into())])
+        .await
+        .unwrap();
+    c.login("", "u", &Secret(b"p".to_vec())).await.unwrap();
+}
