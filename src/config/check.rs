@@ -353,6 +353,12 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_uidl_format_is_the_one_used() {
+        let c = Config::parse(&format!("{MINIMAL}uidl_format: \"%u.%v\"\n")).unwrap();
+        assert_eq!(c.uidl_format.to_string(), "%u.%v");
+    }
+
+    #[test]
     fn errors_name_key_and_line() {
         let e = Config::parse(&format!("{MINIMAL}mailbx: INBOX\n")).unwrap_err();
         assert!(e.contains("mailbx") && e.contains("line 5"), "{e}");

@@ -239,6 +239,17 @@ mod tests {
     }
 
     #[test]
+    fn user_needs_a_name_without_control_characters() {
+        assert_eq!(parse(b"USER alice"), Ok(Command::User("alice".into())));
+        for bad in ["USER", "USER ", "USER a\tb", "USER a\x7fb"] {
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(CommandError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn apop_needs_a_name_and_an_md5_digest() {
         let digest = "c4c9334bac560ecc979e58001b3e22fb";
         assert_eq!(

@@ -153,7 +153,7 @@ async fn each_user_has_session_slots_of_their_own() {
     for separator in ["*", ""] {
         let cfg = config_limits(
             "  sessions_per_user: 1\n",
-            &format!("auth:\n  master_separator: \"{separator}\"\n"),
+            &format!("auth:\n  master_separator: \"{separator}\"\n  client_master_login: true\n"),
         );
         let (gw, mut alice) = Gateway::with(Peer::with_messages(1), cfg).await;
         alice.login().await;
@@ -161,6 +161,13 @@ async fn each_user_has_session_slots_of_their_own() {
         again.cmd(&format!("USER {USER}")).await;
         let answer = again.cmd(&format!("PASS {PASSWORD}")).await;
         assert!(answer.starts_with("-ERR [IN-USE]"), "{answer}");
+        if !separator.is_empty() {
+            // The master user logging in for alice is alice.
+            let (_master, mut master) = gw.another().await;
+            master.cmd(&format!("USER {USER}*{MASTER}")).await;
+            let answer = master.cmd(&format!("PASS {MASTER_PASSWORD}")).await;
+            assert!(answer.starts_with("-ERR [IN-USE]"), "{answer}");
+        }
         let (_bob, mut bob) = gw.another().await;
         bob.cmd(&format!("USER {OTHER}")).await;
         assert_eq!(

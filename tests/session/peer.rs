@@ -279,6 +279,10 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
                     && parts[2] == MASTER_PASSWORD.as_bytes()
                 || parts.len() == 3
                     && parts[0].is_empty()
+                    && parts[1] == format!("{USER}*{MASTER}").as_bytes()
+                    && parts[2] == MASTER_PASSWORD.as_bytes()
+                || parts.len() == 3
+                    && parts[0].is_empty()
                     && parts[1] == OTHER.as_bytes()
                     && parts[2] == OTHER_PASSWORD.as_bytes()
             {
