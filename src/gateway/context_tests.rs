@@ -54,3 +54,23 @@ fn every_session_gets_an_id_of_its_own() {
     let ids: std::collections::HashSet<u64> = (0..3).map(|_| ctx.session_id()).collect();
     assert_eq!(ids.len(), 3);
 }
+
+#[tokio::test]
+async fn the_sweeper_keeps_the_penalty_gauge_current() {
+    let ctx = Arc::new(context(""));
+    let limits = &ctx.limits;
+    let ip = "192.0.2.1".parse().unwrap();
+    let now = std::time::Instant::now();
+    limits.failed(limits.keys.network(ip), limits.keys.user("alice"), now);
+    let sweeper = tokio::spawn(super::sweep_limits(ctx.clone()));
+    let gauge = &ctx.metrics.auth_penalty_entries;
+    for _ in 0..2000 {
+        if gauge.get() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(gauge.get() > 0, "the first sweep sets it");
+    assert_eq!(gauge.get(), limits.remembered() as i64);
+    sweeper.abort();
+}

@@ -174,6 +174,8 @@ mod tests {
         until("filled", || pool.len() == 2).await;
         let pooled = metrics.upstream_pooled.with_label_values(&["default"]);
         assert_eq!(pooled.get(), 2);
+        pool.prune();
+        assert_eq!(pool.len(), 2, "a prune keeps fresh connections");
 
         let (imap, guard) = pool.take().expect("a fresh connection");
         assert!(imap.has_capability("IMAP4rev1"));
