@@ -443,3 +443,15 @@ async fn the_answer_to_an_earlier_command_may_come_before_the_continuation() {
         .unwrap();
     c.login("", "u", &Secret(b"p".to_vec())).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_response_with_a_literal_below_the_bound_is_read_whole() {
+    // Not a body, so held in memory: well below the 1 MiB bound.
+    let mut answer = b"* X-NOTE {100000}\r\n".to_vec();
+    answer.resize(answer.len() + 100_000, b'n');
+    answer.extend_from_slice(b"\r\n* CAPABILITY IMAP4rev1 X-LAST\r\nA1 OK done\r\n");
+    let stream = pair(GREETING, vec![("A1 CAPABILITY", answer.leak())]);
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.refresh_capabilities().await.unwrap();
+    assert!(c.has_capability("X-LAST"));
+}
