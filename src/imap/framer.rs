@@ -163,6 +163,8 @@ mod tests {
         assert_eq!(literal_size(b"x {1a}"), None);
         assert_eq!(literal_size(b"x {99999999999999999999}"), None);
         assert_eq!(literal_size(b"\"a\""), None);
+        // Digits only: Rust's integer parser would take a sign.
+        assert_eq!(literal_size(b"x {+5}"), None);
     }
 
     #[test]
@@ -170,6 +172,9 @@ mod tests {
         let mut framer = Framer::new(8);
         let mut buf = BytesMut::from(&b"0123456789"[..]);
         assert_eq!(framer.next(&mut buf), Err(FrameError::LineTooLong(8)));
+        // Exactly the longest line, its end still to come, waits for more.
+        let mut buf = BytesMut::from(&b"01234567"[..]);
+        assert_eq!(Framer::new(8).next(&mut buf), Ok(None));
     }
 
     proptest! {

@@ -359,6 +359,17 @@ mod tests {
     }
 
     #[test]
+    fn a_code_without_text_leaves_the_text_empty() {
+        match response(b"A1 OK [READ-WRITE]").unwrap() {
+            Response::Tagged { text, .. } => {
+                assert_eq!(text.code, Some(&b"READ-WRITE"[..]));
+                assert_eq!(text.text, b"");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn snapshot_fetch_lines_in_any_order() {
         let f = untagged(b"* 12 FETCH (UID 34 RFC822.SIZE 5678 FLAGS (\\Seen \\Deleted))");
         assert_eq!(

@@ -455,3 +455,15 @@ async fn a_response_with_a_literal_below_the_bound_is_read_whole() {
     c.refresh_capabilities().await.unwrap();
     assert!(c.has_capability("X-LAST"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_bye_during_a_fetch_ends_it_though_the_link_stays_open() {
+    let (ours, mut theirs) = tokio::io::duplex(4096);
+    theirs.write_all(GREETING).await.unwrap();
+    let mut c = Client::start(ours, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    theirs.write_all(b"* BYE shutting down\r\n").await.unwrap();
+    let e = c.next_body(&tag).await.unwrap_err();
+    assert!(matches!(e, ClientError::Closed), "{e}");
+    drop(theirs);
+}
