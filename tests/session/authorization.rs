@@ -173,6 +173,13 @@ async fn auth_cancelled_by_the_client() {
     assert_eq!(pop.cmd("AUTH PLAIN").await, "+ ");
     assert_eq!(pop.cmd("*").await, "-ERR Authentication cancelled.");
     pop.login().await;
+
+    // A challenge-response mechanism reads its answer apart.
+    let (cfg, _secrets) = config_with_credentials("cram-cancel");
+    let (_gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    assert!(pop.cmd("AUTH CRAM-MD5").await.starts_with("+ "));
+    assert_eq!(pop.cmd("*").await, "-ERR Authentication cancelled.");
+    pop.login().await;
 }
 
 #[tokio::test]

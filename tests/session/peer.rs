@@ -55,6 +55,8 @@ pub struct Behaviour {
     /// Multi-message body fetches end in `NO [EXPUNGEISSUED]`, as Dovecot
     /// answers when another session expunged some of them meanwhile.
     pub expunge_issued: bool,
+    /// What `UID SEARCH UID set BEFORE day` answers, whatever it asks.
+    pub search_before: Vec<u32>,
 }
 
 impl Default for Behaviour {
@@ -71,6 +73,7 @@ impl Default for Behaviour {
             omit_in_batch: None,
             uid_after_body: false,
             expunge_issued: false,
+            search_before: Vec::new(),
         }
     }
 }
@@ -416,6 +419,13 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
         ["EXPUNGE"] => {
             expunge(&mut st, &mut out, |_| true);
             out.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+        }
+        ["UID", "SEARCH", "UID", _, "BEFORE", _] => {
+            let found: Vec<String> = b.search_before.iter().map(u32::to_string).collect();
+            put(
+                &mut out,
+                format!("* SEARCH {}\r\n{tag} OK done\r\n", found.join(" ")),
+            );
         }
         ["UID", "SEARCH", "DELETED"] => {
             let mut line = String::from("* SEARCH");

@@ -335,3 +335,15 @@ async fn another_folder_is_selected_again_for_its_messages_unless_renumbered() {
     assert!(answer.starts_with("-ERR"), "{answer}");
     assert_eq!(gw.peer.count("BODY.PEEK"), 1, "{:?}", gw.peer.log());
 }
+
+#[tokio::test]
+async fn a_refused_select_of_another_folder_refuses_the_message_only() {
+    let cfg = config("mailbox: [INBOX, Other]\n");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    pop.login().await;
+    gw.peer.refuse("SELECT \"INBOX\"", "NO [SERVERBUG] not now");
+    let answer = pop.cmd("RETR 1").await;
+    assert!(answer.starts_with("-ERR"), "{answer}");
+    assert!(pop.cmd("RETR 1").await.starts_with("+OK"), "the next try");
+    assert_eq!(pop.body().await, body(1, 3));
+}

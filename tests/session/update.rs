@@ -241,8 +241,16 @@ async fn expire_0_removes_every_retrieved_message_without_asking_dates() {
 /// With `delete.action: move` to Trash: logs in, deletes message 1 of 2,
 /// and quits, the first UID COPY answered with `refusal`.
 async fn move_with_the_first_copy_refused(refusal: &str) -> (Gateway, String) {
+    move_with_refusals(&[("UID COPY", refusal)]).await
+}
+
+/// As [`move_with_the_first_copy_refused`], with each command's first
+/// occurrence answered as `refusals` say.
+async fn move_with_refusals(refusals: &[(&str, &str)]) -> (Gateway, String) {
     let peer = Peer::with_messages(2);
-    peer.refuse("UID COPY", refusal);
+    for (command, refusal) in refusals {
+        peer.refuse(command, refusal);
+    }
     let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
     let (gw, mut pop) = Gateway::with(peer, cfg).await;
     pop.login().await;
@@ -257,6 +265,23 @@ async fn a_missing_trash_folder_is_created_and_the_copy_tried_again() {
     assert!(answer.starts_with("+OK"), "{answer}");
     assert_eq!(gw.peer.count("CREATE \"Trash\""), 1, "{:?}", gw.peer.log());
     assert_eq!(gw.peer.count("UID COPY 1 \"Trash\""), 2);
+    assert_eq!(gw.peer.uids(), vec![2]);
+}
+
+#[tokio::test]
+async fn a_trash_folder_another_session_just_created_is_used() {
+    let (gw, answer) = move_with_refusals(&[
+        ("UID COPY", "NO [TRYCREATE] no such folder"),
+        ("CREATE", "NO [ALREADYEXISTS] there already"),
+    ])
+    .await;
+    assert!(answer.starts_with("+OK"), "{answer}");
+    assert_eq!(
+        gw.peer.count("UID COPY 1 \"Trash\""),
+        2,
+        "{:?}",
+        gw.peer.log()
+    );
     assert_eq!(gw.peer.uids(), vec![2]);
 }
 
@@ -312,4 +337,37 @@ async fn quit_removes_what_was_deleted_in_every_folder() {
     assert!(pop.cmd("DELE 2").await.starts_with("+OK"));
     assert_eq!(pop.cmd("QUIT").await, "+OK Logging out, messages deleted.");
     assert!(gw.peer.uids().is_empty(), "{:?}", gw.peer.log());
+}
+
+#[tokio::test]
+async fn expire_removes_the_retrieved_messages_the_server_finds_older_than_the_day() {
+    const DAYS: u64 = 3;
+    let peer = Peer::with_messages(3);
+    // The server names 2 and 3; 3 was not retrieved, so it stays.
+    peer.set(|b| b.search_before = vec![2, 3]);
+    let cfg = super::config(&format!("policy:\n  expire: {DAYS}\n"));
+    let (gw, mut pop) = Gateway::with(peer, cfg).await;
+    let day = || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        popgate::imap::date::search_day((now - DAYS * 86_400) as i64)
+    };
+    let before = day();
+    pop.login().await;
+    for n in [1, 2] {
+        assert!(pop.cmd(&format!("RETR {n}")).await.starts_with("+OK"));
+        pop.body().await;
+    }
+    assert_eq!(pop.cmd("QUIT").await, "+OK Logging out, messages deleted.");
+    let after = day();
+    assert_eq!(gw.peer.uids(), vec![1, 3]);
+    let searched = gw.peer.log().into_iter().find(|c| c.contains("BEFORE"));
+    let searched = searched.expect("a SEARCH BEFORE");
+    assert!(
+        searched == format!("UID SEARCH UID 1:2 BEFORE {before}")
+            || searched == format!("UID SEARCH UID 1:2 BEFORE {after}"),
+        "{searched}"
+    );
 }

@@ -431,7 +431,10 @@ async fn the_answer_to_an_earlier_command_may_come_before_the_continuation() {
     let stream = pair(
         b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN ID] ready\r\n",
         vec![
-            ("A1 ID (", b"* ID NIL\r\nA1 OK done\r\n"),
+            (
+                "A1 ID (\"x-originating-ip\" \"192.0.2.1\")\r\n",
+                b"* ID NIL\r\nA1 OK done\r\n",
+            ),
             ("A2 AUTHENTICATE PLAIN\r\n", b"+ \r\n"),
             ("AHUAcA==", b"A2 OK in\r\n"),
             ("A3 CAPABILITY", b"* CAPABILITY IMAP4rev1\r\nA3 OK done\r\n"),
@@ -466,4 +469,21 @@ async fn a_bye_during_a_fetch_ends_it_though_the_link_stays_open() {
     let e = c.next_body(&tag).await.unwrap_err();
     assert!(matches!(e, ClientError::Closed), "{e}");
     drop(theirs);
+}
+
+#[tokio::test]
+async fn only_uidvalidity_sets_the_uidvalidity() {
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 SELECT", b""),
+            (
+                "A2 UID FETCH",
+                b"* 0 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n* OK [UIDNEXT 9] next\r\nA1 OK done\r\nA2 OK none\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let (sel, _) = c.open_mailbox("INBOX", None).await.unwrap();
+    assert_eq!(sel.uid_validity, 42);
 }
