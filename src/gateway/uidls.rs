@@ -228,3 +228,34 @@ fn unchanged(m: &Memory, uid_validity: u32, listing: &[Listing]) -> bool {
             .zip(listing)
             .all(|(p, l)| p.uid == l.uid && p.size == l.size)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::embedded::Embedded;
+
+    #[test]
+    fn a_held_mailbox_lock_is_handed_out_again_and_a_released_one_forgotten() {
+        struct Gone(std::path::PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("popgate-locks-{}", std::process::id()));
+        let _gone = Gone(dir.clone());
+        let store = Embedded::open(&dir).expect("store");
+        let memory = UidlMemory::new(Arc::new(store), OnUnavailable::Refuse);
+        let key = |user: &str| MailboxKey {
+            route: "default".into(),
+            user: user.into(),
+            folder: "INBOX".into(),
+        };
+        let held = memory.lock_for(&key("a"));
+        drop(memory.lock_for(&key("b")));
+        let _c = memory.lock_for(&key("c"));
+        assert!(Arc::ptr_eq(&held, &memory.lock_for(&key("a"))));
+        let locks = memory.locks.lock().unwrap().len();
+        assert_eq!(locks, 2, "b's released lock went when c's was made");
+    }
+}
