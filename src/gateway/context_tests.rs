@@ -25,14 +25,7 @@ fn every_route_has_a_backend_by_its_name() {
 
 #[test]
 fn logins_wait_for_the_state_store_only_when_told_to_refuse() {
-    struct Gone(std::path::PathBuf);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("popgate-context-{}", std::process::id()));
-    let _gone = Gone(dir.clone());
+    let dir = crate::files::TestDir::new("context");
     assert!(
         !context("").store_required(),
         "no store, nothing to wait for"
@@ -40,7 +33,7 @@ fn logins_wait_for_the_state_store_only_when_told_to_refuse() {
     for (mode, required) in [("refuse", true), ("serve", false)] {
         let state = format!(
             "state:\n  path: {}\n  on_unavailable: {mode}\n",
-            dir.join(mode).display()
+            dir.0.join(mode).display()
         );
         assert_eq!(context(&state).store_required(), required, "{mode}");
     }

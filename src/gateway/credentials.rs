@@ -149,20 +149,14 @@ mod tests {
     }
 
     /// A private file in a directory removed with the guard.
-    fn private_file(name: &str, text: &str) -> (PathBuf, impl Drop) {
+    fn private_file(name: &str, text: &str) -> (PathBuf, crate::files::TestDir) {
         use std::os::unix::fs::PermissionsExt;
-        struct Gone(PathBuf);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let dir = std::env::temp_dir().join(format!("popgate-creds-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("credentials");
+        let dir = crate::files::TestDir::new(&format!("creds-{name}"));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("credentials");
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        (path, Gone(dir))
+        (path, dir)
     }
 
     #[test]

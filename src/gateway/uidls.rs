@@ -236,15 +236,8 @@ mod tests {
 
     #[test]
     fn a_held_mailbox_lock_is_handed_out_again_and_a_released_one_forgotten() {
-        struct Gone(std::path::PathBuf);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let dir = std::env::temp_dir().join(format!("popgate-locks-{}", std::process::id()));
-        let _gone = Gone(dir.clone());
-        let store = Embedded::open(&dir).expect("store");
+        let dir = crate::files::TestDir::new("locks");
+        let store = Embedded::open(&dir.0).expect("store");
         let memory = UidlMemory::new(Arc::new(store), OnUnavailable::Refuse);
         let key = |user: &str| MailboxKey {
             route: "default".into(),
