@@ -2,6 +2,8 @@
 //! message bodies chunk by chunk.
 
 mod bodies;
+#[cfg(test)]
+mod body_tests;
 mod login;
 mod mailbox;
 mod reader;
