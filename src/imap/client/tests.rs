@@ -42,10 +42,7 @@ pub(super) fn pair(
 
 /// The next body of fetch `tag`: (its UID, announced length, octets), or
 /// `None` at the end of the answer.
-async fn read_body(
-    c: &mut Client<DuplexStream>,
-    tag: &str,
-) -> Option<(Option<u32>, u64, Vec<u8>)> {
+async fn read_body(c: &mut Client<DuplexStream>, tag: &str) -> Option<(Option<u32>, u64, Vec<u8>)> {
     let start = c.next_body(tag).await.unwrap()?;
     let mut body = Vec::new();
     while let Some(chunk) = c.body_chunk().await.unwrap() {
