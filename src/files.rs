@@ -164,27 +164,6 @@ pub fn master_password(path: &Path) -> Result<crate::secret::Secret, String> {
     Ok(crate::secret::Secret(password.as_bytes().to_vec()))
 }
 
-/// A directory for a unit test under the system's temporary directory,
-/// named after the test and the process, removed when dropped.
-#[cfg(test)]
-pub(crate) struct TestDir(pub(crate) std::path::PathBuf);
-
-#[cfg(test)]
-impl TestDir {
-    pub(crate) fn new(name: &str) -> TestDir {
-        let dir = std::env::temp_dir().join(format!("popgate-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TestDir(dir)
-    }
-}
-
-#[cfg(test)]
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,8 @@ pub mod oauth;
 pub mod pop3;
 pub mod secret;
 pub mod state;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ fn every_route_has_a_backend_by_its_name() {
 
 #[test]
 fn logins_wait_for_the_state_store_only_when_told_to_refuse() {
-    let dir = crate::files::TestDir::new("context");
+    let dir = crate::test_support::TestDir::new("context");
     assert!(
         !context("").store_required(),
         "no store, nothing to wait for"
@@ -57,13 +57,7 @@ async fn the_sweeper_keeps_the_penalty_gauge_current() {
     limits.failed(limits.keys.network(ip), limits.keys.user("alice"), now);
     let sweeper = tokio::spawn(super::sweep_limits(ctx.clone()));
     let gauge = &ctx.metrics.auth_penalty_entries;
-    for _ in 0..2000 {
-        if gauge.get() > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(gauge.get() > 0, "the first sweep sets it");
+    crate::test_support::until("the first sweep to set the gauge", || gauge.get() > 0).await;
     assert_eq!(gauge.get(), limits.remembered() as i64);
     sweeper.abort();
 }

@@ -149,9 +149,9 @@ mod tests {
     }
 
     /// A private file in a directory removed with the guard.
-    fn private_file(name: &str, text: &str) -> (PathBuf, crate::files::TestDir) {
+    fn private_file(name: &str, text: &str) -> (PathBuf, crate::test_support::TestDir) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = crate::files::TestDir::new(&format!("creds-{name}"));
+        let dir = crate::test_support::TestDir::new(&format!("creds-{name}"));
         std::fs::create_dir_all(&dir.0).unwrap();
         let path = dir.0.join("credentials");
         std::fs::write(&path, text).unwrap();

@@ -132,6 +132,7 @@ mod tests {
     use crate::gateway::backend::tests::greeting_only;
     use crate::gateway::backend::Backend;
     use crate::metrics::Metrics;
+    use crate::test_support::until;
 
     /// A backend whose server greets and then holds the connection until
     /// the client drops it; `opened` counts the connections.
@@ -145,16 +146,6 @@ mod tests {
         let connector = greeting_only("* OK [CAPABILITY IMAP4rev1] ready", opened);
         Backend::with_connector("default", "upstream", &config.upstream, metrics, connector)
             .unwrap()
-    }
-
-    async fn until(what: &str, done: impl Fn() -> bool) {
-        for _ in 0..1000 {
-            if done() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("never: {what}");
     }
 
     #[tokio::test]

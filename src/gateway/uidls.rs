@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_held_mailbox_lock_is_handed_out_again_and_a_released_one_forgotten() {
-        let dir = crate::files::TestDir::new("locks");
+        let dir = crate::test_support::TestDir::new("locks");
         let store = Embedded::open(&dir.0).expect("store");
         let memory = UidlMemory::new(Arc::new(store), OnUnavailable::Refuse);
         let key = |user: &str| MailboxKey {
