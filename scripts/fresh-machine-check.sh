@@ -43,10 +43,9 @@ die() { say "FAILED: $*"; exit 1; }
 
 if ! command -v debootstrap >/dev/null 2>&1; then
     say "installing debootstrap"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends debootstrap </dev/null ||
-        { apt-get update -q </dev/null &&
-            apt-get install -y -q --no-install-recommends debootstrap </dev/null; }
+    # shellcheck source=scripts/apt.sh
+    source "$REPO/scripts/apt.sh"
+    apt_install debootstrap
 fi
 
 # The Rust toolchain as rustup installed it: its two homes.
@@ -284,6 +283,7 @@ for d in tmp shm; do
     fi
 done
 site="$(in_root 'find /usr/local/lib/python3*/dist-packages -mindepth 1 -maxdepth 1 2>/dev/null || true')"
+[ -z "$site" ] || die "the run installed into the system Python: $site"
 pip_system="$(in_root 'python3 -m pip --version 2>/dev/null || true')"
 [ -z "$pip_system" ] || die "pip is installed for the system Python: $pip_system"
 

@@ -6,26 +6,17 @@
 # the last install (its digest is kept in node_modules).
 set -euo pipefail
 
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=scripts/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 exec </dev/null
 
 log() { printf 'install-authserver: %s\n' "$*" >&2; }
 
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/e2e/authserver" && pwd)"
 
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo -n)
-else
-    SUDO=()
-fi
-as_root() { ${SUDO[@]+"${SUDO[@]}"} "$@"; }
-
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     log "installing nodejs and npm"
-    as_root apt-get update -q
-    as_root apt-get install -y -q --no-install-recommends nodejs npm
+    apt_install nodejs npm
 fi
 
 stamp="$DIR/node_modules/.popgate-lock-sha256"

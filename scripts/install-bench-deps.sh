@@ -11,21 +11,11 @@
 # service would hold port 80 for nothing.
 set -euo pipefail
 
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=scripts/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 PACKAGES=(nginx libnginx-mod-mail)
 MODULE=/usr/lib/nginx/modules/ngx_mail_module.so
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        echo "install-bench-deps.sh: need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
 
 installed() {
     local pkg
@@ -57,34 +47,7 @@ if installed; then
     exit 0
 fi
 
-# Keep maintainer scripts from starting the service during the install
-# (invoke-rc.d honours policy-rc.d). An existing policy-rc.d is left alone.
-policy=/usr/sbin/policy-rc.d
-made_policy=""
-if [ ! -e "$policy" ]; then
-    as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
-    made_policy=1
-fi
-cleanup() {
-    if [ -n "$made_policy" ]; then
-        as_root rm -f "$policy" || true
-    fi
-}
-trap cleanup EXIT
-
-apt_install() {
-    as_root apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${PACKAGES[@]}" </dev/null
-}
-
-# The package lists are refreshed only when the packages cannot be found in
-# them (a fresh machine has none).
-if ! apt-cache show "${PACKAGES[@]}" >/dev/null 2>&1 || ! apt_install; then
-    as_root apt-get update -q </dev/null
-    apt_install
-fi
-
+apt_install "${PACKAGES[@]}"
 stop_service
 
 if ! installed; then

@@ -36,8 +36,8 @@
 # uses nginx's mail proxy: scripts/install-bench-deps.sh installs it
 # (bench/run.sh calls it).
 #
-# Idempotent and quick when everything is present: apt-get update runs only
-# when a package is missing.  Works without a terminal (CI=true, no stdin).
+# Idempotent and quick when everything is present: apt-get runs only when a
+# package is missing (scripts/apt.sh).  Works without a terminal (CI=true, no stdin).
 # Runs as root, or through passwordless sudo.
 #
 # The tests start their own throwaway Dovecot, Redis and HAProxy instances;
@@ -50,21 +50,13 @@ PACKAGES=(gcc g++ libc6-dev dovecot-imapd dovecot-pop3d fetchmail getmail6 mpop 
     redis-server redis-tools haproxy podman buildah runc
     openssl systemd procps ca-certificates python3 python3-venv)
 
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=scripts/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 # haproxy and the daemons live in sbin, which a user's PATH may lack.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 exec </dev/null
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
-
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo -n)
-else
-    SUDO=()
-fi
-as_root() { ${SUDO[@]+"${SUDO[@]}"} "$@"; }
 
 missing_packages() {
     local installed pkg
@@ -91,38 +83,8 @@ haproxy_installed_before="$(installed_before haproxy)"
 mapfile -t MISSING < <(missing_packages)
 
 if [ "${#MISSING[@]}" -gt 0 ]; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        log "missing packages ${MISSING[*]} and no apt-get; install them by hand"
-        exit 1
-    fi
-    if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
-        log "missing packages ${MISSING[*]}; run as root or install sudo"
-        exit 1
-    fi
     log "installing ${MISSING[*]}"
-
-    # Keep maintainer scripts from starting services (the Docker trick):
-    # a policy-rc.d that answers 101 "action forbidden".  Only if none exists.
-    policy=/usr/sbin/policy-rc.d
-    own_policy=no
-    if [ ! -e "$policy" ]; then
-        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
-        own_policy=yes
-    fi
-    cleanup_policy() {
-        if [ "$own_policy" = yes ]; then
-            as_root rm -f "$policy" || true
-        fi
-    }
-    trap cleanup_policy EXIT
-
-    as_root apt-get update -q
-    as_root apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${MISSING[@]}"
-
-    cleanup_policy
-    trap - EXIT
+    apt_install "${MISSING[@]}"
 fi
 
 # Stop a system service that this installation brought up (some init

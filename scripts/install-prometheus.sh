@@ -10,18 +10,8 @@
 # stray service would hold port 9090 and scrape for nothing.
 set -euo pipefail
 
-export DEBIAN_FRONTEND=noninteractive
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        echo "install-prometheus.sh: need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
+# shellcheck source=scripts/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 installed() {
     [ "$(dpkg-query -W -f='${Status}' prometheus 2>/dev/null || true)" = "install ok installed" ] &&
@@ -59,35 +49,7 @@ if installed; then
     exit 0
 fi
 
-# Keep maintainer scripts from starting the service during the install
-# (invoke-rc.d and deb-systemd-invoke both honour policy-rc.d). An existing
-# policy-rc.d, as container images often have, is left alone.
-policy=/usr/sbin/policy-rc.d
-made_policy=""
-if [ ! -e "$policy" ]; then
-    as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
-    made_policy=1
-fi
-cleanup() {
-    if [ -n "$made_policy" ]; then
-        as_root rm -f "$policy" || true
-    fi
-}
-trap cleanup EXIT
-
-apt_install() {
-    as_root apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        prometheus </dev/null
-}
-
-# The package lists are refreshed only when the package cannot be found in
-# them (a fresh machine has none).
-if ! apt-cache show prometheus >/dev/null 2>&1 || ! apt_install; then
-    as_root apt-get update -q </dev/null
-    apt_install
-fi
-
+apt_install prometheus
 stop_service
 
 if ! installed; then

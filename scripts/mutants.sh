@@ -41,7 +41,9 @@ if ! cargo mutants --version >/dev/null 2>&1; then
     cargo install cargo-mutants --locked --root "$PWD/.tools"
 fi
 if ! command -v mold >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mold >/dev/null ||
+    # shellcheck source=scripts/apt.sh
+    source scripts/apt.sh
+    apt_install mold >/dev/null ||
         echo "mutants: mold not installed; linking with the default linker" >&2
 fi
 if command -v mold >/dev/null 2>&1; then
