@@ -20,10 +20,8 @@ import os
 import resource
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,11 +33,13 @@ sys.path.insert(1, str(REPO / "tests" / "e2e"))
 import many_connections  # noqa: E402
 import nginx_proxy  # noqa: E402
 import report  # noqa: E402
+import results  # noqa: E402
+import table  # noqa: E402
 import shipped_defaults  # noqa: E402
 import state_store  # noqa: E402
 import tls_workloads  # noqa: E402
 import uidl_memory  # noqa: E402
-from report import Row  # noqa: E402
+from build import ensure_binary  # noqa: E402
 from corpus import (  # noqa: E402
     attachment_message, attachment_messages, small_message, small_messages,
 )
@@ -76,23 +76,6 @@ PROFILES = {
     "x_duration":        (600.0, 60.0),
 }
 
-TARGETS = {  # the least ratio each workload must reach
-    "a": 1.0, "b": 0.9, "c": 0.8, "d": 1.0, "e": 1.0, "g": 0.9,
-    "h": 1.0, "j": 1.0,                # d and e over TLS, against Dovecot's own POP3S
-    "f": 1 / 1.3,                      # within 1.3x of native's time
-    "e-mem": 32 * 1024,                # KiB: peak RSS during e < 32 MB
-    "g-mem": 4096,                     # KiB: growth during the 50 MB RETR < 4 MB
-    "i-session": 64,                   # KiB per idle session ...
-    "i-message": 32,                   # ... plus bytes per message in its snapshot
-    "u": 1 / 1.1,                      # warm listing with the UIDL store within 1.1x of without
-    "u-bytes": 32,                     # store file bytes per message
-    "u-idle": 1.1,                     # idle session with the store within 1.1x of i's
-    "r-d": 0.9,                        # d's logins on the Redis store vs without state
-    "r-e": 0.9,                        # e's logins on the Redis store vs without state
-    "r-f": 1 / 1.2,                    # warm listing on the Redis store within 1.2x of without
-    "x-session": 64 + 32 * 10 / 1024,  # KiB per idle logged-in session (10 messages), as i
-    "x-rss": 5.0,                      # % VmRSS growth from minute 2 to minute 10 of x
-}
 
 
 def log(msg: str) -> None:
@@ -178,77 +161,6 @@ def ensure_root_and_dovecot() -> None:
             sys.exit("bench: dovecot is not installed (Debian: apt-get install dovecot-imapd dovecot-pop3d)")
 
 
-def newest_source_mtime() -> float:
-    newest = 0.0
-    for top in ("src",):
-        for dirpath, _dirs, files in os.walk(REPO / top):
-            for name in files:
-                try:
-                    newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime)
-                except OSError:
-                    pass
-    for name in ("Cargo.toml", "Cargo.lock"):
-        try:
-            newest = max(newest, (REPO / name).stat().st_mtime)
-        except OSError:
-            pass
-    return newest
-
-
-def ensure_binary(args: argparse.Namespace) -> tuple[str, float]:
-    """The popgate binary, built with cargo when missing or older than the
-    sources; returns (path, seconds spent building)."""
-    if args.popgate_bin:
-        if not os.access(args.popgate_bin, os.X_OK):
-            sys.exit(f"bench: {args.popgate_bin} is not an executable")
-        return args.popgate_bin, 0.0
-    if args.rev:
-        return build_rev(args.rev)
-    binary = REPO / "target" / "release" / "popgate"
-    if binary.exists() and binary.stat().st_mtime >= newest_source_mtime():
-        return str(binary), 0.0
-    why = "missing" if not binary.exists() else "older than src/"
-    log(f"target/release/popgate is {why}: cargo build --release")
-    t0 = time.monotonic()
-    rc = subprocess.run(["cargo", "build", "--release"], cwd=REPO).returncode
-    if rc != 0 or not binary.exists():
-        sys.exit("bench: cargo build --release failed")
-    return str(binary), time.monotonic() - t0
-
-
-def build_rev(rev: str) -> tuple[str, float]:
-    """Builds popgate from a git revision: ``git archive`` into
-    bench/.build/src-<commit>/, ``cargo build --release`` with the target
-    directory bench/.build/target (shared between revisions, so only
-    popgate itself is rebuilt after the first time)."""
-    commit = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
-    if not commit:
-        sys.exit(f"bench: {rev!r} is not a git revision")
-    build = BENCH / ".build"
-    src = build / f"src-{commit[:12]}"
-    out = build / f"popgate-{commit[:12]}"
-    if out.exists():
-        return str(out), 0.0
-    t0 = time.monotonic()
-    log(f"building popgate {commit[:12]} ({rev}) in {src.relative_to(REPO)}")
-    shutil.rmtree(src, ignore_errors=True)
-    src.mkdir(parents=True)
-    archive = subprocess.Popen(["git", "archive", "--format=tar", commit], cwd=REPO,
-                               stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(src)], stdin=archive.stdout, check=True)
-    if archive.wait() != 0:
-        sys.exit(f"bench: git archive {commit} failed")
-    env = dict(os.environ, CARGO_TARGET_DIR=str(build / "target"))
-    rc = subprocess.run(["cargo", "build", "--release", "--bin", "popgate"], cwd=src,
-                        env=env).returncode
-    if rc != 0:
-        sys.exit(f"bench: cargo build --release of {commit[:12]} failed")
-    shutil.copy2(build / "target" / "release" / "popgate", out)
-    shutil.rmtree(src, ignore_errors=True)
-    return str(out), time.monotonic() - t0
-
-
 def raise_nofile(need: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else max(need, soft)
@@ -272,10 +184,6 @@ def doveconf(dv, *args: str) -> str:
 
 
 # ------------------------------------------------------------- measuring
-
-
-def med(samples: list[Sample]) -> float:
-    return statistics.median(s.value for s in samples)
 
 
 class Runner:
@@ -582,335 +490,14 @@ class Runner:
         finally:
             dv.stop()
 
-    # ---------------------------------------------------------------- rows
-
-    def rows(self) -> list[Row]:
-        a = self.args
-        S = self.samples
-        rows: list[Row] = []
-
-        def speed(key: str, title: str, unit: str, label: str, kind: str = "rate",
-                  tkey: str | None = None) -> None:
-            ng = S.get(key, {}).get("nginx")
-            tkey = tkey or key
-            t = TARGETS[tkey]
-            if kind == "rate":
-                ttext = f">= {t:.1f}x"
-            else:
-                ttext = ">= 0.77x (time <= 1.3x)"
-            if key not in S:
-                return
-            rows.append(Row(key, title, unit, med(S[key]["native"]), med(S[key]["popgate"]),
-                            kind, t, ttext, label=label, nginx=med(ng) if ng else None))
-
-        speed("a", "RETR, 1 in flight", "MB/s", "RETR")
-        speed("b", f"RETR, {a.depth} in flight", "MB/s", f"RETR x{a.depth}")
-        speed("c", "TOP n 0", "msg/s", "TOP n 0")
-        speed("d", "sequential sessions", "sessions/s", "sessions")
-        speed("e", f"{a.clients} concurrent clients", "sessions/s", f"{a.clients} clients")
-        if "e" in S:
-            peak = max(s.extra["hwm_kib"] for s in S["e"]["popgate"]) / 1024
-            rows.append(Row("e-mem", "peak RSS during e", "MiB", None, peak, "mem",
-                            TARGETS["e-mem"] / 1024, "< 32 MiB", label="peak in e"))
-        speed("f-cold", f"UIDL+LIST {a.listing_msgs // 1000}k, cold", "s", "list cold", "time", "f")
-        speed("f-warm", f"UIDL+LIST {a.listing_msgs // 1000}k, warm", "s", "list warm", "time", "f")
-        speed("g", f"RETR {a.big_mb} MB message", "MB/s", f"RETR {a.big_mb} MB")
-        if "g" in S:
-            growth = max(s.extra["growth_kib"] for s in S["g"]["popgate"])
-            rows.append(Row("g-mem", "RSS growth during g", "KiB", None, growth, "mem",
-                            TARGETS["g-mem"], "< 4096 KiB", label="growth in g"))
-        rows += shipped_defaults.rows(self, Row)
-        rows += tls_workloads.rows(self, Row, med, TARGETS)
-        if self.i_result:
-            small, big = self.i_result["small"], self.i_result["big"]
-            lim_s = TARGETS["i-session"] + TARGETS["i-message"] * a.idle_msgs / 1024
-            lim_b = TARGETS["i-session"] + TARGETS["i-message"] * a.idle_big_msgs / 1024
-            rows.append(Row("i", f"idle session, {a.idle_msgs} msgs", "KiB/session", None,
-                            small["kib_per_session"], "mem", lim_s, f"< {lim_s:.1f} KiB",
-                            note=f"over {small['sessions']} sessions", label=f"idle, {a.idle_msgs} msgs"))
-            rows.append(Row("i-10k", f"idle session, {a.idle_big_msgs // 1000}k msgs", "KiB/session",
-                            None, big["kib_per_session"], "mem", lim_b, f"< {lim_b:.1f} KiB",
-                            note=f"over {big['sessions']} sessions", label=f"idle, {a.idle_big_msgs // 1000}k msgs"))
-            per_msg = ((big["kib_per_session"] - small["kib_per_session"]) * 1024
-                       / (a.idle_big_msgs - a.idle_msgs))
-            rows.append(Row("i-msg", "snapshot cost per message", "B/msg", None, per_msg, "mem",
-                            TARGETS["i-message"], "< 32 B", label="per message"))
-            if "small, store on" in self.i_result:
-                lim = small["kib_per_session"] * TARGETS["u-idle"]
-                rows.append(Row("u-idle", f"idle session, {a.idle_msgs} msgs, UIDL store on",
-                                "KiB/session", None, self.i_result["small, store on"]["kib_per_session"],
-                                "mem", lim, f"< {lim:.1f} KiB (i + 10%)", label="idle, store"))
-        rows += self.u_rows()
-        rows += state_store.rows(self, TARGETS)
-        rows += many_connections.rows(self, Row, TARGETS)
-        return rows
-
-    def u_rows(self) -> list[Row]:
-        """u: the UIDL memory against popgate without it (the "native"
-        column of u-warm is popgate with no state section)."""
-        S, u = self.samples, self.u_result
-        rows = []
-        k = self.args.listing_msgs // 1000
-        if "u-warm" in S:
-            rows.append(Row("u-warm", f"UIDL+LIST {k}k warm, store on vs off", "s",
-                            med(S["u-warm"]["native"]), med(S["u-warm"]["popgate"]), "time",
-                            TARGETS["u"], ">= 0.91x (time <= 1.1x)",
-                            note="reference: popgate without the store", label="store on/off"))
-        if u:
-            n = u["messages"]
-            rows.append(Row("u-bytes", f"UIDL store file, {k}k msgs", "B/msg", None,
-                            u["file_bytes"] / n, "mem", TARGETS["u-bytes"], "< 32 B",
-                            note=f"{u['first_file_bytes'] / n:.1f} after the first login",
-                            label="store B/msg"))
-            rows.append(Row("u-first", f"first login, fingerprints {k}k msgs", "s", None,
-                            u["first_s"], "mem", None, "reported", label="fingerprint"))
-            rows.append(Row("u-rematch", f"re-match {k}k msgs after a UIDVALIDITY change", "s",
-                            None, u["rematch_s"], "mem", None, "reported", label="re-match"))
-        return rows
-
-    # ------------------------------------------------------------ details
-
-    def diagnostics(self) -> list[str]:
-        """Per-command times, popgate's CPU and the client's CPU share:
-        where popgate spends the difference."""
-        a, S = self.args, self.samples
-        out = []
-        per_cmd = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
-                   "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
-                   "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
-                   "h": (a.seq_sessions, "session"), "j": (a.conc_sessions, "session"),
-                   "j-plain": (a.conc_sessions, "session"),
-                   "k": (a.retr_msgs, "RETR")}
-        for suffix in ("", "-emb"):
-            per_cmd["r-d" + suffix] = per_cmd["d"]
-            per_cmd["r-e" + suffix] = per_cmd["e"]
-        out.append("| Workload | wall per measurement, native / popgate | per command or session, native / popgate (difference) | popgate CPU / its wall | client CPU / wall (max) | machine busy, native / popgate | octets received, native / popgate |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|")
-        for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g", "h", "j", "j-plain", "k",
-                    "r-d", "r-e", "r-f", "r-d-emb", "r-e-emb", "r-f-emb"):
-            if key not in S:
-                continue
-            nat, pgs = S[key]["native"], S[key]["popgate"]
-            wn = statistics.median(s.wall for s in nat)
-            wp = statistics.median(s.wall for s in pgs)
-            if key in per_cmd:
-                count, what = per_cmd[key]
-                un, up = wn / count, wp / count
-                scale, u = (1e3, "ms") if max(un, up) >= 1e-3 else (1e6, "µs")
-                cmd = (f"{un * scale:.3g} / {up * scale:.3g} {u} per {what} "
-                       f"({(up - un) * scale:+.3g} {u})")
-            else:
-                cmd = "—"
-            cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
-            pgcpu = f"{statistics.median(cpus) * 100:.0f}%" if cpus else "—"
-            ccpu = max(s.client_cpu / s.wall for s in nat + pgs + S[key].get("nginx", [])) * 100
-            on = {s.octets for s in nat}
-            op = {s.octets for s in pgs}
-            octs = "—" if on == {0} else (f"{min(on):,} / {min(op):,}"
-                                          + ("" if on == op else " (differ!)"))
-            bn = statistics.median(s.busy for s in nat) * 100
-            bp = statistics.median(s.busy for s in pgs) * 100
-            out.append(f"| {key} | {wn:.3g} s / {wp:.3g} s | {cmd} | {pgcpu} | {ccpu:.0f}% "
-                       f"| {bn:.0f}% / {bp:.0f}% | {octs} |")
-        return out
-
-    def evidence(self, key: str) -> str:
-        """What the measurements say about a missed speed target: the time
-        popgate adds per command and whether anyone was CPU-bound."""
-        S, a = self.samples, self.args
-        if key not in S:
-            return ""
-        counts = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
-                  "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
-                  "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
-                  "f-cold": (1, "listing"), "f-warm": (1, "listing"),
-                  "u-warm": (1, "listing"), "r-d": (a.seq_sessions, "session"),
-                  "r-e": (a.conc_sessions, "session"), "r-f": (1, "listing")}
-        if key not in counts:
-            return ""
-        count, what = counts[key]
-        if key.startswith("r-"):
-            return state_store.evidence(S[key], count, what)
-        nat, pgs = S[key]["native"], S[key]["popgate"]
-        wn = statistics.median(s.wall for s in nat) / count
-        wp = statistics.median(s.wall for s in pgs) / count
-        cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
-        pgcpu = statistics.median(cpus) if cpus else 0.0
-        ccpu = max(s.client_cpu / s.wall for s in nat + pgs)
-        scale, unit = (1e3, "ms") if max(wn, wp) >= 1e-3 else (1e6, "µs")
-        busy = statistics.median(s.busy for s in pgs)
-        text = (f"popgate takes {wp * scale:.3g} {unit} per {what} where native takes "
-                f"{wn * scale:.3g} {unit} ({(wp - wn) * scale:+.3g} {unit}); during popgate's "
-                f"rounds popgate used {pgcpu * 100:.0f}% of a core, the client at most "
-                f"{ccpu * 100:.0f}%, and the machine's {os.cpu_count()} cores were {busy * 100:.0f}% "
-                f"busy (all processes, the benchmark's and any others)")
-        if busy >= 0.9:
-            text += (": the cores were saturated, so the work popgate adds (its own and the "
-                     "kernel's for the extra loopback hop) competes with Dovecot for them, and "
-                     "every hop also waits for a core.")
-        elif pgcpu < 0.5 and ccpu < 0.7:
-            text += (": no process was CPU-bound and cores were idle, so the added time is "
-                     "spent waiting on round trips (client, popgate, upstream and back) that "
-                     "are not overlapped.")
-        else:
-            text += "."
-        return text
-
-    def per_round(self) -> list[str]:
-        out = ["| Workload | native, round by round | popgate, round by round |", "|---|---|---|"]
-        for key, res in self.samples.items():
-            out.append(f"| {key} | " + ", ".join(report.fmt(s.value) for s in res["native"])
-                       + " | " + ", ".join(report.fmt(s.value) for s in res["popgate"]) + " |")
-            if "nginx" in res:
-                out.append(f"| {key}: nginx, round by round (its CPU / wall) | — | "
-                           + ", ".join(f"{report.fmt(s.value)} "
-                                       f"({s.extra.get('nginx_cpu', 0) / s.wall * 100:.0f}%)"
-                                       for s in res["nginx"]) + " |")
-        if "e" in self.samples:
-            out.append("| e: popgate VmHWM (KiB) | — | "
-                       + ", ".join(str(s.extra["hwm_kib"]) for s in self.samples["e"]["popgate"]) + " |")
-        if "g" in self.samples:
-            out.append("| g: popgate VmRSS before -> VmHWM (KiB) | — | "
-                       + ", ".join(f"{s.extra['rss_before_kib']} -> {s.extra['hwm_kib']}"
-                                   for s in self.samples["g"]["popgate"]) + " |")
-        for key in ("r-d", "r-e", "r-f"):
-            if key in self.samples:
-                out.append(f"| {key}: redis-server CPU / wall | — | "
-                           + ", ".join(f"{s.extra['redis_cpu'] / s.wall * 100:.0f}%"
-                                       for s in self.samples[key]["popgate"]) + " |")
-        for key, calls in self.r_result.get("commands", {}).items():
-            out.append(f"| {key}: Redis commands per {'listing' if key == 'r-f' else 'session'} | — | "
-                       + (", ".join(f"{cmd} {c:.2g}" for cmd, c in calls.items()) or "none") + " |")
-        x = self.x_result
-        if x:
-            step = max(1, len(x["series"]) // 20)
-            out.append("| x: popgate VmRSS (KiB) over time (s) | — | "
-                       + ", ".join(f"{t:.0f} s: {kib}" for t, kib in x["series"][::step]) + " |")
-            out.append(f"| x: VmRSS before -> {x['idle']:,} idle -> {x['sessions']:,} sessions (KiB) "
-                       f"| — | {x['rss_before_kib']} -> {x['rss_idle_kib']} -> "
-                       f"{x['rss_sessions_kib']} |")
-            if x["first_lost"] or x["dl_first_error"]:
-                out.append(f"| x: first loss | — | {x['first_lost'] or x['dl_first_error']} |")
-        for label, r in self.i_result.items():
-            out.append(f"| i ({label} mailbox): popgate VmRSS before -> after (KiB) | — | "
-                       f"{r['rss_before_kib']} -> {r['rss_after_kib']} over {r['sessions']} sessions |")
-        return out
-
-
 # ------------------------------------------------------------------- main
-
-
-def client_bound_warnings(runner: Runner) -> list[str]:
-    out = []
-    for key, res in runner.samples.items():
-        share = max(s.client_cpu / s.wall for s in res["native"] + res["popgate"]
-                    + res.get("nginx", []))
-        if share > 0.7:
-            out.append(f"{key}: the client used {share * 100:.0f}% of a core: it may limit the figure")
-    return out
-
-
-def write_results(args, runner: Runner, rows: list[Row], info: dict, command: str,
-                  run_s: float, build_s: float, started: str) -> None:
-    res_path, png_path = Path(args.results), Path(args.plot)
-    title = (f"popgate vs Dovecot {info['dovecot'].split()[0]} POP3, {info['nproc']} cores, "
-             f"{started}  ({command})")
-    report.plot(rows, png_path, title)
-    missed = [r for r in rows if r.met is False]
-    lines = [
-        "# popgate benchmark results",
-        "",
-        f"Written by `bench/run.py` on {started}; every run rewrites this file and "
-        f"`{png_path.name}`. Method: [README.md](README.md).",
-        "",
-        "## Command",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
-        f"Run time: {run_s:.0f} s" + (f" (plus {build_s:.0f} s building popgate)" if build_s else "")
-        + f". Rounds per workload: {args.rounds}, interleaved native, popgate, native, popgate ...;"
-        " figures are medians (memory: the worst round).",
-        "",
-        "## Machine",
-        "",
-        f"- CPU: {info['cpu']}, {info['nproc']} cores (nproc)",
-        f"- memory: {info['memory']}",
-        f"- kernel: {info['kernel']} ({info['os']})",
-        f"- Dovecot: {info['dovecot']}",
-        f"- popgate: commit {info['popgate_commit']}, binary `{info['popgate_binary']}`, "
-        f"log level {args.popgate_log_level}",
-        f"- client: Python {info['python']} (bench/pop3client.py); {info['rustc']}",
-        f"- load average at start: {info['loadavg_start']} (the machine may be shared: "
-        "compare ratios within this run only)",
-        "",
-        "## Results",
-        "",
-        report.CONVENTION,
-        "",
-        report.md_table(rows),
-        "",
-        f"![ratios per workload]({png_path.name})",
-        "",
-        "## Targets missed",
-        "",
-    ]
-    if missed:
-        for r in missed:
-            why = runner.evidence(r.key)
-            lines.append(f"- **{r.key}** ({r.title}): {r.shortfall()}." + (f" {why}" if why else ""))
-        lines += ["", "The per-command times and CPU figures below show where the time goes; "
-                  "README.md says how to profile popgate during one workload."]
-    else:
-        lines.append("None: every target was met in this run.")
-    lines += ["", "## Where the time goes", "",
-              "Per-command figures are the measurement's wall time divided by its "
-              "commands (sessions for d and e); popgate CPU is popgate's user+system "
-              "time during its measurements over their wall time (100% = one core); "
-              "client CPU is the benchmark client's own share.", ""]
-    lines += runner.diagnostics()
-    warns = client_bound_warnings(runner)
-    lines += ["", ("Client check: " + "; ".join(warns)) if warns else
-              "Client check: the client never used more than 70% of a core, so it did not "
-              "limit the figures.", ""]
-    lines += ["## Round by round", ""] + runner.per_round() + [""]
-    lines += ["## Settings", "",
-              f"- a, b: {args.retr_msgs} messages of {args.retr_size:,} octets (text part and "
-              f"base64 attachment, LF line ends as stored in Maildir); one session per "
-              f"measurement, RETR 1..{args.retr_msgs}, b with {args.depth} commands in flight",
-              f"- c: {args.top_msgs} messages of about 1 KB, TOP n 0 for each, one at a time",
-              f"- d: {args.seq_sessions} sessions per measurement, one after the other; mailbox of 10 messages",
-              f"- e: {args.conc_sessions} sessions per measurement by {args.clients} concurrent clients "
-              "(one thread, epoll); same mailbox",
-              f"- f: {args.listing_msgs:,} messages of about 1 KB; time from connect to the end of "
-              "the LIST answer (USER, PASS, UIDL, LIST)",
-              f"- g: one message of {args.big_mb} MB after a small one",
-              "- h, j, k: d, e and a over POP3S (a full TLS handshake per session), against "
-              "Dovecot's POP3S port; popgate with a POP3S listener and IMAPS to Dovecot; "
-              "j-plain: j through a popgate with a plaintext upstream, as nginx's",
-              f"- n: a popgate with no limits or session section (the shipped defaults); "
-              f"{args.conc_sessions} sessions by {args.clients} clients from one address, each "
-              "its own user, then as one user; then 30 connections idle before login and a "
-              "login beside them; refusals counted by their text",
-              f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
-              f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
-              "- r: d, e and f's warm listing through popgate on a throwaway redis-server "
-              f"(appendonly yes, appendfsync {args.redis_appendfsync}, its directory on "
-              f"{tempfile.gettempdir()}) and on the embedded store, against the popgate of a-g "
-              "(no state section, the \"native\" column); the sides rotate within each round"]
-    lines += [f"- {s}" for s in runner.settings]
-    lines += [f"- note: {n}" for n in runner.notes]
-    lines.append("")
-    res_path.write_text("\n".join(lines))
-    log(f"wrote {res_path} and {png_path}")
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = "python3 bench/run.py" + ("".join(" " + shlex.quote(x) for x in argv))
     ensure_root_and_dovecot()
-    binary, build_s = ensure_binary(args)
+    binary, build_s = ensure_binary(args, log)
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     if not args.no_write:
         report.ensure_matplotlib()
@@ -925,7 +512,7 @@ def main(argv: list[str]) -> int:
     if "x" in args.only:
         many_connections.run(runner, log, binary, PASSWORD)
     run_s = time.monotonic() - t0
-    rows = runner.rows()
+    rows = table.rows(runner)
     print()
     print(f"popgate vs Dovecot's own POP3, {args.rounds} interleaved rounds, medians; "
           f"run time {run_s:.0f} s")
@@ -938,10 +525,10 @@ def main(argv: list[str]) -> int:
         print("Targets missed:")
         for r in missed:
             print(f"  {r.key} ({r.title}): {r.shortfall()}")
-    for w in client_bound_warnings(runner):
+    for w in results.client_bound_warnings(runner):
         print(f"warning: {w}")
     if not args.no_write:
-        write_results(args, runner, rows, info, command, run_s, build_s, started)
+        results.write_results(args, runner, rows, info, command, run_s, build_s, started, log)
     return 0
 
 

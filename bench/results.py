@@ -1,0 +1,246 @@
+"""bench/RESULTS.md and the figures behind it: where the time goes, what a
+missed target's measurements say, and every round's value."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import report
+import state_store
+from report import Row
+
+
+def diagnostics(runner) -> list[str]:
+    """Per-command times, popgate's CPU and the client's CPU share:
+    where popgate spends the difference."""
+    a, S = runner.args, runner.samples
+    out = []
+    per_cmd = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
+               "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
+               "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
+               "h": (a.seq_sessions, "session"), "j": (a.conc_sessions, "session"),
+               "j-plain": (a.conc_sessions, "session"),
+               "k": (a.retr_msgs, "RETR")}
+    for suffix in ("", "-emb"):
+        per_cmd["r-d" + suffix] = per_cmd["d"]
+        per_cmd["r-e" + suffix] = per_cmd["e"]
+    out.append("| Workload | wall per measurement, native / popgate | per command or session, native / popgate (difference) | popgate CPU / its wall | client CPU / wall (max) | machine busy, native / popgate | octets received, native / popgate |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g", "h", "j", "j-plain", "k",
+                "r-d", "r-e", "r-f", "r-d-emb", "r-e-emb", "r-f-emb"):
+        if key not in S:
+            continue
+        nat, pgs = S[key]["native"], S[key]["popgate"]
+        wn = statistics.median(s.wall for s in nat)
+        wp = statistics.median(s.wall for s in pgs)
+        if key in per_cmd:
+            count, what = per_cmd[key]
+            un, up = wn / count, wp / count
+            scale, u = (1e3, "ms") if max(un, up) >= 1e-3 else (1e6, "µs")
+            cmd = (f"{un * scale:.3g} / {up * scale:.3g} {u} per {what} "
+                   f"({(up - un) * scale:+.3g} {u})")
+        else:
+            cmd = "—"
+        cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
+        pgcpu = f"{statistics.median(cpus) * 100:.0f}%" if cpus else "—"
+        ccpu = max(s.client_cpu / s.wall for s in nat + pgs + S[key].get("nginx", [])) * 100
+        on = {s.octets for s in nat}
+        op = {s.octets for s in pgs}
+        octs = "—" if on == {0} else (f"{min(on):,} / {min(op):,}"
+                                      + ("" if on == op else " (differ!)"))
+        bn = statistics.median(s.busy for s in nat) * 100
+        bp = statistics.median(s.busy for s in pgs) * 100
+        out.append(f"| {key} | {wn:.3g} s / {wp:.3g} s | {cmd} | {pgcpu} | {ccpu:.0f}% "
+                   f"| {bn:.0f}% / {bp:.0f}% | {octs} |")
+    return out
+
+def evidence(runner, key: str) -> str:
+    """What the measurements say about a missed speed target: the time
+    popgate adds per command and whether anyone was CPU-bound."""
+    S, a = runner.samples, runner.args
+    if key not in S:
+        return ""
+    counts = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
+              "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
+              "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
+              "f-cold": (1, "listing"), "f-warm": (1, "listing"),
+              "u-warm": (1, "listing"), "r-d": (a.seq_sessions, "session"),
+              "r-e": (a.conc_sessions, "session"), "r-f": (1, "listing")}
+    if key not in counts:
+        return ""
+    count, what = counts[key]
+    if key.startswith("r-"):
+        return state_store.evidence(S[key], count, what)
+    nat, pgs = S[key]["native"], S[key]["popgate"]
+    wn = statistics.median(s.wall for s in nat) / count
+    wp = statistics.median(s.wall for s in pgs) / count
+    cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
+    pgcpu = statistics.median(cpus) if cpus else 0.0
+    ccpu = max(s.client_cpu / s.wall for s in nat + pgs)
+    scale, unit = (1e3, "ms") if max(wn, wp) >= 1e-3 else (1e6, "µs")
+    busy = statistics.median(s.busy for s in pgs)
+    text = (f"popgate takes {wp * scale:.3g} {unit} per {what} where native takes "
+            f"{wn * scale:.3g} {unit} ({(wp - wn) * scale:+.3g} {unit}); during popgate's "
+            f"rounds popgate used {pgcpu * 100:.0f}% of a core, the client at most "
+            f"{ccpu * 100:.0f}%, and the machine's {os.cpu_count()} cores were {busy * 100:.0f}% "
+            f"busy (all processes, the benchmark's and any others)")
+    if busy >= 0.9:
+        text += (": the cores were saturated, so the work popgate adds (its own and the "
+                 "kernel's for the extra loopback hop) competes with Dovecot for them, and "
+                 "every hop also waits for a core.")
+    elif pgcpu < 0.5 and ccpu < 0.7:
+        text += (": no process was CPU-bound and cores were idle, so the added time is "
+                 "spent waiting on round trips (client, popgate, upstream and back) that "
+                 "are not overlapped.")
+    else:
+        text += "."
+    return text
+
+def per_round(runner) -> list[str]:
+    out = ["| Workload | native, round by round | popgate, round by round |", "|---|---|---|"]
+    for key, res in runner.samples.items():
+        out.append(f"| {key} | " + ", ".join(report.fmt(s.value) for s in res["native"])
+                   + " | " + ", ".join(report.fmt(s.value) for s in res["popgate"]) + " |")
+        if "nginx" in res:
+            out.append(f"| {key}: nginx, round by round (its CPU / wall) | — | "
+                       + ", ".join(f"{report.fmt(s.value)} "
+                                   f"({s.extra.get('nginx_cpu', 0) / s.wall * 100:.0f}%)"
+                                   for s in res["nginx"]) + " |")
+    if "e" in runner.samples:
+        out.append("| e: popgate VmHWM (KiB) | — | "
+                   + ", ".join(str(s.extra["hwm_kib"]) for s in runner.samples["e"]["popgate"]) + " |")
+    if "g" in runner.samples:
+        out.append("| g: popgate VmRSS before -> VmHWM (KiB) | — | "
+                   + ", ".join(f"{s.extra['rss_before_kib']} -> {s.extra['hwm_kib']}"
+                               for s in runner.samples["g"]["popgate"]) + " |")
+    for key in ("r-d", "r-e", "r-f"):
+        if key in runner.samples:
+            out.append(f"| {key}: redis-server CPU / wall | — | "
+                       + ", ".join(f"{s.extra['redis_cpu'] / s.wall * 100:.0f}%"
+                                   for s in runner.samples[key]["popgate"]) + " |")
+    for key, calls in runner.r_result.get("commands", {}).items():
+        out.append(f"| {key}: Redis commands per {'listing' if key == 'r-f' else 'session'} | — | "
+                   + (", ".join(f"{cmd} {c:.2g}" for cmd, c in calls.items()) or "none") + " |")
+    x = runner.x_result
+    if x:
+        step = max(1, len(x["series"]) // 20)
+        out.append("| x: popgate VmRSS (KiB) over time (s) | — | "
+                   + ", ".join(f"{t:.0f} s: {kib}" for t, kib in x["series"][::step]) + " |")
+        out.append(f"| x: VmRSS before -> {x['idle']:,} idle -> {x['sessions']:,} sessions (KiB) "
+                   f"| — | {x['rss_before_kib']} -> {x['rss_idle_kib']} -> "
+                   f"{x['rss_sessions_kib']} |")
+        if x["first_lost"] or x["dl_first_error"]:
+            out.append(f"| x: first loss | — | {x['first_lost'] or x['dl_first_error']} |")
+    for label, r in runner.i_result.items():
+        out.append(f"| i ({label} mailbox): popgate VmRSS before -> after (KiB) | — | "
+                   f"{r['rss_before_kib']} -> {r['rss_after_kib']} over {r['sessions']} sessions |")
+    return out
+
+
+def client_bound_warnings(runner) -> list[str]:
+    out = []
+    for key, res in runner.samples.items():
+        share = max(s.client_cpu / s.wall for s in res["native"] + res["popgate"]
+                    + res.get("nginx", []))
+        if share > 0.7:
+            out.append(f"{key}: the client used {share * 100:.0f}% of a core: it may limit the figure")
+    return out
+
+
+def write_results(args, runner, rows: list[Row], info: dict, command: str,
+                  run_s: float, build_s: float, started: str, log) -> None:
+    res_path, png_path = Path(args.results), Path(args.plot)
+    title = (f"popgate vs Dovecot {info['dovecot'].split()[0]} POP3, {info['nproc']} cores, "
+             f"{started}  ({command})")
+    report.plot(rows, png_path, title)
+    missed = [r for r in rows if r.met is False]
+    lines = [
+        "# popgate benchmark results",
+        "",
+        f"Written by `bench/run.py` on {started}; every run rewrites this file and "
+        f"`{png_path.name}`. Method: [README.md](README.md).",
+        "",
+        "## Command",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        f"Run time: {run_s:.0f} s" + (f" (plus {build_s:.0f} s building popgate)" if build_s else "")
+        + f". Rounds per workload: {args.rounds}, interleaved native, popgate, native, popgate ...;"
+        " figures are medians (memory: the worst round).",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {info['cpu']}, {info['nproc']} cores (nproc)",
+        f"- memory: {info['memory']}",
+        f"- kernel: {info['kernel']} ({info['os']})",
+        f"- Dovecot: {info['dovecot']}",
+        f"- popgate: commit {info['popgate_commit']}, binary `{info['popgate_binary']}`, "
+        f"log level {args.popgate_log_level}",
+        f"- client: Python {info['python']} (bench/pop3client.py); {info['rustc']}",
+        f"- load average at start: {info['loadavg_start']} (the machine may be shared: "
+        "compare ratios within this run only)",
+        "",
+        "## Results",
+        "",
+        report.CONVENTION,
+        "",
+        report.md_table(rows),
+        "",
+        f"![ratios per workload]({png_path.name})",
+        "",
+        "## Targets missed",
+        "",
+    ]
+    if missed:
+        for r in missed:
+            why = evidence(runner, r.key)
+            lines.append(f"- **{r.key}** ({r.title}): {r.shortfall()}." + (f" {why}" if why else ""))
+        lines += ["", "The per-command times and CPU figures below show where the time goes; "
+                  "README.md says how to profile popgate during one workload."]
+    else:
+        lines.append("None: every target was met in this run.")
+    lines += ["", "## Where the time goes", "",
+              "Per-command figures are the measurement's wall time divided by its "
+              "commands (sessions for d and e); popgate CPU is popgate's user+system "
+              "time during its measurements over their wall time (100% = one core); "
+              "client CPU is the benchmark client's own share.", ""]
+    lines += diagnostics(runner)
+    warns = client_bound_warnings(runner)
+    lines += ["", ("Client check: " + "; ".join(warns)) if warns else
+              "Client check: the client never used more than 70% of a core, so it did not "
+              "limit the figures.", ""]
+    lines += ["## Round by round", ""] + per_round(runner) + [""]
+    lines += ["## Settings", "",
+              f"- a, b: {args.retr_msgs} messages of {args.retr_size:,} octets (text part and "
+              f"base64 attachment, LF line ends as stored in Maildir); one session per "
+              f"measurement, RETR 1..{args.retr_msgs}, b with {args.depth} commands in flight",
+              f"- c: {args.top_msgs} messages of about 1 KB, TOP n 0 for each, one at a time",
+              f"- d: {args.seq_sessions} sessions per measurement, one after the other; mailbox of 10 messages",
+              f"- e: {args.conc_sessions} sessions per measurement by {args.clients} concurrent clients "
+              "(one thread, epoll); same mailbox",
+              f"- f: {args.listing_msgs:,} messages of about 1 KB; time from connect to the end of "
+              "the LIST answer (USER, PASS, UIDL, LIST)",
+              f"- g: one message of {args.big_mb} MB after a small one",
+              "- h, j, k: d, e and a over POP3S (a full TLS handshake per session), against "
+              "Dovecot's POP3S port; popgate with a POP3S listener and IMAPS to Dovecot; "
+              "j-plain: j through a popgate with a plaintext upstream, as nginx's",
+              f"- n: a popgate with no limits or session section (the shipped defaults); "
+              f"{args.conc_sessions} sessions by {args.clients} clients from one address, each "
+              "its own user, then as one user; then 30 connections idle before login and a "
+              "login beside them; refusals counted by their text",
+              f"- i: {args.idle_sessions} idle sessions on a {args.idle_msgs}-message mailbox, "
+              f"{args.idle_big_sessions} on a {args.idle_big_msgs:,}-message mailbox, a fresh popgate each",
+              "- r: d, e and f's warm listing through popgate on a throwaway redis-server "
+              f"(appendonly yes, appendfsync {args.redis_appendfsync}, its directory on "
+              f"{tempfile.gettempdir()}) and on the embedded store, against the popgate of a-g "
+              "(no state section, the \"native\" column); the sides rotate within each round"]
+    lines += [f"- {s}" for s in runner.settings]
+    lines += [f"- note: {n}" for n in runner.notes]
+    lines.append("")
+    res_path.write_text("\n".join(lines))
+    log(f"wrote {res_path} and {png_path}")
