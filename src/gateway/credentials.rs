@@ -139,6 +139,9 @@ mod tests {
         assert_eq!(plain(&c["bob"]), b"pw");
         let e = parse(b"ann:$6$salt\n").err().unwrap();
         assert!(e.starts_with("line 1: "), "{e}");
+        for empty in [&b"ann:\n"[..], b":secret\n"] {
+            assert_eq!(parse(empty).unwrap_err(), "line 1: empty user or secret");
+        }
         let e = parse(b"ann:x\nhunter2\n").unwrap_err();
         assert_eq!(e, "line 2: expected user:secret");
         assert!(parse(b"ann:x\nann:y\n").is_err());

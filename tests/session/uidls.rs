@@ -184,6 +184,21 @@ async fn a_reset_that_hands_old_uids_to_other_messages_keeps_each_uidl_with_its_
 }
 
 #[tokio::test]
+async fn a_mailbox_that_grew_has_only_its_new_messages_fingerprinted() {
+    let peer = Peer::with_messages(3);
+    let store = Arc::new(MapStore::default());
+    let gw = gateway(&peer, &store, OnUnavailable::Refuse).await;
+    uidls(&gw).await;
+    peer.add(4, body(4, 3));
+    uidls(&gw).await;
+    let log = peer.log();
+    let fetches: Vec<_> = log.iter().filter(|c| c.contains("HEADER.FIELDS")).collect();
+    assert_eq!(fetches.len(), 2, "{fetches:?}");
+    assert!(fetches[0].contains("UID FETCH 1:3 "), "{}", fetches[0]);
+    assert!(fetches[1].contains("UID FETCH 4 "), "{}", fetches[1]);
+}
+
+#[tokio::test]
 async fn a_login_to_an_unchanged_mailbox_writes_nothing() {
     let peer = Peer::with_messages(3);
     let store = Arc::new(MapStore::default());
