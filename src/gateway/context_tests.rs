@@ -61,3 +61,28 @@ async fn the_sweeper_keeps_the_penalty_gauge_current() {
     assert_eq!(gauge.get(), limits.remembered() as i64);
     sweeper.abort();
 }
+
+#[tokio::test]
+async fn the_store_watch_reports_a_lost_store_and_its_return() {
+    use std::sync::atomic::Ordering;
+    let dir = crate::test_support::TestDir::new("watch-store");
+    let store = dir.0.join("store");
+    let state = format!(
+        "state:\n  path: {}\n  on_unavailable: refuse\n",
+        store.display()
+    );
+    let ctx = Arc::new(context(&state));
+    let health = Arc::new(crate::http::Health::default());
+    let watch = tokio::spawn(super::watch_store(ctx.clone(), health.clone()));
+    let up = ctx.metrics.state_store_up.with_label_values(&["embedded"]);
+    let ready = || health.store_ok.load(Ordering::Relaxed);
+    crate::test_support::until("the store checked", || up.get() == 1 && ready()).await;
+    // The embedded store's file gone from its path: logins that need it
+    // must wait, and /readyz says so.
+    let moved = dir.0.join("moved");
+    std::fs::rename(&store, &moved).unwrap();
+    crate::test_support::until("the lost store noticed", || up.get() == 0 && !ready()).await;
+    std::fs::rename(&moved, &store).unwrap();
+    crate::test_support::until("the store back", || up.get() == 1 && ready()).await;
+    watch.abort();
+}
