@@ -172,6 +172,12 @@ mod tests {
         let mut framer = Framer::new(8);
         let mut buf = BytesMut::from(&b"0123456789"[..]);
         assert_eq!(framer.next(&mut buf), Err(FrameError::LineTooLong(8)));
+        // The same line with its end in the same read.
+        let mut buf = BytesMut::from(&b"0123456789\r\n"[..]);
+        assert_eq!(
+            Framer::new(8).next(&mut buf),
+            Err(FrameError::LineTooLong(8))
+        );
         // Exactly the longest line, its end still to come, waits for more.
         let mut buf = BytesMut::from(&b"01234567"[..]);
         assert_eq!(Framer::new(8).next(&mut buf), Ok(None));

@@ -359,6 +359,18 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_one_to_nineteen_digits() {
+        assert_eq!(number(b"007"), Some(7));
+        assert_eq!(
+            number(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [&b""[..], b"10000000000000000000", b"1a", b"-1"] {
+            assert_eq!(number(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_code_without_text_leaves_the_text_empty() {
         match response(b"A1 OK [READ-WRITE]").unwrap() {
             Response::Tagged { text, .. } => {

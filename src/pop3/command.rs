@@ -215,6 +215,10 @@ mod tests {
             Ok(Command::Pass(Secret(b"\xe2\x82\xac{\"\\".to_vec())))
         );
         assert!(parse(b"PASS").is_err());
+        assert_eq!(
+            parse(b"PASS "),
+            Err(CommandError::Syntax("Missing password"))
+        );
     }
 
     #[test]

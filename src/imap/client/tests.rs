@@ -363,3 +363,23 @@ async fn only_uidvalidity_sets_the_uidvalidity() {
     let (sel, _) = c.open_mailbox("INBOX", None).await.unwrap();
     assert_eq!(sel.uid_validity, 42);
 }
+
+#[tokio::test]
+async fn an_earlier_commands_completion_does_not_end_a_search() {
+    // ID is not waited for: its OK may come among the search's answers.
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 ID (\"x-originating-ip\" \"192.0.2.1\")", b""),
+            (
+                "A2 UID SEARCH UID 3:4 BEFORE 2-Dec-2026",
+                b"A1 OK done\r\n* SEARCH 3 4\r\nA2 OK done\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.id(&[("x-originating-ip", "192.0.2.1".into())])
+        .await
+        .unwrap();
+    assert_eq!(c.search_before("3:4", "2-Dec-2026").await.unwrap(), [3, 4]);
+}
