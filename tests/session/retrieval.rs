@@ -316,6 +316,10 @@ async fn a_header_without_an_end_gets_one_only_for_the_oe_ns_workaround() {
         );
         assert_eq!(lines.len(), 2 + usize::from(blank_added), "{workarounds}");
     }
+    // A header that ended keeps its one empty line.
+    let whole = b"Subject: body\r\n\r\ntext\r\n";
+    let lines = lines_with_workarounds("[oe-ns-eoh]", whole, "TOP 1 0").await;
+    assert_eq!(lines, ["Subject: body", ""]);
 }
 
 #[tokio::test]
