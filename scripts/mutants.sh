@@ -16,7 +16,7 @@
 #                                       # per line as `cargo mutants --list`
 #                                       # prints them (default: every
 #                                       # shard's missed.txt), with today's
-#                                       # tests, into mutants.out/rerun/
+#                                       # tests, into mutants.out/rerun-TIME/
 #
 # Shards deal the mutants out round-robin, so each is a sample of the
 # whole. Each shard's results go to mutants.out/shard-K-of-N/ (not in git), so
@@ -83,7 +83,7 @@ if [ "$shard" = rerun ]; then
     else
         names="$(cat mutants.out/shard-*/mutants.out/missed.txt 2>/dev/null || true)"
     fi
-    run_names mutants.out/rerun "$names" "$@"
+    run_names "mutants.out/rerun-$(date -u +%Y%m%dT%H%M)" "$names" "$@"
     exit
 fi
 

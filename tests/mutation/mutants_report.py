@@ -10,9 +10,9 @@ caught; one that does not compile ("unviable") is not counted. Each line
 of a shard's missed.txt, caught.txt, timeout.txt and unviable.txt is one
 mutant, "FILE:LINE:COL: replace ... with ...".
 
-When `scripts/mutants.sh rerun` has run (mutants.out/rerun/), the shards'
-missed mutants that the re-run caught are counted as caught too, in a
-second score: the shards as they would be with the tests of the re-run.
+When `scripts/mutants.sh rerun` has run (mutants.out/rerun-*/), the
+shards' missed mutants that a re-run caught are counted as caught too, in
+a second score: the shards as they would be with the tests of the re-runs.
 """
 
 from __future__ import annotations
@@ -56,10 +56,12 @@ def main() -> int:
         print(f"{kind:9} {len(total[kind]):5}")
     if viable:
         print(f"score     {caught}/{viable} viable mutants caught = {100 * caught / viable:.1f}%")
-    rerun = root / "rerun" / "mutants.out"
-    if (rerun / "caught.txt").exists() and viable:
-        again = read(rerun)
-        now_caught = set(again["caught"]) | set(again["timeout"])
+    reruns = [p.parent for p in root.glob("rerun*/mutants.out/caught.txt")]
+    if reruns and viable:
+        now_caught = set()
+        for rerun in reruns:
+            again = read(rerun)
+            now_caught |= set(again["caught"]) | set(again["timeout"])
         fixed = [m for m in total["missed"] if m in now_caught]
         total["missed"] = [m for m in total["missed"] if m not in now_caught]
         print(f"re-run   {len(fixed)} of the missed caught now")
