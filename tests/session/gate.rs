@@ -88,6 +88,36 @@ async fn a_correct_password_waits_out_the_penalty_before_it_is_checked() {
     assert!(start.elapsed() >= std::time::Duration::from_secs(1));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_login_clears_the_penalty_of_its_address() {
+    let mut cfg = config("");
+    cfg.limits.auth_penalty_max = std::time::Duration::from_secs(8);
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
+    for _ in 0..2 {
+        pop.cmd(&format!("USER {USER}")).await;
+        assert!(pop.cmd("PASS wrong").await.starts_with("-ERR [AUTH]"));
+    }
+    // Another user from the same address waits out the address's penalty
+    // once; the login clears it, so the next one does not wait.
+    let waits = |g: &Gateway| {
+        g.ctx
+            .metrics
+            .auth_throttled
+            .with_label_values(&["ip"])
+            .get()
+    };
+    let before = waits(&gw);
+    for _ in 0..2 {
+        let (_g, mut bob) = gw.another().await;
+        bob.cmd(&format!("USER {OTHER}")).await;
+        assert_eq!(
+            bob.cmd(&format!("PASS {OTHER_PASSWORD}")).await,
+            "+OK Logged in."
+        );
+        assert_eq!(waits(&gw), before + 1);
+    }
+}
+
 #[tokio::test]
 async fn digest_logins_need_tls_outside_the_plaintext_networks() {
     let (mut cfg, _secrets) = super::config_with_credentials("no-plaintext");
