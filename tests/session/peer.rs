@@ -436,6 +436,15 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
         }
         // The copies themselves are not kept: the tests look at what stays.
         ["UID", "COPY", _, _] | ["CREATE", _] => put(&mut out, format!("{tag} OK done\r\n")),
+        // RFC 6851, for a test that offers MOVE: the messages leave.
+        ["UID", "MOVE", set, _] if b.caps.contains(" MOVE") => {
+            let set = set.to_string();
+            for m in st.messages.iter_mut().filter(|m| in_set(&set, m.uid, max)) {
+                m.deleted = true;
+            }
+            expunge(&mut st, &mut out, |m| in_set(&set, m.uid, max));
+            put(&mut out, format!("{tag} OK done\r\n"));
+        }
         ["LOGOUT"] => put(&mut out, format!("* BYE bye\r\n{tag} OK done\r\n")),
         _ => put(&mut out, format!("{tag} BAD unknown command\r\n")),
     }

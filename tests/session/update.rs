@@ -260,6 +260,26 @@ async fn move_with_refusals(refusals: &[(&str, &str)]) -> (Gateway, String) {
 }
 
 #[tokio::test]
+async fn a_server_offering_move_has_the_deleted_messages_moved() {
+    let peer = Peer::with_messages(3);
+    peer.set(|b| b.caps.push_str(" MOVE"));
+    let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
+    let (gw, mut pop) = Gateway::with(peer, cfg).await;
+    pop.login().await;
+    pop.cmd("DELE 1").await;
+    pop.cmd("DELE 2").await;
+    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(
+        gw.peer.count("UID MOVE 1:2 \"Trash\""),
+        1,
+        "{:?}",
+        gw.peer.log()
+    );
+    assert_eq!(gw.peer.count("COPY"), 0);
+    assert_eq!(gw.peer.uids(), vec![3]);
+}
+
+#[tokio::test]
 async fn a_missing_trash_folder_is_created_and_the_copy_tried_again() {
     let (gw, answer) = move_with_the_first_copy_refused("NO [TRYCREATE] no such folder").await;
     assert!(answer.starts_with("+OK"), "{answer}");

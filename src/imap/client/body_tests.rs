@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
 use super::bodies::is_body_literal;
-use super::tests::{pair, GREETING};
+use super::tests::{pair, read_body, GREETING};
 use super::{Client, ClientError};
 
 /// A client whose fetch of UID 5's body has started: the server's end
@@ -133,4 +133,25 @@ async fn a_bye_during_a_fetch_ends_it_though_the_link_stays_open() {
     let e = c.next_body(&tag).await.unwrap_err();
     assert!(matches!(e, ClientError::Closed), "{e}");
     drop(theirs);
+}
+
+#[tokio::test]
+async fn a_literal_that_is_no_body_is_not_taken_for_one() {
+    // A FETCH with some other literal among the answers to a body fetch
+    // is an ordinary response: only BODY[...] literals are streamed.
+    let stream = pair(
+        GREETING,
+        vec![(
+            "A1 UID FETCH 5 (UID BODY.PEEK[])",
+            b"* 9 FETCH (X-NOTE {5}\r\nhello)\r\n\
+* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\nA1 OK done\r\n",
+        )],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    assert_eq!(
+        read_body(&mut c, &tag).await,
+        Some((Some(5), 3, b"abc".to_vec()))
+    );
+    assert_eq!(read_body(&mut c, &tag).await, None);
 }

@@ -42,7 +42,10 @@ pub(super) fn pair(
 
 /// The next body of fetch `tag`: (its UID, announced length, octets), or
 /// `None` at the end of the answer.
-async fn read_body(c: &mut Client<DuplexStream>, tag: &str) -> Option<(Option<u32>, u64, Vec<u8>)> {
+pub(super) async fn read_body(
+    c: &mut Client<DuplexStream>,
+    tag: &str,
+) -> Option<(Option<u32>, u64, Vec<u8>)> {
     let start = c.next_body(tag).await.unwrap()?;
     let mut body = Vec::new();
     while let Some(chunk) = c.body_chunk().await.unwrap() {
@@ -382,4 +385,26 @@ async fn an_earlier_commands_completion_does_not_end_a_search() {
         .await
         .unwrap();
     assert_eq!(c.search_before("3:4", "2-Dec-2026").await.unwrap(), [3, 4]);
+}
+
+#[tokio::test]
+async fn a_proxy_login_needs_authenticate_plain() {
+    // LOGIN names one user only: the master user would get their own
+    // mailbox instead of the one asked for.
+    const LOGIN_ONLY: &[u8] = b"* OK [CAPABILITY IMAP4rev1] ready\r\n";
+    let stream = pair(LOGIN_ONLY, vec![]);
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let pw = Secret(b"p".to_vec());
+    let err = c.login("alice", "master", &pw).await.unwrap_err();
+    assert!(err.to_string().contains("proxy login"), "{err}");
+    // Asking for one's own mailbox is no proxy login.
+    let stream = pair(
+        LOGIN_ONLY,
+        vec![
+            ("A1 LOGIN ", b"A1 OK [CAPABILITY IMAP4rev1] in\r\n"),
+            ("A2 CAPABILITY", b"* CAPABILITY IMAP4rev1\r\nA2 OK done\r\n"),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.login("alice", "alice", &pw).await.unwrap();
 }
