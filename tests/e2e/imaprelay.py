@@ -1,10 +1,13 @@
-"""An IMAP relay in front of Dovecot that fails on cue: it cuts the link or
-refuses a chosen command, cuts a reply after so many bytes, or holds a
-command or its reply until the test releases it (to kill popgate at that
-exact point).
+"""An IMAP relay in front of Dovecot for what a healthy server never does:
+it cuts the link or refuses a chosen command, cuts a reply after so many
+bytes, holds a command or its reply until the test releases it (to kill
+popgate at that exact point), or hides capabilities Dovecot always offers
+(UIDPLUS, SASL-IR, AUTH=PLAIN, LITERAL+, STARTTLS, MOVE).
 
 Client lines are matched (after the tag) against each rule's regex; the
-`nth` matching line triggers it. Server bytes pass through untouched.
+`nth` matching line triggers it (with `every`, each one from the nth on).
+Server bytes pass through untouched, but for the capability lists that
+``hide`` edits (whole lines are passed on then).
 
 Actions:
 - ``refuse``: answer ``NO`` instead of forwarding.
@@ -35,6 +38,7 @@ class Rule:
     pattern: str
     action: str
     nth: int = 1
+    every: bool = False
     after: int = 0
     seen: int = 0
     fired: threading.Event = field(default_factory=threading.Event)
@@ -63,17 +67,24 @@ class _Link:
             s.close()
 
 
+_CAPS = re.compile(rb"^(\* CAPABILITY |\* OK \[CAPABILITY |\S+ OK \[CAPABILITY )")
+
+
 class ImapRelay:
-    def __init__(self, upstream_port: int, *rules: Rule, greeting_cut: int | None = None) -> None:
-        """`greeting_cut`: close every new connection after that many bytes
-        of the server's greeting (until set to None)."""
+    def __init__(self, upstream_port: int, *rules: Rule, hide: tuple[str, ...] = (),
+                 greeting_cut: int | None = None, port: int = 0) -> None:
+        """`hide`: capabilities to remove; `greeting_cut`: close every new
+        connection after that many bytes of the server's greeting (until set
+        to None); `port`: where to listen (a relay coming back where an
+        earlier one was)."""
         self.upstream_port = upstream_port
         self.rules = list(rules)
+        self.hide = [h.encode() for h in hide]
         self.greeting_cut = greeting_cut
         self.seen: list[bytes] = []
         self.released = threading.Event()
         self.links: list[_Link] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -102,7 +113,7 @@ class ImapRelay:
         for rule in self.rules:
             if re.search(rule.pattern.encode(), command):
                 rule.seen += 1
-                if rule.seen == rule.nth:
+                if rule.seen == rule.nth or (rule.every and rule.seen > rule.nth):
                     return rule
         return None
 
@@ -148,13 +159,30 @@ class ImapRelay:
         finally:
             link.cut()
 
+    def _edit(self, data: bytes) -> tuple[bytes, bytes]:
+        """The whole lines of `data` with the hidden capabilities removed,
+        and the partial line left over."""
+        whole, newline, partial = data.rpartition(b"\n")
+        lines = (whole + newline).splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if _CAPS.match(line):
+                for cap in self.hide:
+                    line = re.sub(rb" " + re.escape(cap) + rb"(?=[ \]\r])", b"", line)
+                lines[i] = line
+        return b"".join(lines), partial
+
     def _down(self, link: _Link) -> None:
         pending = b""
+        partial = b""
         try:
             while True:
                 chunk = link.server.recv(65536)
                 if not chunk:
                     break
+                if self.hide:
+                    chunk, partial = self._edit(partial + chunk)
+                    if not chunk:
+                        continue
                 with link.lock:
                     if link.tag is not None:
                         # Look for the tagged reply at a line start.

@@ -10,7 +10,7 @@ import pytest
 import folders
 from clients import download
 from corpus import simple_message
-from faulty import FaultyProxy
+from imaprelay import ImapRelay, Rule
 from popgate import Popgate
 
 MOVE = "delete:\n  action: move\n  folder: Trash\n"
@@ -31,7 +31,7 @@ def test_move_leaves_the_downloaded_messages_in_a_created_folder(dovecot, user, 
     user.deliver(*(simple_message(i) for i in range(3)))
     before = _bodies(_inbox(user))
     assert not folders.exists(dovecot, user.name, "Trash")
-    with FaultyProxy(dovecot.imap_port, hide=hide) as proxy:
+    with ImapRelay(dovecot.imap_port, hide=hide) as proxy:
         with Popgate(proxy.port, extra=MOVE) as pg:
             got = download(client, "127.0.0.1", pg.port, user.name, user.password, keep=False, workdir=tmp_path)
             assert len(got) == 3
@@ -53,7 +53,7 @@ def test_move_takes_exactly_the_deleted_into_an_existing_folder(dovecot, user, h
     there = _bodies(folders.contents(dovecot, user.name, "Trash"))
     inbox = _inbox(user)
     uids = sorted(inbox)
-    with FaultyProxy(dovecot.imap_port, hide=hide) as proxy:
+    with ImapRelay(dovecot.imap_port, hide=hide) as proxy:
         with Popgate(proxy.port, extra=MOVE) as pg:
             with user.pop3(pg.port) as c:
                 assert c.answer("DELE 2").startswith(b"+OK")
@@ -108,14 +108,15 @@ def test_a_refused_step_answers_quit_with_err_and_loses_nothing(dovecot, user, s
     extra, hide, refuse = STEPS[step]
     user.deliver(*(simple_message(i) for i in range(3)))
     before = _inbox(user)
-    with FaultyProxy(dovecot.imap_port, hide=hide, refuse=refuse) as proxy:
+    refusal = Rule(refuse, "refuse", every=True)
+    with ImapRelay(dovecot.imap_port, refusal, hide=hide) as proxy:
         with Popgate(proxy.port, extra=extra) as pg:
             with user.pop3(pg.port) as c:
                 assert c.answer("RETR 1").startswith(b"+OK")
                 assert c.answer("DELE 1").startswith(b"+OK")
                 assert c.answer("DELE 3").startswith(b"+OK")
                 assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP] ")
-            assert proxy.refused, "the step was never reached"
+            assert refusal.fired.is_set(), "the step was never reached"
             after = _inbox(user)
             assert sorted(after) == sorted(before), "a message left the mailbox"
             assert _bodies(after) == _bodies(before)

@@ -1,7 +1,9 @@
-"""The upstream link fails at every step of login, listing, RETR and each
-step of QUIT's update (an IMAP relay in front of the real Dovecot cuts the
-link or refuses the command). The client always learns the truth, and the
-mailbox holds exactly what QUIT's answer says."""
+"""The upstream fails at every step of login, listing, RETR and each step of
+QUIT's update, and lacks extensions Dovecot always offers (UIDPLUS,
+SASL-IR, AUTH=PLAIN, LITERAL+): an IMAP relay in front of the real Dovecot
+cuts the link, refuses the command or hides the capability. The client
+always learns the truth, and the mailbox holds exactly what QUIT's answer
+says."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import pytest
 
 from corpus import large_attachment, simple_message
 from faultkit import Pop3Wire, deleted, finished, seen, state
-from faulty import FaultyProxy
 from imaprelay import ImapRelay, Rule
+from pop3raw import Pop3Raw
 from popgate import Popgate
 
 UPSTREAM = "  timeout: 5s\n  health_check_interval: 60s\n"
@@ -204,14 +206,15 @@ def test_refused_expunge_can_be_retried_by_the_next_session(dovecot, user):
 def test_refused_expunge_without_uidplus_can_be_retried(dovecot, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     u = user.uids()
-    with FaultyProxy(dovecot.imap_port, hide=("UIDPLUS",), refuse=r"^EXPUNGE") as proxy:
+    refusal = Rule(r"^EXPUNGE", "refuse", every=True)
+    with ImapRelay(dovecot.imap_port, refusal, hide=("UIDPLUS",)) as proxy:
         with gateway(proxy.port) as pg:
             c = Pop3Wire(pg.port)
             c.login(user.name, user.password)
             assert c.cmd("DELE 2").startswith(b"+OK")
             assert c.cmd("QUIT").startswith(b"-ERR [SYS/TEMP] ")
             finished(pg, c.port)
-        assert proxy.refused
+        assert refusal.fired.is_set()
     after = state(dovecot, user.name)
     assert sorted(after) == u and deleted(after) == []
     with gateway(dovecot.imap_port) as pg:
@@ -219,25 +222,80 @@ def test_refused_expunge_without_uidplus_can_be_retried(dovecot, user):
     assert user.uids() == [u[0], u[2]]
 
 
-def test_without_uidplus_quit_says_what_happened(dovecot, user):
-    """Another client's \\Deleted blocks the bare EXPUNGE: QUIT must not
-    claim a removal that did not happen, and the message stays reachable."""
+# ---- refusals at QUIT and servers without UIDPLUS, SASL-IR or AUTH=PLAIN
+
+
+def test_refused_removal_makes_quit_fail(dovecot, user):
+    user.deliver(*(simple_message(i) for i in range(3)))
+    before = user.uids()
+    refusal = Rule(r"^UID STORE .*\\Deleted", "refuse", every=True)
+    with ImapRelay(dovecot.imap_port, refusal) as proxy:
+        with Popgate(proxy.port) as pg, user.pop3(pg.port) as c:
+            c.answer("DELE 2")
+            assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP] ")
+        assert refusal.fired.is_set()
+    assert user.uids() == before
+
+
+def test_refused_expunge_takes_our_flags_back_for_the_next_session(dovecot, user):
+    user.deliver(*(simple_message(i) for i in range(3)))
+    before = user.uids()
+    refusal = Rule(r"^UID EXPUNGE", "refuse", every=True)
+    with ImapRelay(dovecot.imap_port, refusal) as proxy:
+        with Popgate(proxy.port) as pg:
+            with user.pop3(pg.port) as c:
+                c.answer("DELE 2")
+                assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP] ")
+            assert refusal.fired.is_set()
+            assert user.uids() == before
+            assert not any("\\Deleted" in f for f in user.dv.flags(user.name).values())
+            with user.pop3(pg.port) as c:
+                assert c.answer("STAT").startswith(b"+OK 3 ")
+
+
+def test_without_uidplus_only_our_messages_are_expunged(dovecot, user):
     user.deliver(*(simple_message(i) for i in range(3)))
     u = user.uids()
-    with FaultyProxy(dovecot.imap_port, hide=("UIDPLUS",)) as proxy, gateway(proxy.port) as pg:
-        c = Pop3Wire(pg.port)
-        c.login(user.name, user.password)
-        dovecot.set_flags(user.name, u[2], "\\Deleted")  # another client
-        assert c.cmd("DELE 1").startswith(b"+OK")
-        reply = c.cmd("QUIT")
-        finished(pg, c.port)
-        after = state(dovecot, user.name)
-        if reply.startswith(b"+OK"):
-            assert u[0] not in after
+    with ImapRelay(dovecot.imap_port, hide=("UIDPLUS",)) as proxy:
+        with Popgate(proxy.port) as pg, user.pop3(pg.port) as c:
+            c.answer("DELE 1")
+            assert c.answer("QUIT").startswith(b"+OK")
+        sent = b"".join(proxy.seen)
+        assert b"UID EXPUNGE" not in sent and b" EXPUNGE\r\n" in sent
+    assert user.uids() == u[1:]
+
+
+def test_without_uidplus_other_deleted_flags_block_the_expunge(dovecot, user):
+    user.deliver(*(simple_message(i) for i in range(3)))
+    u = user.uids()
+    with ImapRelay(dovecot.imap_port, hide=("UIDPLUS",)) as proxy:
+        with Popgate(proxy.port) as pg:
+            with user.pop3(pg.port) as c:
+                user.dv.set_flags(user.name, u[2], "\\Deleted")  # another client
+                c.answer("DELE 1")
+                # QUIT says the removal did not happen, and it did not.
+                assert c.answer("QUIT").startswith(b"-ERR [SYS/TEMP] ")
+            assert b" EXPUNGE\r\n" not in b"".join(proxy.seen)
+            assert user.uids() == u
+            assert "\\Deleted" not in user.dv.flags(user.name)[u[0]], "our flag was taken back"
+            # The next session still sees the message and may delete it again.
+            with user.pop3(pg.port) as c:
+                assert c.answer("STAT").startswith(b"+OK 2 ")
+
+
+@pytest.mark.parametrize("hidden", [("SASL-IR",), ("AUTH=PLAIN",), ("AUTH=PLAIN", "LITERAL+")])
+def test_login_fallbacks_carry_any_password(dovecot, hidden):
+    name = "fallback-" + "-".join(h.lower().replace("=", "").replace("+", "plus") for h in hidden)
+    password = 'ütf8 "quoted" \\ {3}'
+    dovecot.add_user(name, password)
+    dovecot.deliver(name, simple_message(1))
+    with ImapRelay(dovecot.imap_port, hide=hidden) as proxy:
+        with Popgate(proxy.port) as pg, Pop3Raw(pg.port) as c:
+            assert c.login(name, password).startswith(b"+OK")
+            assert c.answer("STAT").startswith(b"+OK 1 ")
+        sent = b"".join(proxy.seen)
+        if "AUTH=PLAIN" in hidden:
+            assert b" LOGIN " in sent
+            assert (b"+}" in sent) == ("LITERAL+" not in hidden)
         else:
-            assert u[0] in after and "\\Deleted" not in after[u[0]][0]
-            c = Pop3Wire(pg.port)
-            c.login(user.name, user.password)
-            assert c.cmd("STAT").startswith(b"+OK 2 ")
-            c.cmd("QUIT")
-    assert "\\Deleted" in after[u[2]][0] and u[2] in after  # theirs untouched
+            assert b"AUTHENTICATE PLAIN\r\n" in sent

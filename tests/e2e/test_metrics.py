@@ -7,7 +7,7 @@ import re
 import signal
 
 from corpus import simple_message
-from faulty import FaultyProxy
+from imaprelay import ImapRelay, Rule
 from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
@@ -86,7 +86,7 @@ def test_metrics_follow_real_sessions(dovecot, user):
 
 def test_quit_failure_and_outage_are_counted_and_readyz_follows(dovecot, user):
     user.deliver(simple_message(1))
-    proxy = FaultyProxy(dovecot.imap_port, refuse=r"^UID STORE .*\\Deleted")
+    proxy = ImapRelay(dovecot.imap_port, Rule(r"^UID STORE .*\\Deleted", "refuse", every=True))
     port = proxy.port
     with Popgate(proxy.port, metrics=True, upstream_extra="  health_check_interval: 200ms\n") as pg:
         assert wait_for(lambda: pg.http("/readyz")[0] == 200)
@@ -110,7 +110,7 @@ def test_quit_failure_and_outage_are_counted_and_readyz_follows(dovecot, user):
         assert delta(before, after, 'popgate_logins_total{mechanism="USER",result="upstream_unavailable"}') == 1
         assert delta(before, after, 'popgate_upstream_failures_total{reason="connect",route="default"}') >= 1
 
-        proxy = FaultyProxy(dovecot.imap_port, port=port)  # and comes back
+        proxy = ImapRelay(dovecot.imap_port, port=port)  # and comes back
         assert wait_for(lambda: pg.http("/readyz")[0] == 200)
         assert scrape(pg)['popgate_upstream_up{route="default"}'] == 1
     proxy.close()

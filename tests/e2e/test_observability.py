@@ -42,7 +42,7 @@ import pytest
 
 from corpus import simple_message
 from dovecot import free_port
-from faulty import FaultyProxy
+from imaprelay import ImapRelay, Rule
 from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import REPO, Popgate
@@ -485,7 +485,7 @@ def stack(dovecot, tmp_path_factory):
         dovecot.deliver(alice[0], simple_message(i, body_lines=20))
     dovecot.deliver(bob[0], simple_message(1))
 
-    proxy = FaultyProxy(dovecot.imap_port)
+    proxy = ImapRelay(dovecot.imap_port)
     upstream_port = proxy.port
     pg = prom = None
     try:
@@ -555,7 +555,8 @@ def stack(dovecot, tmp_path_factory):
             assert c.login(*alice).startswith(b"-ERR [SYS/TEMP]")
         for name in ("PopgateUpstreamDown", "PopgateNoInstanceReady"):
             wait_for(lambda: active_alerts(prom, name), 10, f"{name} to become pending in prometheus", 0.25)
-        proxy = FaultyProxy(dovecot.imap_port, refuse=r"^UID EXPUNGE", port=upstream_port)
+        proxy = ImapRelay(dovecot.imap_port, Rule(r"^UID EXPUNGE", "refuse", every=True),
+                          port=upstream_port)
         wait_for(lambda: pg.http("/readyz")[0] == 200, 10, "/readyz 200 after the upstream is back")
         with Pop3Raw(pg.port, timeout=10) as c:
             assert c.login(*alice).startswith(b"+OK")

@@ -42,7 +42,7 @@ import certs
 from clients import TLS_CLIENTS, assert_fails, download, normalise
 from corpus import CLIENT_MESSAGES as MESSAGES
 from dovecot import Dovecot, free_port, tls_conf
-from faulty import FaultyProxy
+from imaprelay import ImapRelay
 from polling import wait_for
 from pop3raw import Pop3Raw
 from popgate import Popgate
@@ -356,7 +356,7 @@ def test_upstream_without_starttls_is_not_used_in_plaintext(tls_dovecot, pki):
     dv = tls_dovecot
     user = "tls-stripped-starttls"
     dv.add_user(user, PASSWORD)
-    with FaultyProxy(dv.imap_port, hide=("STARTTLS",)) as proxy:
+    with ImapRelay(dv.imap_port, hide=("STARTTLS",)) as proxy:
         _, upstream = upstream_conf(dv, "starttls", pki.ca.cert)
         with Popgate(proxy.port, upstream_extra=upstream) as pg:
             with Pop3Raw(pg.port) as c:

@@ -155,7 +155,7 @@ PATCHES: list[Patch] = [
         "                self.refuse(Refusal::NotRemoved);\n",
         '                self.ok("Logging out, messages deleted.");\n',
         (
-            "tests/e2e/test_upstream_faults.py::test_refused_removal_makes_quit_fail",
+            "tests/e2e/test_faults_upstream.py::test_refused_removal_makes_quit_fail",
             "tests/e2e/test_faults_upstream.py -k test_quit_faults_leave_what_quit_says",
         ),
     ),
@@ -166,7 +166,7 @@ PATCHES: list[Patch] = [
         "    if removed.is_err() {\n",
         "    if removed.is_err() && false {\n",
         (
-            "tests/e2e/test_upstream_faults.py::test_refused_expunge_takes_our_flags_back_for_the_next_session",
+            "tests/e2e/test_faults_upstream.py::test_refused_expunge_takes_our_flags_back_for_the_next_session",
             "tests/e2e/test_faults_upstream.py::test_refused_expunge_can_be_retried_by_the_next_session",
         ),
     ),
@@ -176,7 +176,7 @@ PATCHES: list[Patch] = [
         UPDATE,
         "    if !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {\n",
         "    if false && !flagged.iter().all(|uid| deleted.binary_search(uid).is_ok()) {\n",
-        ("tests/e2e/test_upstream_faults.py::test_without_uidplus_other_deleted_flags_block_the_expunge",),
+        ("tests/e2e/test_faults_upstream.py::test_without_uidplus_other_deleted_flags_block_the_expunge",),
     ),
     Patch(
         "uidl-from-message-number",
