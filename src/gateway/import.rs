@@ -217,6 +217,8 @@ mod tests {
         assert_eq!(u[0].password.as_ref().unwrap().expose(), b"pw with space");
         let e = parse_users("alice\tsecret-pw\nbob\n", SourceLogin::User).unwrap_err();
         assert!(e.contains("line 2") && !e.contains("secret-pw"), "{e}");
+        let e = parse_users("alice\t\n", SourceLogin::User).unwrap_err();
+        assert!(e.contains("line 1"), "an empty password: {e}");
         let e = parse_users("alice\tsecret-pw\n", SourceLogin::Master).unwrap_err();
         assert!(e.contains("line 1") && !e.contains("secret-pw"), "{e}");
         assert!(parse_users("a\na\n", SourceLogin::Master)

@@ -9,12 +9,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use popgate::config::migration::SourceLogin;
-use popgate::config::DEFAULT_ROUTE;
+use popgate::config::{OnUnavailable, DEFAULT_ROUTE};
 use popgate::gateway::import::{import, parse_users, Outcome};
 use popgate::gateway::Context;
 use popgate::state::embedded::Embedded;
 use popgate::state::{MailboxKey, StateStore};
 
+use super::uidls::MapStore;
 use super::{body, config, Gateway, Peer, PASSWORD, USER};
 
 /// Serves `messages` (UIDL, body) to `USER` with `PASSWORD`; any other
@@ -154,6 +155,46 @@ async fn import_stores_old_uidls_skips_known_mailboxes_and_reports_failures() {
     assert_eq!(memory.exceptions, expected);
     assert_eq!(memory.prints.len(), 5);
     drop(store);
+    std::fs::remove_dir_all(&state).unwrap();
+}
+
+#[tokio::test]
+async fn an_import_that_could_not_save_says_so_unless_a_record_appeared_meanwhile() {
+    let peer = Peer::with_messages(2);
+    let port = old_server(vec![("old-a", body(1, 2)), ("old-b", body(2, 2))]).await;
+    let state = std::env::temp_dir().join(format!("popgate-import-save-{}", std::process::id()));
+    let users = parse_users(&format!("{USER}\t{PASSWORD}\n"), SourceLogin::User).unwrap();
+    let run = |store: Arc<MapStore>| {
+        let ctx = crate::harness::context(migrating(&state, port), &peer, move |ctx| {
+            ctx.set_state_store(store, OnUnavailable::Serve)
+        });
+        let users = users.clone();
+        async move { import(ctx, users, 1, |_| {}).await.remove(0).outcome }
+    };
+    let written = Arc::new(MapStore::default());
+    assert!(matches!(
+        run(written.clone()).await,
+        Outcome::Migrated { .. }
+    ));
+    let key = MailboxKey {
+        route: DEFAULT_ROUTE.into(),
+        user: USER.into(),
+        folder: "INBOX".into(),
+    };
+    let record = written.load(&key).await.unwrap().unwrap().memory;
+
+    // Another login stored the mailbox's memory while the import read the
+    // old server: there is nothing left to import.
+    let raced = Arc::new(MapStore::default());
+    *raced.meanwhile.lock().unwrap() = Some(record);
+    assert_eq!(run(raced).await, Outcome::Skipped);
+    // The save failed: the import must say so, not that it skipped.
+    let unwritable = Arc::new(MapStore::default());
+    *unwritable.unwritable.lock().unwrap() = true;
+    assert_eq!(
+        run(unwritable).await,
+        Outcome::Failed("the store could not save the record".into())
+    );
     std::fs::remove_dir_all(&state).unwrap();
 }
 

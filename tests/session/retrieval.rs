@@ -147,6 +147,25 @@ async fn switching_between_top_and_retr_refetches() {
 }
 
 #[tokio::test]
+async fn a_body_fetch_reaches_ahead_fifteen_messages_within_a_mebibyte() {
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(20)).await;
+    pop.login().await;
+    retr(&mut pop, 1, 1).await;
+    assert_eq!(gw.peer.count("UID FETCH 1:16 "), 1, "{:?}", gw.peer.log());
+    // Messages of 100 KiB: the ten after the first fill the mebibyte.
+    let peer = Peer::default();
+    let text = format!("{}\r\n", "x".repeat(98)).repeat(1024);
+    for uid in 1..=20 {
+        peer.add(uid, format!("Subject: {uid}\r\n\r\n{text}").into_bytes());
+    }
+    let (gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
+    assert_eq!(pop.multi().await.len(), 1026);
+    assert_eq!(gw.peer.count("UID FETCH 1:11 "), 1, "{:?}", gw.peer.log());
+}
+
+#[tokio::test]
 async fn deleted_messages_are_left_out_of_batches() {
     let (gw, mut pop) = Gateway::new(Peer::with_messages(4)).await;
     pop.login().await;

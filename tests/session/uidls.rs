@@ -11,13 +11,15 @@ use popgate::state::{MailboxKey, Memory, Saved, StateError, StateStore, Stored};
 use super::{body, config, Gateway, Peer, PASSWORD, USER};
 
 /// A store in a map of encoded records, with the backends' compare-and-set;
-/// `broken` makes every call fail, and `meanwhile` is written over the
-/// record just before the next save, as another instance would.
+/// `broken` makes every call fail, `unwritable` every save, and
+/// `meanwhile` is written over the record just before the next save, as
+/// another instance would.
 #[derive(Default)]
-struct MapStore {
+pub(crate) struct MapStore {
     map: Mutex<HashMap<MailboxKey, Vec<u8>>>,
     broken: Mutex<bool>,
-    meanwhile: Mutex<Option<Memory>>,
+    pub(crate) unwritable: Mutex<bool>,
+    pub(crate) meanwhile: Mutex<Option<Memory>>,
     /// Saves that reached the map.
     saves: Mutex<usize>,
 }
@@ -46,6 +48,9 @@ impl StateStore for MapStore {
         expected: Option<&Stored>,
     ) -> Result<Saved, StateError> {
         self.check()?;
+        if *self.unwritable.lock().unwrap() {
+            return Err(StateError::Backend("read-only".into()));
+        }
         let mut map = self.map.lock().unwrap();
         if let Some(other) = self.meanwhile.lock().unwrap().take() {
             map.insert(mailbox.clone(), other.encode());
