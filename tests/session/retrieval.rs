@@ -163,6 +163,18 @@ async fn a_body_fetch_reaches_ahead_fifteen_messages_within_a_mebibyte() {
     assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
     assert_eq!(pop.multi().await.len(), 1026);
     assert_eq!(gw.peer.count("UID FETCH 1:11 "), 1, "{:?}", gw.peer.log());
+    // Eight of 128 KiB make exactly the mebibyte, which they may fill.
+    let peer = Peer::default();
+    for uid in 1..=20 {
+        let mut message = format!("Subject: {uid:02}\r\n\r\n").into_bytes();
+        message.resize(128 * 1024, b'x');
+        peer.add(uid, message);
+    }
+    let (gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
+    pop.multi().await;
+    assert_eq!(gw.peer.count("UID FETCH 1:9 "), 1, "{:?}", gw.peer.log());
 }
 
 #[tokio::test]
