@@ -223,4 +223,18 @@ mod tests {
         .await;
         filler.abort();
     }
+
+    #[tokio::test]
+    async fn a_connection_that_aged_unpruned_is_passed_over() {
+        let b = backend(1, "100ms", Arc::default(), Arc::new(Metrics::new()));
+        let pool = b.pool.as_ref().unwrap();
+        let filler = tokio::spawn(super::fill(b.clone()));
+        assert!(pool.take().is_none());
+        until("filled", || pool.len() == 1).await;
+        // No filler, so no prune, removes it first.
+        filler.abort();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(pool.len(), 1);
+        assert!(pool.take().is_none(), "too old");
+    }
 }

@@ -164,16 +164,16 @@ async fn an_import_that_could_not_save_says_so_unless_a_record_appeared_meanwhil
     let port = old_server(vec![("old-a", body(1, 2)), ("old-b", body(2, 2))]).await;
     let state = std::env::temp_dir().join(format!("popgate-import-save-{}", std::process::id()));
     let users = parse_users(&format!("{USER}\t{PASSWORD}\n"), SourceLogin::User).unwrap();
-    let run = |store: Arc<MapStore>| {
+    let run = |store: Arc<MapStore>, on_unavailable| {
         let ctx = crate::harness::context(migrating(&state, port), &peer, move |ctx| {
-            ctx.set_state_store(store, OnUnavailable::Serve)
+            ctx.set_state_store(store, on_unavailable)
         });
         let users = users.clone();
         async move { import(ctx, users, 1, |_| {}).await.remove(0).outcome }
     };
     let written = Arc::new(MapStore::default());
     assert!(matches!(
-        run(written.clone()).await,
+        run(written.clone(), OnUnavailable::Serve).await,
         Outcome::Migrated { .. }
     ));
     let key = MailboxKey {
@@ -187,13 +187,18 @@ async fn an_import_that_could_not_save_says_so_unless_a_record_appeared_meanwhil
     // old server: there is nothing left to import.
     let raced = Arc::new(MapStore::default());
     *raced.meanwhile.lock().unwrap() = Some(record);
-    assert_eq!(run(raced).await, Outcome::Skipped);
+    assert_eq!(run(raced, OnUnavailable::Serve).await, Outcome::Skipped);
     // The save failed: the import must say so, not that it skipped.
     let unwritable = Arc::new(MapStore::default());
     *unwritable.unwritable.lock().unwrap() = true;
     assert_eq!(
-        run(unwritable).await,
+        run(unwritable.clone(), OnUnavailable::Serve).await,
         Outcome::Failed("the store could not save the record".into())
+    );
+    // Told to refuse without the store, the login's own error says why.
+    assert_eq!(
+        run(unwritable, OnUnavailable::Refuse).await,
+        Outcome::Failed("the state store is unavailable".into())
     );
     std::fs::remove_dir_all(&state).unwrap();
 }

@@ -314,6 +314,21 @@ async fn a_copy_refused_for_another_reason_creates_nothing() {
 }
 
 #[tokio::test]
+async fn quit_is_counted_by_its_answer() {
+    let (failed, answer) = move_with_the_first_copy_refused("NO [SERVERBUG] try later").await;
+    assert_eq!(answer, NOT_REMOVED);
+    let (done, answer) = move_with_refusals(&[]).await;
+    assert!(answer.starts_with("+OK"), "{answer}");
+    for (gw, result) in [(failed, "err"), (done, "ok")] {
+        let metrics = gw.ctx.metrics.clone();
+        assert!(gw.finished().await);
+        let quits = |r: &str| metrics.commands.with_label_values(&["QUIT", r]).get();
+        assert_eq!(quits(result), 1, "{result}");
+        assert_eq!(quits("ok") + quits("err"), 1, "{result}");
+    }
+}
+
+#[tokio::test]
 async fn a_refused_take_back_does_not_stop_the_others() {
     // 1,200 scattered deletions make two UID sets. The first expunge is
     // refused, and so is taking the flag back from the first set: the
