@@ -162,6 +162,12 @@ mod tests {
         assert_eq!(literal_size(b"x {}"), None);
         assert_eq!(literal_size(b"x {1a}"), None);
         assert_eq!(literal_size(b"x {99999999999999999999}"), None);
+        // Nineteen digits at most, though u64 holds some of twenty.
+        assert_eq!(
+            literal_size(b"x {1000000000000000000}"),
+            Some(10u64.pow(18))
+        );
+        assert_eq!(literal_size(b"x {10000000000000000000}"), None);
         assert_eq!(literal_size(b"\"a\""), None);
         // Digits only: Rust's integer parser would take a sign.
         assert_eq!(literal_size(b"x {+5}"), None);
@@ -181,6 +187,12 @@ mod tests {
         // Exactly the longest line, its end still to come, waits for more.
         let mut buf = BytesMut::from(&b"01234567"[..]);
         assert_eq!(Framer::new(8).next(&mut buf), Ok(None));
+        // ... and is a line once it has.
+        let mut buf = BytesMut::from(&b"01234567\n"[..]);
+        assert!(matches!(
+            Framer::new(8).next(&mut buf),
+            Ok(Some(Frame::Line { .. }))
+        ));
     }
 
     proptest! {

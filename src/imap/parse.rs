@@ -405,6 +405,16 @@ mod tests {
                 ..
             })
         ));
+        // Items not asked for are passed over whole, quoted strings too.
+        let f = untagged(b"* 2 FETCH (X-NOTE \"a ) b\" UID 5 RFC822.SIZE 10)");
+        assert!(matches!(
+            f,
+            Untagged::Fetch(Fetch {
+                uid: Some(5),
+                size: Some(10),
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -447,6 +457,19 @@ mod tests {
         assert_eq!((tag, status), (&b"A7"[..], Status::No));
         assert!(text.code_is("unavailable"));
         assert_eq!(text.text, b"Temporary failure");
+        assert_eq!(text.text_lossy(), "Temporary failure");
+        let long = [&b"A7 NO "[..], &[b'x'; 300]].concat();
+        let Response::Tagged { text, .. } = response(&long).unwrap() else {
+            panic!()
+        };
+        assert_eq!(text.text_lossy(), "x".repeat(200), "kept short for the log");
+        assert!(matches!(
+            response(b"A8 BAD [CLIENTBUG] what").unwrap(),
+            Response::Tagged {
+                status: Status::Bad,
+                ..
+            }
+        ));
 
         let Untagged::Status(Status::Ok, text) =
             untagged(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] Dovecot ready.")

@@ -49,5 +49,6 @@ mod tests {
             ImapString::Literal(_)
         ));
         assert!(matches!(encode(b"a\r\nb"), ImapString::Literal(_)));
+        assert!(matches!(encode(b"a\0b"), ImapString::Literal(_)));
     }
 }
