@@ -112,6 +112,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_line_may_fill_the_limit_exactly() {
+        assert_eq!(lines(b"12345678\n", 100, 8), vec![complete("12345678")]);
+        assert_eq!(lines(b"1234567\r\n", 100, 8), vec![complete("1234567")]);
+        assert_eq!(lines(b"123456789\n", 100, 8), vec![Line::TooLong]);
+        // Waiting for its end at the limit, too.
+        let mut reader = LineReader::new(8);
+        let mut buf = BytesMut::from("12345678");
+        assert_eq!(reader.next_line(&mut buf), None);
+        buf.extend_from_slice(b"\n");
+        assert_eq!(reader.next_line(&mut buf), Some(complete("12345678")));
+    }
+
+    #[test]
+    fn a_reset_forgets_the_overlong_line_being_skipped() {
+        // STLS starts a new byte stream: what comes next is a new line.
+        let mut reader = LineReader::new(8);
+        let mut buf = BytesMut::from("0123456789");
+        assert_eq!(reader.next_line(&mut buf), Some(Line::TooLong));
+        reader.reset();
+        buf.extend_from_slice(b"STAT\r\n");
+        assert_eq!(reader.next_line(&mut buf), Some(complete("STAT")));
+    }
+
     proptest! {
         #[test]
         fn chunking_never_changes_the_lines(
