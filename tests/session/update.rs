@@ -26,6 +26,7 @@ async fn quit_removes_exactly_the_deleted_uids() {
     assert_eq!(gw.peer.uids(), vec![2, 4]);
     assert_eq!(gw.peer.count("UID EXPUNGE 1,3"), 1, "{:?}", gw.peer.log());
     assert_eq!(gw.peer.count("EXPUNGE"), 1, "no bare EXPUNGE");
+    assert_eq!(gw.peer.count("SELECT"), 1, "the mailbox is still selected");
     assert_eq!(gw.ctx.metrics.messages_deleted.get(), 2);
     assert_eq!(gw.peer.flagged(|m| m.seen), vec![2]);
     assert_eq!(gw.outcomes("quit"), 1);
@@ -311,6 +312,22 @@ async fn a_copy_refused_for_another_reason_creates_nothing() {
     assert_eq!(answer, NOT_REMOVED);
     assert_eq!(gw.peer.count("CREATE"), 0, "{:?}", gw.peer.log());
     assert_eq!(gw.peer.uids(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn the_flag_action_sets_the_keyword_and_removes_nothing() {
+    let cfg = super::config("delete:\n  action: flag\n  keyword: \"$POP3Deleted\"\n");
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(3), cfg).await;
+    pop.login().await;
+    pop.cmd("DELE 2").await;
+    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    assert_eq!(
+        gw.peer.count("UID STORE 2 +FLAGS.SILENT ($POP3Deleted)"),
+        1,
+        "{:?}",
+        gw.peer.log()
+    );
+    assert_eq!(gw.peer.uids(), vec![1, 2, 3]);
 }
 
 #[tokio::test]

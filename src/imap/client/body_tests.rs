@@ -155,3 +155,21 @@ async fn a_literal_that_is_no_body_is_not_taken_for_one() {
     );
     assert_eq!(read_body(&mut c, &tag).await, None);
 }
+
+#[tokio::test]
+async fn a_second_body_in_the_same_answer_is_passed_over() {
+    let stream = pair(
+        GREETING,
+        vec![(
+            "A1 UID FETCH 5 (UID BODY.PEEK[])",
+            b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc BODY[HEADER] {2}\r\nxy)\r\nA1 OK done\r\n",
+        )],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    assert_eq!(
+        read_body(&mut c, &tag).await,
+        Some((Some(5), 3, b"abc".to_vec()))
+    );
+    assert_eq!(read_body(&mut c, &tag).await, None);
+}

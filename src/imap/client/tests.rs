@@ -408,3 +408,42 @@ async fn a_proxy_login_needs_authenticate_plain() {
     let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
     c.login("alice", "alice", &pw).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_earlier_commands_completion_does_not_end_a_login() {
+    // ID is not waited for: its OK may come before the login's own answer.
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 ID (\"x-originating-ip\" \"192.0.2.1\")", b""),
+            (
+                "A2 AUTHENTICATE PLAIN AHUAcA==",
+                b"A1 OK done\r\nA2 NO [AUTHENTICATIONFAILED] wrong\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.id(&[("x-originating-ip", "192.0.2.1".into())])
+        .await
+        .unwrap();
+    let err = c.login("", "u", &Secret(b"p".to_vec())).await.unwrap_err();
+    assert_eq!(err.code(), Some("AUTHENTICATIONFAILED"), "{err}");
+    // The same for a token passed through.
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 ID (\"x-originating-ip\" \"192.0.2.1\")", b""),
+            (
+                "A2 AUTHENTICATE XOAUTH2 dG9r",
+                b"A1 OK done\r\nA2 NO [AUTHENTICATIONFAILED] wrong\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    c.id(&[("x-originating-ip", "192.0.2.1".into())])
+        .await
+        .unwrap();
+    let token = Secret(b"dG9r".to_vec());
+    let err = c.authenticate("XOAUTH2", &token).await.unwrap_err();
+    assert_eq!(err.code(), Some("AUTHENTICATIONFAILED"), "{err}");
+}
