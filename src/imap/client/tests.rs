@@ -447,3 +447,23 @@ async fn an_earlier_commands_completion_does_not_end_a_login() {
     let err = c.authenticate("XOAUTH2", &token).await.unwrap_err();
     assert_eq!(err.code(), Some("AUTHENTICATIONFAILED"), "{err}");
 }
+
+#[tokio::test]
+async fn messages_carrying_the_hiding_keyword_are_listed_as_deleted() {
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 SELECT", b""),
+            (
+                "A2 UID FETCH",
+                b"* 2 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\nA1 OK done\r\n\
+* 1 FETCH (UID 5 RFC822.SIZE 10 FLAGS (\\Seen $pop3deleted))\r\n\
+* 2 FETCH (UID 6 RFC822.SIZE 10 FLAGS (\\Seen $POP3Deleted-not))\r\nA2 OK done\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let (_, listing) = c.open_mailbox("INBOX", Some("$POP3Deleted")).await.unwrap();
+    let deleted: Vec<bool> = listing.iter().map(|l| l.deleted).collect();
+    assert_eq!(deleted, [true, false]);
+}
