@@ -204,6 +204,25 @@ async fn an_import_that_could_not_save_says_so_unless_a_record_appeared_meanwhil
 }
 
 #[tokio::test]
+async fn a_proxy_login_gives_the_old_server_no_password() {
+    // With an authorization identity the password is the authenticating
+    // user's, not the mailbox owner's: the old server is not asked with
+    // it, and `login: user` cannot read it (the login is refused).
+    use base64::Engine;
+    let peer = Peer::default();
+    peer.add(10, body(1, 2));
+    let port = old_server(vec![("old-a", body(1, 2))]).await;
+    let state = std::env::temp_dir().join(format!("popgate-proxy-import-{}", std::process::id()));
+    let (gw, mut pop) = Gateway::with(peer, migrating(&state, port)).await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let plain = b64.encode(format!("{USER}\0{USER}\0{PASSWORD}"));
+    let answer = pop.cmd(&format!("AUTH PLAIN {plain}")).await;
+    assert!(answer.starts_with("-ERR [SYS/TEMP]"), "{answer}");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test]
 async fn a_first_login_takes_the_old_servers_uidls() {
     let peer = Peer::default();
     peer.add(10, body(2, 2));
