@@ -7,8 +7,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 use super::{
-    config, config_limits, Gateway, Peer, MASTER, MASTER_PASSWORD, OTHER, OTHER_PASSWORD, PASSWORD,
-    USER,
+    config, config_limits, Gateway, Peer, Pop, MASTER, MASTER_PASSWORD, OTHER, OTHER_PASSWORD,
+    PASSWORD, USER,
 };
 
 #[tokio::test]
@@ -68,15 +68,22 @@ async fn the_login_deadline_covers_a_sasl_exchange() {
     assert!(gw.finished().await);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_correct_password_waits_out_the_penalty_before_it_is_checked() {
+/// A gateway whose penalty grows to `max_secs`, after two failed logins
+/// as `USER` on one connection, still open.
+async fn after_two_failures(max_secs: u64) -> (Gateway, Pop) {
     let mut cfg = config("");
-    cfg.limits.auth_penalty_max = std::time::Duration::from_secs(4);
+    cfg.limits.auth_penalty_max = std::time::Duration::from_secs(max_secs);
     let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
     for _ in 0..2 {
         pop.cmd(&format!("USER {USER}")).await;
         assert!(pop.cmd("PASS wrong").await.starts_with("-ERR [AUTH]"));
     }
+    (gw, pop)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_correct_password_waits_out_the_penalty_before_it_is_checked() {
+    let (gw, _pop) = after_two_failures(4).await;
     let (_gw2, mut other) = gw.another().await;
     other.cmd(&format!("USER {USER}")).await;
     let start = tokio::time::Instant::now();
@@ -90,13 +97,7 @@ async fn a_correct_password_waits_out_the_penalty_before_it_is_checked() {
 
 #[tokio::test(start_paused = true)]
 async fn a_login_clears_the_penalty_of_its_address() {
-    let mut cfg = config("");
-    cfg.limits.auth_penalty_max = std::time::Duration::from_secs(8);
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-    for _ in 0..2 {
-        pop.cmd(&format!("USER {USER}")).await;
-        assert!(pop.cmd("PASS wrong").await.starts_with("-ERR [AUTH]"));
-    }
+    let (gw, _pop) = after_two_failures(8).await;
     // Another user from the same address waits out the address's penalty
     // once; the login clears it, so the next one does not wait.
     let waits = |g: &Gateway| {

@@ -252,10 +252,19 @@ async fn move_with_refusals(refusals: &[(&str, &str)]) -> (Gateway, String) {
     for (command, refusal) in refusals {
         peer.refuse(command, refusal);
     }
-    let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
-    let (gw, mut pop) = Gateway::with(peer, cfg).await;
+    dele_and_quit(peer, MOVE, &[1]).await
+}
+
+const MOVE: &str = "delete:\n  action: move\n  folder: Trash\n";
+
+/// Logs in under the `delete` section `delete`, deletes `numbers` and
+/// quits.
+async fn dele_and_quit(peer: Peer, delete: &str, numbers: &[u32]) -> (Gateway, String) {
+    let (gw, mut pop) = Gateway::with(peer, super::config(delete)).await;
     pop.login().await;
-    pop.cmd("DELE 1").await;
+    for n in numbers {
+        pop.cmd(&format!("DELE {n}")).await;
+    }
     let answer = pop.cmd("QUIT").await;
     (gw, answer)
 }
@@ -264,12 +273,8 @@ async fn move_with_refusals(refusals: &[(&str, &str)]) -> (Gateway, String) {
 async fn a_server_offering_move_has_the_deleted_messages_moved() {
     let peer = Peer::with_messages(3);
     peer.set(|b| b.caps.push_str(" MOVE"));
-    let cfg = super::config("delete:\n  action: move\n  folder: Trash\n");
-    let (gw, mut pop) = Gateway::with(peer, cfg).await;
-    pop.login().await;
-    pop.cmd("DELE 1").await;
-    pop.cmd("DELE 2").await;
-    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    let (gw, answer) = dele_and_quit(peer, MOVE, &[1, 2]).await;
+    assert!(answer.starts_with("+OK"), "{answer}");
     assert_eq!(
         gw.peer.count("UID MOVE 1:2 \"Trash\""),
         1,
@@ -316,11 +321,9 @@ async fn a_copy_refused_for_another_reason_creates_nothing() {
 
 #[tokio::test]
 async fn the_flag_action_sets_the_keyword_and_removes_nothing() {
-    let cfg = super::config("delete:\n  action: flag\n  keyword: \"$POP3Deleted\"\n");
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(3), cfg).await;
-    pop.login().await;
-    pop.cmd("DELE 2").await;
-    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    let flag = "delete:\n  action: flag\n  keyword: \"$POP3Deleted\"\n";
+    let (gw, answer) = dele_and_quit(Peer::with_messages(3), flag, &[2]).await;
+    assert!(answer.starts_with("+OK"), "{answer}");
     assert_eq!(
         gw.peer.count("UID STORE 2 +FLAGS.SILENT ($POP3Deleted)"),
         1,

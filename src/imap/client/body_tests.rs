@@ -135,41 +135,35 @@ async fn a_bye_during_a_fetch_ends_it_though_the_link_stays_open() {
     drop(theirs);
 }
 
+/// Every body a fetch of UID 5 yields when the server answers `answer`.
+async fn bodies_of_fetch_5(answer: &'static [u8]) -> Vec<(Option<u32>, u64, Vec<u8>)> {
+    let stream = pair(GREETING, vec![("A1 UID FETCH 5 (UID BODY.PEEK[])", answer)]);
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    let mut bodies = Vec::new();
+    while let Some(body) = read_body(&mut c, &tag).await {
+        bodies.push(body);
+    }
+    bodies
+}
+
 #[tokio::test]
 async fn a_literal_that_is_no_body_is_not_taken_for_one() {
     // A FETCH with some other literal among the answers to a body fetch
     // is an ordinary response: only BODY[...] literals are streamed.
-    let stream = pair(
-        GREETING,
-        vec![(
-            "A1 UID FETCH 5 (UID BODY.PEEK[])",
-            b"* 9 FETCH (X-NOTE {5}\r\nhello)\r\n\
+    let bodies = bodies_of_fetch_5(
+        b"* 9 FETCH (X-NOTE {5}\r\nhello)\r\n\
 * 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\nA1 OK done\r\n",
-        )],
-    );
-    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
-    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
-    assert_eq!(
-        read_body(&mut c, &tag).await,
-        Some((Some(5), 3, b"abc".to_vec()))
-    );
-    assert_eq!(read_body(&mut c, &tag).await, None);
+    )
+    .await;
+    assert_eq!(bodies, [(Some(5), 3, b"abc".to_vec())]);
 }
 
 #[tokio::test]
 async fn a_second_body_in_the_same_answer_is_passed_over() {
-    let stream = pair(
-        GREETING,
-        vec![(
-            "A1 UID FETCH 5 (UID BODY.PEEK[])",
-            b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc BODY[HEADER] {2}\r\nxy)\r\nA1 OK done\r\n",
-        )],
-    );
-    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
-    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
-    assert_eq!(
-        read_body(&mut c, &tag).await,
-        Some((Some(5), 3, b"abc".to_vec()))
-    );
-    assert_eq!(read_body(&mut c, &tag).await, None);
+    let bodies = bodies_of_fetch_5(
+        b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc BODY[HEADER] {2}\r\nxy)\r\nA1 OK done\r\n",
+    )
+    .await;
+    assert_eq!(bodies, [(Some(5), 3, b"abc".to_vec())]);
 }

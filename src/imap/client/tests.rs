@@ -367,23 +367,31 @@ async fn only_uidvalidity_sets_the_uidvalidity() {
     assert_eq!(sel.uid_validity, 42);
 }
 
-#[tokio::test]
-async fn an_earlier_commands_completion_does_not_end_a_search() {
-    // ID is not waited for: its OK may come among the search's answers.
+/// A client whose ID the server has not answered yet: its OK comes first
+/// in the server's `answer` to the next command, `command`.
+async fn after_unanswered_id(command: &'static str, answer: &[u8]) -> Client<DuplexStream> {
+    let answer = [&b"A1 OK done\r\n"[..], answer].concat().leak();
     let stream = pair(
         GREETING,
         vec![
             ("A1 ID (\"x-originating-ip\" \"192.0.2.1\")", b""),
-            (
-                "A2 UID SEARCH UID 3:4 BEFORE 2-Dec-2026",
-                b"A1 OK done\r\n* SEARCH 3 4\r\nA2 OK done\r\n",
-            ),
+            (command, answer),
         ],
     );
     let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
     c.id(&[("x-originating-ip", "192.0.2.1".into())])
         .await
         .unwrap();
+    c
+}
+
+#[tokio::test]
+async fn an_earlier_commands_completion_does_not_end_a_search() {
+    let mut c = after_unanswered_id(
+        "A2 UID SEARCH UID 3:4 BEFORE 2-Dec-2026",
+        b"* SEARCH 3 4\r\nA2 OK done\r\n",
+    )
+    .await;
     assert_eq!(c.search_before("3:4", "2-Dec-2026").await.unwrap(), [3, 4]);
 }
 
@@ -411,38 +419,12 @@ async fn a_proxy_login_needs_authenticate_plain() {
 
 #[tokio::test]
 async fn an_earlier_commands_completion_does_not_end_a_login() {
-    // ID is not waited for: its OK may come before the login's own answer.
-    let stream = pair(
-        GREETING,
-        vec![
-            ("A1 ID (\"x-originating-ip\" \"192.0.2.1\")", b""),
-            (
-                "A2 AUTHENTICATE PLAIN AHUAcA==",
-                b"A1 OK done\r\nA2 NO [AUTHENTICATIONFAILED] wrong\r\n",
-            ),
-        ],
-    );
-    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
-    c.id(&[("x-originating-ip", "192.0.2.1".into())])
-        .await
-        .unwrap();
+    let refused = b"A2 NO [AUTHENTICATIONFAILED] wrong\r\n";
+    let mut c = after_unanswered_id("A2 AUTHENTICATE PLAIN AHUAcA==", refused).await;
     let err = c.login("", "u", &Secret(b"p".to_vec())).await.unwrap_err();
     assert_eq!(err.code(), Some("AUTHENTICATIONFAILED"), "{err}");
     // The same for a token passed through.
-    let stream = pair(
-        GREETING,
-        vec![
-            ("A1 ID (\"x-originating-ip\" \"192.0.2.1\")", b""),
-            (
-                "A2 AUTHENTICATE XOAUTH2 dG9r",
-                b"A1 OK done\r\nA2 NO [AUTHENTICATIONFAILED] wrong\r\n",
-            ),
-        ],
-    );
-    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
-    c.id(&[("x-originating-ip", "192.0.2.1".into())])
-        .await
-        .unwrap();
+    let mut c = after_unanswered_id("A2 AUTHENTICATE XOAUTH2 dG9r", refused).await;
     let token = Secret(b"dG9r".to_vec());
     let err = c.authenticate("XOAUTH2", &token).await.unwrap_err();
     assert_eq!(err.code(), Some("AUTHENTICATIONFAILED"), "{err}");
