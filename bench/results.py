@@ -9,24 +9,42 @@ import tempfile
 from pathlib import Path
 
 import report
-import state_store
-from report import Row
+from report import Row, fmt
+
+
+def units(args) -> dict[str, tuple[int, str]]:
+    """How many commands (or sessions, or listings) one measurement of each
+    speed workload holds, and what to call one."""
+    u = {"a": (args.retr_msgs, "RETR"), "b": (args.retr_msgs, "RETR"),
+         "c": (args.top_msgs, "TOP"), "d": (args.seq_sessions, "session"),
+         "e": (args.conc_sessions, "session"), "g": (1, "RETR"),
+         "f-cold": (1, "listing"), "f-warm": (1, "listing"), "u-warm": (1, "listing"),
+         "h": (args.seq_sessions, "session"), "j": (args.conc_sessions, "session"),
+         "j-plain": (args.conc_sessions, "session"), "k": (args.retr_msgs, "RETR")}
+    for suffix in ("", "-emb"):
+        u["r-d" + suffix] = u["d"]
+        u["r-e" + suffix] = u["e"]
+        u["r-f" + suffix] = u["f-warm"]
+    return u
+
+
+def per_unit(res: dict, count: int) -> tuple[float, float, str]:
+    """Median wall time per unit, native and popgate, scaled to ms or µs."""
+    wn = statistics.median(s.wall for s in res["native"]) / count
+    wp = statistics.median(s.wall for s in res["popgate"]) / count
+    scale, unit = (1e3, "ms") if max(wn, wp) >= 1e-3 else (1e6, "µs")
+    return wn * scale, wp * scale, unit
+
+
+def diff(v: float) -> str:
+    return ("+" if v >= 0 else "") + fmt(v)
 
 
 def diagnostics(runner) -> list[str]:
     """Per-command times, popgate's CPU and the client's CPU share:
     where popgate spends the difference."""
-    a, S = runner.args, runner.samples
+    S, per = runner.samples, units(runner.args)
     out = []
-    per_cmd = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
-               "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
-               "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
-               "h": (a.seq_sessions, "session"), "j": (a.conc_sessions, "session"),
-               "j-plain": (a.conc_sessions, "session"),
-               "k": (a.retr_msgs, "RETR")}
-    for suffix in ("", "-emb"):
-        per_cmd["r-d" + suffix] = per_cmd["d"]
-        per_cmd["r-e" + suffix] = per_cmd["e"]
     out.append("| Workload | wall per measurement, native / popgate | per command or session, native / popgate (difference) | popgate CPU / its wall | client CPU / wall (max) | machine busy, native / popgate | octets received, native / popgate |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
     for key in ("a", "b", "c", "d", "e", "f-cold", "f-warm", "g", "h", "j", "j-plain", "k",
@@ -36,14 +54,9 @@ def diagnostics(runner) -> list[str]:
         nat, pgs = S[key]["native"], S[key]["popgate"]
         wn = statistics.median(s.wall for s in nat)
         wp = statistics.median(s.wall for s in pgs)
-        if key in per_cmd:
-            count, what = per_cmd[key]
-            un, up = wn / count, wp / count
-            scale, u = (1e3, "ms") if max(un, up) >= 1e-3 else (1e6, "µs")
-            cmd = (f"{un * scale:.3g} / {up * scale:.3g} {u} per {what} "
-                   f"({(up - un) * scale:+.3g} {u})")
-        else:
-            cmd = "—"
+        count, what = per[key]
+        un, up, u = per_unit(S[key], count)
+        cmd = f"{fmt(un)} / {fmt(up)} {u} per {what} ({diff(up - un)} {u})"
         cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
         pgcpu = f"{statistics.median(cpus) * 100:.0f}%" if cpus else "—"
         ccpu = max(s.client_cpu / s.wall for s in nat + pgs + S[key].get("nginx", [])) * 100
@@ -57,33 +70,33 @@ def diagnostics(runner) -> list[str]:
                    f"| {bn:.0f}% / {bp:.0f}% | {octs} |")
     return out
 
+
 def evidence(runner, key: str) -> str:
     """What the measurements say about a missed speed target: the time
     popgate adds per command and whether anyone was CPU-bound."""
-    S, a = runner.samples, runner.args
-    if key not in S:
+    S, per = runner.samples, units(runner.args)
+    if key not in S or key not in per:
         return ""
-    counts = {"a": (a.retr_msgs, "RETR"), "b": (a.retr_msgs, "RETR"),
-              "c": (a.top_msgs, "TOP"), "d": (a.seq_sessions, "session"),
-              "e": (a.conc_sessions, "session"), "g": (1, "RETR"),
-              "f-cold": (1, "listing"), "f-warm": (1, "listing"),
-              "u-warm": (1, "listing"), "r-d": (a.seq_sessions, "session"),
-              "r-e": (a.conc_sessions, "session"), "r-f": (1, "listing")}
-    if key not in counts:
-        return ""
-    count, what = counts[key]
-    if key.startswith("r-"):
-        return state_store.evidence(S[key], count, what)
+    count, what = per[key]
     nat, pgs = S[key]["native"], S[key]["popgate"]
-    wn = statistics.median(s.wall for s in nat) / count
-    wp = statistics.median(s.wall for s in pgs) / count
+    wn, wp, unit = per_unit(S[key], count)
+    if key.startswith("r-"):
+        # The reference of r is popgate without state, not native Dovecot.
+        offcpu = statistics.median(s.server_cpu / s.wall for s in nat)
+        pgcpu = statistics.median(s.server_cpu / s.wall for s in pgs)
+        rcpu = statistics.median(s.extra["redis_cpu"] / s.wall for s in pgs)
+        busy = statistics.median(s.busy for s in pgs)
+        return (f"popgate on the Redis store takes {fmt(wp)} {unit} per {what} where "
+                f"popgate without state takes {fmt(wn)} {unit} ({diff(wp - wn)} {unit}); "
+                f"popgate used {pgcpu * 100:.0f}% of a core on the store "
+                f"({offcpu * 100:.0f}% without), redis-server {rcpu * 100:.0f}%, and the "
+                f"machine's {os.cpu_count()} cores were {busy * 100:.0f}% busy (all processes).")
     cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
     pgcpu = statistics.median(cpus) if cpus else 0.0
     ccpu = max(s.client_cpu / s.wall for s in nat + pgs)
-    scale, unit = (1e3, "ms") if max(wn, wp) >= 1e-3 else (1e6, "µs")
     busy = statistics.median(s.busy for s in pgs)
-    text = (f"popgate takes {wp * scale:.3g} {unit} per {what} where native takes "
-            f"{wn * scale:.3g} {unit} ({(wp - wn) * scale:+.3g} {unit}); during popgate's "
+    text = (f"popgate takes {fmt(wp)} {unit} per {what} where native takes "
+            f"{fmt(wn)} {unit} ({diff(wp - wn)} {unit}); during popgate's "
             f"rounds popgate used {pgcpu * 100:.0f}% of a core, the client at most "
             f"{ccpu * 100:.0f}%, and the machine's {os.cpu_count()} cores were {busy * 100:.0f}% "
             f"busy (all processes, the benchmark's and any others)")
@@ -102,11 +115,11 @@ def evidence(runner, key: str) -> str:
 def per_round(runner) -> list[str]:
     out = ["| Workload | native, round by round | popgate, round by round |", "|---|---|---|"]
     for key, res in runner.samples.items():
-        out.append(f"| {key} | " + ", ".join(report.fmt(s.value) for s in res["native"])
-                   + " | " + ", ".join(report.fmt(s.value) for s in res["popgate"]) + " |")
+        out.append(f"| {key} | " + ", ".join(fmt(s.value) for s in res["native"])
+                   + " | " + ", ".join(fmt(s.value) for s in res["popgate"]) + " |")
         if "nginx" in res:
             out.append(f"| {key}: nginx, round by round (its CPU / wall) | — | "
-                       + ", ".join(f"{report.fmt(s.value)} "
+                       + ", ".join(f"{fmt(s.value)} "
                                    f"({s.extra.get('nginx_cpu', 0) / s.wall * 100:.0f}%)"
                                    for s in res["nginx"]) + " |")
     if "e" in runner.samples:
@@ -206,8 +219,9 @@ def write_results(args, runner, rows: list[Row], info: dict, command: str,
         lines.append("None: every target was met in this run.")
     lines += ["", "## Where the time goes", "",
               "Per-command figures are the measurement's wall time divided by its "
-              "commands (sessions for d and e); popgate CPU is popgate's user+system "
-              "time during its measurements over their wall time (100% = one core); "
+              "commands (sessions for the session workloads, one listing for f and "
+              "r-f; the reference of r is popgate without state); popgate CPU is "
+              "popgate's user+system time during its measurements over their wall time (100% = one core); "
               "client CPU is the benchmark client's own share.", ""]
     lines += diagnostics(runner)
     warns = client_bound_warnings(runner)

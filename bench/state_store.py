@@ -196,21 +196,3 @@ def rows(runner, targets: dict) -> list[Row]:
                        r["uidl_bytes"] / r["messages"], "mem", None, "reported",
                        label="Redis B/msg"))
     return out
-
-
-def evidence(res: dict, count: int, what: str) -> str:
-    """What the measurements say about a missed target of r: the time the
-    Redis store adds per session or listing, and who was busy."""
-    nat, pgs = res["native"], res["popgate"]
-    wn = statistics.median(s.wall for s in nat) / count
-    wp = statistics.median(s.wall for s in pgs) / count
-    pgcpu = statistics.median(s.server_cpu / s.wall for s in pgs)
-    offcpu = statistics.median(s.server_cpu / s.wall for s in nat)
-    rcpu = statistics.median(s.extra["redis_cpu"] / s.wall for s in pgs)
-    busy = statistics.median(s.busy for s in pgs)
-    scale, unit = (1e3, "ms") if max(wn, wp) >= 1e-3 else (1e6, "µs")
-    return (f"popgate on the Redis store takes {wp * scale:.3g} {unit} per {what} where "
-            f"popgate without state takes {wn * scale:.3g} {unit} ({(wp - wn) * scale:+.3g} "
-            f"{unit}); popgate used {pgcpu * 100:.0f}% of a core on the store "
-            f"({offcpu * 100:.0f}% without), redis-server {rcpu * 100:.0f}%, and the "
-            f"machine's {os.cpu_count()} cores were {busy * 100:.0f}% busy (all processes).")
