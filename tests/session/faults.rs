@@ -138,6 +138,29 @@ async fn a_drop_in_the_middle_of_a_body_closes_the_session() {
 }
 
 #[tokio::test]
+async fn a_garbled_batch_read_at_quit_deletes_nothing() {
+    let peer = Peer::with_messages(3);
+    peer.set(|b| b.junk_in_batch = true);
+    let (gw, mut pop) = Gateway::new(peer).await;
+    pop.login().await;
+    pop.cmd("RETR 1").await;
+    pop.body().await;
+    assert_eq!(pop.cmd("DELE 1").await, "+OK Marked to be deleted.");
+    // QUIT reads the rest of the batch first; past a line it cannot parse,
+    // the link is out of step and nothing more is sent on it.
+    assert!(pop.cmd("QUIT").await.starts_with("-ERR"));
+    let (peer, ctx) = (gw.peer.clone(), gw.ctx.clone());
+    assert!(gw.finished().await);
+    assert_eq!(peer.count("STORE"), 0, "{:?}", peer.log());
+    assert_eq!(peer.uids(), vec![1, 2, 3]);
+    let upstream = &ctx.metrics.upstream_failures;
+    assert_eq!(
+        upstream.with_label_values(&["default", "protocol"]).get(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_client_leaving_in_the_middle_of_a_retr_is_no_panic() {
     let peer = Peer::default();
     peer.add(1, body(1, 40_000));

@@ -55,6 +55,9 @@ pub struct Behaviour {
     /// Multi-message body fetches end in `NO [EXPUNGEISSUED]`, as Dovecot
     /// answers when another session expunged some of them meanwhile.
     pub expunge_issued: bool,
+    /// Multi-message body fetches carry a line no IMAP server sends before
+    /// their tagged OK.
+    pub junk_in_batch: bool,
     /// What `UID SEARCH UID set BEFORE day` answers, whatever it asks.
     pub search_before: Vec<u32>,
 }
@@ -73,6 +76,7 @@ impl Default for Behaviour {
             omit_in_batch: None,
             uid_after_body: false,
             expunge_issued: false,
+            junk_in_batch: false,
             search_before: Vec::new(),
         }
     }
@@ -393,6 +397,9 @@ fn answer(peer: &Peer, tag: &str, cmd: &str) -> Option<Vec<u8>> {
                     out.extend_from_slice(data);
                     out.extend_from_slice(b")\r\n");
                 }
+            }
+            if several && b.junk_in_batch {
+                put(&mut out, "* 4294967296 EXISTS\r\n".into());
             }
             let status = match several && b.expunge_issued {
                 true => "NO [EXPUNGEISSUED] Some messages were also expunged",
