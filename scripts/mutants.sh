@@ -17,6 +17,9 @@
 #                                       # prints them (default: every
 #                                       # shard's missed.txt), with today's
 #                                       # tests, into mutants.out/rerun-TIME/
+#   scripts/mutants.sh unmeasured       # every mutant of today's list that
+#                                       # no run in mutants.out/ tested, the
+#                                       # same way
 #
 # Shards deal the mutants out round-robin, so each is a sample of the
 # whole. Each shard's results go to mutants.out/shard-K-of-N/ (not in git), so
@@ -25,18 +28,19 @@
 #   .venv/bin/python tests/mutation/mutants_report.py
 #
 # adds up every shard found there and prints the score and the survivors,
-# the table tests/MUTANTS.md keeps. The run takes one mutant at a time per
+# the table tests/MUTANTS.md keeps; with `--list <(cargo mutants --list)`
+# it scores today's list instead, each mutant by its newest run. The run takes one mutant at a time per
 # core (JOBS, default 2); each is a debug build of the crate and its
 # in-process tests. Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-shard="${1:?usage: scripts/mutants.sh K/N|K-M/N|rerun [FILE] [cargo-mutants flags...]}"
+shard="${1:?usage: scripts/mutants.sh K/N|K-M/N|rerun [FILE]|unmeasured [cargo-mutants flags...]}"
 shift
 case "$shard" in
 [0-9]*/[0-9]*) ;;
-rerun) ;;
-*) echo "mutants: shard is K/N or K-M/N, counting K from 1, or rerun" >&2; exit 2 ;;
+rerun | unmeasured) ;;
+*) echo "mutants: shard is K/N or K-M/N, counting K from 1, rerun or unmeasured" >&2; exit 2 ;;
 esac
 
 export PATH="$PWD/.tools/bin:$PATH"
@@ -83,6 +87,12 @@ if [ "$shard" = rerun ]; then
     else
         names="$(cat mutants.out/shard-*/mutants.out/missed.txt 2>/dev/null || true)"
     fi
+    run_names "mutants.out/rerun-$(date -u +%Y%m%dT%H%M)" "$names" "$@"
+    exit
+fi
+if [ "$shard" = unmeasured ]; then
+    names="$(python3 tests/mutation/mutants_report.py --unmeasured \
+        --list <(cargo mutants --list) mutants.out)"
     run_names "mutants.out/rerun-$(date -u +%Y%m%dT%H%M)" "$names" "$@"
     exit
 fi

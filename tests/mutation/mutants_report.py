@@ -3,6 +3,7 @@
 mutants.out/ and prints the score and the surviving mutants, per file.
 
     .venv/bin/python tests/mutation/mutants_report.py [mutants.out]
+    .venv/bin/python tests/mutation/mutants_report.py --list FILE [--unmeasured] [mutants.out]
 
 The score is the share of viable mutants the in-process tests catch: a
 mutant that makes a test fail or hang (cargo-mutants' "timeout") is
@@ -13,6 +14,13 @@ mutant, "FILE:LINE:COL: replace ... with ...".
 When `scripts/mutants.sh rerun` has run (mutants.out/rerun-*/), the
 shards' missed mutants that a re-run caught are counted as caught too, in
 a second score: the shards as they would be with the tests of the re-runs.
+
+Shards run on different days deal out the mutants of different code, and
+an edit early in the list moves every later mutant to the next shard. So
+with --list (today's `cargo mutants --list`), the score is over that list
+instead: each mutant counts with the outcome of the newest run that tested
+it, shard or re-run, and the ones no run tested are counted apart;
+--unmeasured prints just those, for `scripts/mutants.sh rerun`.
 """
 
 from __future__ import annotations
@@ -38,8 +46,65 @@ def read(shard: Path) -> dict[str, list[str]]:
     }
 
 
+def runs(root: Path) -> list[Path]:
+    """Every run's output directory under root (shards, ranges of shards
+    and re-runs), oldest first."""
+    found = [p.parent for p in root.glob("*/mutants.out/outcomes.json")]
+    return sorted(found, key=lambda d: (d / "outcomes.json").stat().st_mtime)
+
+
+def latest(root: Path, listed: list[str]) -> dict[str, str | None]:
+    """Each listed mutant's outcome in the newest run that tested it."""
+    outcome: dict[str, str | None] = dict.fromkeys(listed)
+    for run in runs(root):
+        for kind, lines in read(run).items():
+            for line in lines:
+                if line in outcome:
+                    outcome[line] = kind
+    return outcome
+
+
+def over_list(root: Path, listed: list[str], unmeasured_only: bool) -> int:
+    outcome = latest(root, listed)
+    unmeasured = [m for m, kind in outcome.items() if kind is None]
+    if unmeasured_only:
+        print("\n".join(unmeasured))
+        return 0
+    count = collections.Counter(outcome.values())
+    caught = count["caught"] + count["timeout"]
+    viable = caught + count["missed"]
+    print(f"listed    {len(listed):5}")
+    for kind in KINDS:
+        print(f"{kind:9} {count[kind]:5}")
+    print(f"untested  {len(unmeasured):5}")
+    if viable:
+        print(f"score     {caught}/{viable} viable mutants caught = {100 * caught / viable:.1f}%")
+    print_missed([m for m, kind in outcome.items() if kind == "missed"])
+    return 0
+
+
+def print_missed(missed: list[str]) -> None:
+    per_file = collections.Counter(line.split(":", 1)[0] for line in missed)
+    print("\nmissed, per file:")
+    for path, count in per_file.most_common():
+        print(f"  {count:4}  {path}")
+    print("\nmissed:")
+    for line in sorted(missed, key=sort_key):
+        print(f"  {line}")
+
+
 def main() -> int:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "mutants.out")
+    args = sys.argv[1:]
+    unmeasured_only = "--unmeasured" in args
+    args = [a for a in args if a != "--unmeasured"]
+    listed = None
+    if "--list" in args:
+        at = args.index("--list")
+        listed = [line for line in Path(args[at + 1]).read_text().splitlines() if line]
+        del args[at:at + 2]
+    root = Path(args[0] if args else "mutants.out")
+    if listed is not None:
+        return over_list(root, listed, unmeasured_only)
     found = shards(root)
     if not found:
         print(f"mutants_report: no finished shard under {root}/", file=sys.stderr)
@@ -67,13 +132,7 @@ def main() -> int:
         print(f"re-run   {len(fixed)} of the missed caught now")
         print(f"score     {caught + len(fixed)}/{viable} with the re-run's tests = "
               f"{100 * (caught + len(fixed)) / viable:.1f}%")
-    per_file = collections.Counter(line.split(":", 1)[0] for line in total["missed"])
-    print("\nmissed, per file:")
-    for path, count in per_file.most_common():
-        print(f"  {count:4}  {path}")
-    print("\nmissed:")
-    for line in sorted(total["missed"], key=sort_key):
-        print(f"  {line}")
+    print_missed(total["missed"])
     return 0
 
 
