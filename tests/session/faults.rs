@@ -37,6 +37,16 @@ async fn a_garbled_greeting_is_unavailable() {
 }
 
 #[tokio::test]
+async fn a_server_that_greets_preauthenticated_is_not_trusted() {
+    // PREAUTH would open a mailbox without the user's password.
+    let peer = Peer::with_messages(1);
+    peer.set(|b| b.greeting = Some("* PREAUTH [CAPABILITY IMAP4rev1] as alice".into()));
+    let (gw, answer) = login_answer(peer).await;
+    assert_eq!(answer, UNAVAILABLE);
+    assert_eq!(gw.peer.count("SELECT"), 0, "{:?}", gw.peer.log());
+}
+
+#[tokio::test]
 async fn a_drop_after_the_client_address_is_sent_is_unavailable() {
     let peer = Peer::with_messages(1);
     peer.set(|b| b.drop_at = Some("x-originating-ip".into()));
