@@ -3,7 +3,7 @@
 
 use super::{body, config_limits, Gateway, Peer, PASSWORD, USER};
 
-const UNAVAILABLE: &str = "-ERR [SYS/TEMP] Mail server unavailable, try again later.";
+pub const UNAVAILABLE: &str = "-ERR [SYS/TEMP] Mail server unavailable, try again later.";
 
 /// Tries to log in against `peer` and returns the answer to PASS.
 async fn login_answer(peer: Peer) -> (Gateway, String) {
@@ -313,28 +313,4 @@ async fn a_pooled_connection_lost_at_login_gives_way_to_a_new_one() {
     );
     assert_eq!(gw.peer.count("AUTHENTICATE"), 3, "{:?}", gw.peer.log());
     filler.abort();
-}
-
-#[tokio::test]
-async fn one_missing_folder_of_several_is_left_out_but_other_refusals_refuse() {
-    for (refusal, want) in [
-        ("NO [NONEXISTENT] no", "+OK Logged in."),
-        ("NO no such folder", "+OK Logged in."),
-        ("NO [UNAVAILABLE] not now", UNAVAILABLE),
-        ("NO [INUSE] busy", "-ERR [IN-USE] Mailbox is in use."),
-    ] {
-        let peer = Peer::with_messages(1);
-        peer.refuse("SELECT \"Other\"", refusal);
-        let cfg = config_limits("", "mailbox: [INBOX, Other]\n");
-        let (_gw, mut pop) = Gateway::with(peer, cfg).await;
-        pop.cmd(&format!("USER {USER}")).await;
-        assert_eq!(
-            pop.cmd(&format!("PASS {PASSWORD}")).await,
-            want,
-            "{refusal}"
-        );
-        if want.starts_with("+OK") {
-            assert!(pop.cmd("STAT").await.starts_with("+OK 1 "), "{refusal}");
-        }
-    }
 }

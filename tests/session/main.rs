@@ -3,6 +3,7 @@
 
 mod authorization;
 mod faults;
+mod folders;
 mod gate;
 mod harness;
 mod migration;

@@ -352,33 +352,3 @@ async fn a_header_without_an_end_gets_one_only_for_the_oe_ns_workaround() {
     let lines = lines_with_workarounds("[oe-ns-eoh]", whole, "TOP 1 0").await;
     assert_eq!(lines, ["Subject: body", ""]);
 }
-
-#[tokio::test]
-async fn another_folder_is_selected_again_for_its_messages_unless_renumbered() {
-    // Both folders hold the peer's one message; the login leaves the
-    // second one SELECTed.
-    let cfg = config("mailbox: [INBOX, Other]\n");
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-    pop.login().await;
-    assert!(pop.cmd("STAT").await.starts_with("+OK 2 "));
-    assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
-    assert_eq!(pop.body().await, body(1, 3));
-    assert_eq!(gw.peer.count("SELECT \"INBOX\""), 2, "{:?}", gw.peer.log());
-
-    gw.peer.0.lock().unwrap().uid_validity_change = 1;
-    let answer = pop.cmd("RETR 2").await;
-    assert!(answer.starts_with("-ERR"), "{answer}");
-    assert_eq!(gw.peer.count("BODY.PEEK"), 1, "{:?}", gw.peer.log());
-}
-
-#[tokio::test]
-async fn a_refused_select_of_another_folder_refuses_the_message_only() {
-    let cfg = config("mailbox: [INBOX, Other]\n");
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-    pop.login().await;
-    gw.peer.refuse("SELECT \"INBOX\"", "NO [SERVERBUG] not now");
-    let answer = pop.cmd("RETR 1").await;
-    assert!(answer.starts_with("-ERR"), "{answer}");
-    assert!(pop.cmd("RETR 1").await.starts_with("+OK"), "the next try");
-    assert_eq!(pop.body().await, body(1, 3));
-}

@@ -382,19 +382,6 @@ async fn a_refused_take_back_does_not_stop_the_others() {
 }
 
 #[tokio::test]
-async fn quit_removes_what_was_deleted_in_every_folder() {
-    // Both folders show the peer's one message: deleting the second
-    // folder's copy removes it.
-    let cfg = super::config("mailbox: [INBOX, Other]\n");
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-    pop.login().await;
-    assert!(pop.cmd("STAT").await.starts_with("+OK 2 "));
-    assert!(pop.cmd("DELE 2").await.starts_with("+OK"));
-    assert_eq!(pop.cmd("QUIT").await, "+OK Logging out, messages deleted.");
-    assert!(gw.peer.uids().is_empty(), "{:?}", gw.peer.log());
-}
-
-#[tokio::test]
 async fn expire_removes_the_retrieved_messages_the_server_finds_older_than_the_day() {
     const DAYS: u64 = 3;
     let peer = Peer::with_messages(3);
