@@ -78,6 +78,10 @@ fn body_literal_detection() {
     ));
     assert!(!is_body_literal(b"* 1 FETCH (UID 3 RFC822.HEADER {10}"));
     assert!(!is_body_literal(b"A1 OK {10}"));
+    // The literal of another item after a body sent inline is not the body.
+    assert!(!is_body_literal(
+        b"* 1 FETCH (UID 3 BODY[] NIL X-LABELS {10}"
+    ));
 }
 
 #[tokio::test]
@@ -166,4 +170,14 @@ async fn a_second_body_in_the_same_answer_is_passed_over() {
     )
     .await;
     assert_eq!(bodies, [(Some(5), 3, b"abc".to_vec())]);
+}
+
+#[tokio::test]
+async fn a_second_body_is_passed_over_when_the_first_was_left_unread() {
+    let answer = b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc BODY[HEADER] {2}\r\nxy)\r\nA1 OK done\r\n";
+    let stream = pair(GREETING, vec![("A1 UID FETCH 5 (UID BODY.PEEK[])", answer)]);
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let tag = c.fetch_bodies("5", "BODY.PEEK[]").await.unwrap();
+    assert_eq!(c.next_body(&tag).await.unwrap().unwrap().uid, Some(5));
+    assert_eq!(c.next_body(&tag).await.unwrap(), None);
 }
