@@ -1,6 +1,6 @@
 //! TRANSACTION state: the maildrop commands and pipelining.
 
-use super::{body, Gateway, Peer};
+use super::{body, Gateway, Logs, Peer, PASSWORD};
 
 /// Octets of the standard test message `n`.
 fn size(n: u32) -> usize {
@@ -179,4 +179,26 @@ async fn a_command_split_over_writes_is_read_whole() {
     pop.send_raw(b"ST").await;
     pop.send_raw(b"AT\r\n").await;
     assert!(pop.line().await.starts_with("+OK 1 "));
+}
+
+#[tokio::test]
+async fn the_session_log_line_counts_what_was_sent() {
+    let (logs, _guard) = Logs::capture();
+    let (gw, mut pop) = Gateway::new(Peer::with_messages(3)).await;
+    pop.login().await;
+    for n in [1, 3] {
+        assert!(pop.cmd(&format!("RETR {n}")).await.starts_with("+OK"));
+        pop.body().await;
+    }
+    assert!(pop.cmd("QUIT").await.starts_with("+OK"));
+    assert!(gw.finished().await);
+    let text = logs.text();
+    let line = text.lines().find(|l| l.contains("session closed"));
+    let line = line.unwrap_or_else(|| panic!("no session line in {text}"));
+    let bytes = size(1) + size(3);
+    assert!(
+        line.contains(&format!("retrieved=2 deleted=0 bytes={bytes} ")),
+        "{line}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
 }

@@ -181,3 +181,15 @@ async fn a_second_body_is_passed_over_when_the_first_was_left_unread() {
     assert_eq!(c.next_body(&tag).await.unwrap().unwrap().uid, Some(5));
     assert_eq!(c.next_body(&tag).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn an_empty_body_is_handed_on_and_the_next_follows() {
+    let bodies = bodies_of_fetch_5(
+        b"* 1 FETCH (UID 5 BODY[] {0}\r\n)\r\n* 2 FETCH (UID 6 BODY[] {2}\r\nxy)\r\nA1 OK done\r\n",
+    )
+    .await;
+    assert_eq!(
+        bodies,
+        [(Some(5), 0, Vec::new()), (Some(6), 2, b"xy".to_vec())]
+    );
+}
