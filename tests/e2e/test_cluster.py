@@ -141,9 +141,10 @@ def _login(node: Node, user, client: str) -> tuple[bytes, object]:
 
 def test_an_exclusive_session_holds_the_user_on_every_instance(dovecot, redis, user):
     """With session.exclusive, a session on A keeps the user out of B
-    (-ERR [IN-USE]); after QUIT B lets the user in at once; after A is
-    killed with SIGKILL (no QUIT, no release) B lets the user in once the
-    lease has run out, without waiting for anything else."""
+    (-ERR [IN-USE]), for longer than the lease as A renews it; after QUIT
+    B lets the user in at once; after A is killed with SIGKILL (no QUIT, no
+    release) B lets the user in once the lease has run out, without waiting
+    for anything else."""
     user.deliver(simple_message(1))
     with Cluster(dovecot, redis, 2, lease="3s", extra="session:\n  exclusive: true\n") as cluster:
         a, b = cluster
@@ -167,6 +168,11 @@ def test_an_exclusive_session_holds_the_user_on_every_instance(dovecot, redis, u
 
         answer, holder = _login(a, user, "127.0.0.2")
         assert answer.startswith(b"+OK"), answer
+        answer, other = _login(b, user, "127.0.0.4")
+        assert answer.startswith(b"-ERR [IN-USE]"), answer
+        other.close()
+        # A session longer than the lease renews it: still held after two.
+        time.sleep(6.5)
         answer, other = _login(b, user, "127.0.0.4")
         assert answer.startswith(b"-ERR [IN-USE]"), answer
         other.close()
