@@ -19,6 +19,8 @@ pub mod pop3;
 pub mod secret;
 pub mod state;
 #[cfg(test)]
+mod test_logs;
+#[cfg(test)]
 mod test_support;
 
 use std::future::Future;

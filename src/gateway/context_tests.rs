@@ -62,42 +62,11 @@ async fn the_sweeper_keeps_the_penalty_gauge_current() {
     sweeper.abort();
 }
 
-/// What the tests on this thread log, as text.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn count(&self, text: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(text)
-            .count()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl tracing_subscriber::fmt::MakeWriter<'_> for Logs {
-    type Writer = Logs;
-    fn make_writer(&self) -> Logs {
-        self.clone()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_store_watch_reports_a_lost_store_and_its_return() {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = crate::test_logs::Logs::capture();
     let dir = crate::test_support::TestDir::new("watch-store");
     let store = dir.0.join("store");
     let state = format!(
@@ -120,7 +89,8 @@ async fn the_store_watch_reports_a_lost_store_and_its_return() {
     std::fs::rename(&moved, &store).unwrap();
     crate::test_support::until("the store back", || up.get() == 1 && ready()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(logs.count("state store unreachable"), 1);
-    assert_eq!(logs.count("state store reachable again"), 1);
+    let text = logs.text();
+    assert_eq!(text.matches("state store unreachable").count(), 1);
+    assert_eq!(text.matches("state store reachable again").count(), 1);
     watch.abort();
 }

@@ -9,6 +9,8 @@ mod harness;
 mod migration;
 mod peer;
 mod retrieval;
+#[path = "../../src/test_logs.rs"]
+mod test_logs;
 mod transaction;
 mod uidls;
 mod update;
@@ -24,6 +26,7 @@ use popgate::config::Config;
 use popgate::gateway::Context;
 
 pub use peer::{body, Peer, MASTER, MASTER_PASSWORD, OTHER, OTHER_PASSWORD, PASSWORD, USER};
+pub use test_logs::Logs;
 
 const SECRETS_DIR_PREFIX: &str = "popgate-session-";
 
@@ -268,44 +271,5 @@ impl Pop {
     /// Closes the client's side.
     pub async fn hang_up(mut self) {
         let _ = self.w.shutdown().await;
-    }
-}
-
-/// What the gateway logs from here on, on this thread (the session tests'
-/// runtime has only this one), while the guard lives.
-#[derive(Clone, Default)]
-pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Logs {
-    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl tracing_subscriber::fmt::MakeWriter<'_> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&self) -> Logs {
-        self.clone()
     }
 }
