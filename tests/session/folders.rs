@@ -3,15 +3,20 @@
 //! so a message or an update in another folder SELECTs it again.
 
 use super::faults::UNAVAILABLE;
-use super::{body, config, config_limits, Gateway, Peer, PASSWORD, USER};
+use super::{body, config, config_limits, Gateway, Peer, Pop, PASSWORD, USER};
+
+const TWO_FOLDERS: &str = "mailbox: [INBOX, Other]\n";
+
+/// A session logged in to both folders, which show the peer's one message.
+async fn logged_in() -> (Gateway, Pop) {
+    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), config(TWO_FOLDERS)).await;
+    pop.login().await;
+    (gw, pop)
+}
 
 #[tokio::test]
 async fn another_folder_is_selected_again_for_its_messages_unless_renumbered() {
-    // Both folders hold the peer's one message; the login leaves the
-    // second one SELECTed.
-    let cfg = config("mailbox: [INBOX, Other]\n");
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-    pop.login().await;
+    let (gw, mut pop) = logged_in().await;
     assert!(pop.cmd("STAT").await.starts_with("+OK 2 "));
     assert!(pop.cmd("RETR 1").await.starts_with("+OK"));
     assert_eq!(pop.body().await, body(1, 3));
@@ -25,9 +30,7 @@ async fn another_folder_is_selected_again_for_its_messages_unless_renumbered() {
 
 #[tokio::test]
 async fn a_refused_select_of_another_folder_refuses_the_message_only() {
-    let cfg = config("mailbox: [INBOX, Other]\n");
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-    pop.login().await;
+    let (gw, mut pop) = logged_in().await;
     gw.peer.refuse("SELECT \"INBOX\"", "NO [SERVERBUG] not now");
     let answer = pop.cmd("RETR 1").await;
     assert!(answer.starts_with("-ERR"), "{answer}");
@@ -45,7 +48,7 @@ async fn one_missing_folder_of_several_is_left_out_but_other_refusals_refuse() {
     ] {
         let peer = Peer::with_messages(1);
         peer.refuse("SELECT \"Other\"", refusal);
-        let cfg = config_limits("", "mailbox: [INBOX, Other]\n");
+        let cfg = config_limits("", TWO_FOLDERS);
         let (_gw, mut pop) = Gateway::with(peer, cfg).await;
         pop.cmd(&format!("USER {USER}")).await;
         assert_eq!(
@@ -61,11 +64,8 @@ async fn one_missing_folder_of_several_is_left_out_but_other_refusals_refuse() {
 
 #[tokio::test]
 async fn quit_removes_what_was_deleted_in_every_folder() {
-    // Both folders show the peer's one message: deleting the second
-    // folder's copy removes it.
-    let cfg = config("mailbox: [INBOX, Other]\n");
-    let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-    pop.login().await;
+    // Deleting the second folder's copy removes the message.
+    let (gw, mut pop) = logged_in().await;
     assert!(pop.cmd("STAT").await.starts_with("+OK 2 "));
     assert!(pop.cmd("DELE 2").await.starts_with("+OK"));
     assert_eq!(pop.cmd("QUIT").await, "+OK Logging out, messages deleted.");
@@ -74,11 +74,9 @@ async fn quit_removes_what_was_deleted_in_every_folder() {
 
 #[tokio::test]
 async fn quit_selects_another_folder_again_unless_it_was_renumbered() {
-    // The login leaves the second folder SELECTed; DELE 1 is in the first.
+    // DELE 1 is in the first folder, not the SELECTed one.
     for renumbered in [false, true] {
-        let cfg = config("mailbox: [INBOX, Other]\n");
-        let (gw, mut pop) = Gateway::with(Peer::with_messages(1), cfg).await;
-        pop.login().await;
+        let (gw, mut pop) = logged_in().await;
         assert!(pop.cmd("DELE 1").await.starts_with("+OK"));
         gw.peer.0.lock().unwrap().uid_validity_change = u32::from(renumbered);
         let answer = pop.cmd("QUIT").await;
