@@ -64,9 +64,14 @@ fn the_connection_limit_and_the_pool_follow_the_config_and_zero_turns_each_off()
 #[tokio::test(start_paused = true)]
 async fn the_health_check_reports_each_result_and_keeps_the_gauge() {
     let config = Config::for_tests("", "");
-    for (greeting, up) in [
-        ("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready", true),
-        ("* BYE not now", false),
+    let (logs, _logging) = crate::test_logs::Logs::capture();
+    for (greeting, up, logged) in [
+        (
+            "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready",
+            true,
+            "upstream reachable",
+        ),
+        ("* BYE not now", false, "upstream unreachable"),
     ] {
         let connector = greeting_only(greeting, Arc::new(AtomicUsize::new(0)));
         let metrics = Arc::new(Metrics::new());
@@ -81,6 +86,8 @@ async fn the_health_check_reports_each_result_and_keeps_the_gauge() {
         assert_eq!(rx.recv().await, Some(up), "{greeting}");
         let gauge = b.metrics.upstream_up.with_label_values(&["east"]).get();
         assert_eq!(gauge, i64::from(up), "{greeting}");
+        // Logged once, not at every check.
+        assert_eq!(logs.text().matches(logged).count(), 1, "{}", logs.text());
         check.abort();
     }
 }
