@@ -217,6 +217,8 @@ fn the_gauge_counts_every_table() {
     // Two users' failures, 192.0.2.2's, and ann's login from 192.0.2.1,
     // which cleared that network.
     assert_eq!(l.remembered(), 2 + 1 + 1);
+    l.sweep(t + S(2 * 86_400));
+    assert_eq!(l.remembered(), 0, "every table swept");
 }
 
 #[test]
