@@ -225,6 +225,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pool_no_login_draws_from_empties_as_it_ages() {
+        let metrics = Arc::new(Metrics::new());
+        let b = backend(1, "100ms", Arc::default(), metrics.clone());
+        let pool = b.pool.as_ref().unwrap();
+        let filler = tokio::spawn(super::fill(b.clone()));
+        assert!(pool.take().is_none());
+        until("filled", || pool.len() == 1).await;
+        let pooled = metrics.upstream_pooled.with_label_values(&["default"]);
+        until("pruned", || pool.len() == 0 && pooled.get() == 0).await;
+        filler.abort();
+    }
+
+    #[tokio::test]
     async fn a_connection_that_aged_unpruned_is_passed_over() {
         let b = backend(1, "100ms", Arc::default(), Arc::new(Metrics::new()));
         let pool = b.pool.as_ref().unwrap();

@@ -182,7 +182,7 @@ async fn a_command_split_over_writes_is_read_whole() {
 }
 
 #[tokio::test]
-async fn the_session_log_line_counts_what_was_sent() {
+async fn the_log_lines_count_the_messages_and_what_was_sent() {
     let (logs, _guard) = Logs::capture();
     let (gw, mut pop) = Gateway::new(Peer::with_messages(3)).await;
     pop.login().await;
@@ -193,6 +193,8 @@ async fn the_session_log_line_counts_what_was_sent() {
     assert!(pop.cmd("QUIT").await.starts_with("+OK"));
     assert!(gw.finished().await);
     let text = logs.text();
+    let login = text.lines().find(|l| l.contains("logged in"));
+    assert!(login.is_some_and(|l| l.contains(" messages=3 ")), "{text}");
     let line = text.lines().find(|l| l.contains("session closed"));
     let line = line.unwrap_or_else(|| panic!("no session line in {text}"));
     let bytes = size(1) + size(3);
