@@ -216,6 +216,12 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_config_value_that_is_no_string_says_what_was_expected() {
+        let e = serde_yaml::from_str::<UidlTemplate>("[1, 2]").unwrap_err();
+        assert!(e.to_string().contains("expected a UIDL template"), "{e}");
+    }
+
+    #[test]
     fn default_matches_dovecot() {
         // Dovecot's POP3 prints UID 1 in a mailbox with UIDVALIDITY 0x6b02e9d9
         // as this (lower-case hex despite the upper-case X).

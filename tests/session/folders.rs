@@ -90,3 +90,11 @@ async fn quit_selects_another_folder_again_unless_it_was_renumbered() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_link_lost_at_the_select_of_another_folder_ends_the_session() {
+    let (gw, mut pop) = logged_in().await;
+    gw.peer.set(|b| b.drop_at = Some("SELECT \"INBOX\"".into()));
+    pop.send("RETR 1").await;
+    assert!(pop.closed().await, "closing is how the client is told");
+}

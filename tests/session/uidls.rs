@@ -333,3 +333,29 @@ async fn a_refused_header_fetch_gives_template_uidls_and_a_lost_link_no_login() 
     );
     assert!(store.map.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_login_on_behalf_of_a_user_remembers_the_users_mailbox() {
+    use base64::Engine;
+    let store = Arc::new(MapStore::default());
+    let s = store.clone();
+    let cfg = config("auth:\n  client_master_login: true\n");
+    let (_gw, mut pop) = Gateway::adjusted(Peer::with_messages(1), cfg, move |ctx| {
+        ctx.set_state_store(s, OnUnavailable::Refuse)
+    })
+    .await;
+    let plain = format!("{USER}\0{}\0{}", super::MASTER, super::MASTER_PASSWORD);
+    let plain = base64::engine::general_purpose::STANDARD.encode(plain);
+    assert_eq!(
+        pop.cmd(&format!("AUTH PLAIN {plain}")).await,
+        "+OK Logged in."
+    );
+    let users: Vec<String> = store
+        .map
+        .lock()
+        .unwrap()
+        .keys()
+        .map(|k| k.user.clone())
+        .collect();
+    assert_eq!(users, [USER]);
+}
