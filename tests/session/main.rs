@@ -2,6 +2,7 @@
 //! against the scripted IMAP server of [`peer`]. No sockets, no Dovecot.
 
 mod authorization;
+mod delete_action;
 mod faults;
 mod folders;
 mod gate;
