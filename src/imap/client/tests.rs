@@ -449,3 +449,28 @@ async fn messages_carrying_the_hiding_keyword_are_listed_as_deleted() {
     let deleted: Vec<bool> = listing.iter().map(|l| l.deleted).collect();
     assert_eq!(deleted, [true, false]);
 }
+
+#[tokio::test]
+async fn a_mailbox_named_by_a_literal_is_listed_after_its_select() {
+    // The name must go as a literal, so the snapshot cannot ride along.
+    let stream = pair(
+        GREETING,
+        vec![
+            ("A1 SELECT {9}", b"+ go\r\n"),
+            (
+                "Entwürfe",
+                b"* 2 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\nA1 OK selected\r\n",
+            ),
+            (
+                "A2 UID FETCH 1:* (UID RFC822.SIZE FLAGS)",
+                b"* 1 FETCH (UID 5 RFC822.SIZE 10 FLAGS ())\r\n\
+* 2 FETCH (UID 6 RFC822.SIZE 20 FLAGS ())\r\nA2 OK done\r\n",
+            ),
+        ],
+    );
+    let mut c = Client::start(stream, Duration::from_secs(5)).await.unwrap();
+    let (sel, listing) = c.open_mailbox("Entwürfe", None).await.unwrap();
+    assert_eq!(sel.exists, 2);
+    let uids: Vec<u32> = listing.iter().map(|l| l.uid).collect();
+    assert_eq!(uids, [5, 6]);
+}
