@@ -29,9 +29,9 @@
 #
 # adds up every shard found there and prints the score and the survivors,
 # the table tests/MUTANTS.md keeps; with `--list <(cargo mutants --list)`
-# it scores today's list instead, each mutant by its newest run. The run takes one mutant at a time per
-# core (JOBS, default 2); each is a debug build of the crate and its
-# in-process tests. Not part of CI.
+# it scores today's list instead, each mutant by its newest run. The run
+# takes one mutant at a time per core (JOBS, default 2); each is a debug
+# build of the crate and its in-process tests. Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
