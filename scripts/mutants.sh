@@ -73,6 +73,7 @@ run_names() {
             gone=$((gone + 1))
             continue
         fi
+        # shellcheck disable=SC2016 # a sed expression, not shell
         args+=(--re "^$(printf '%s' "$name" | sed 's/[][\.*^$(){}+?|]/\\&/g')\$")
     done <<<"$names"
     echo "mutants: running $((${#args[@]} / 2)) mutants ($gone no longer there)" >&2
