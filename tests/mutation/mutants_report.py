@@ -25,6 +25,7 @@ it, shard or re-run, and the ones no run tested are counted apart;
 
 from __future__ import annotations
 
+import argparse
 import collections
 import sys
 from pathlib import Path
@@ -70,41 +71,13 @@ def over_list(root: Path, listed: list[str], unmeasured_only: bool) -> int:
     if unmeasured_only:
         print("\n".join(unmeasured))
         return 0
-    count = collections.Counter(outcome.values())
-    caught = count["caught"] + count["timeout"]
-    viable = caught + count["missed"]
     print(f"listed    {len(listed):5}")
-    for kind in KINDS:
-        print(f"{kind:9} {count[kind]:5}")
-    print(f"untested  {len(unmeasured):5}")
-    if viable:
-        print(f"score     {caught}/{viable} viable mutants caught = {100 * caught / viable:.1f}%")
+    print_counts(collections.Counter(outcome.values()), untested=len(unmeasured))
     print_missed([m for m, kind in outcome.items() if kind == "missed"])
     return 0
 
 
-def print_missed(missed: list[str]) -> None:
-    per_file = collections.Counter(line.split(":", 1)[0] for line in missed)
-    print("\nmissed, per file:")
-    for path, count in per_file.most_common():
-        print(f"  {count:4}  {path}")
-    print("\nmissed:")
-    for line in sorted(missed, key=sort_key):
-        print(f"  {line}")
-
-
-def main() -> int:
-    args = sys.argv[1:]
-    unmeasured_only = "--unmeasured" in args
-    args = [a for a in args if a != "--unmeasured"]
-    listed = None
-    if "--list" in args:
-        at = args.index("--list")
-        listed = [line for line in Path(args[at + 1]).read_text().splitlines() if line]
-        del args[at:at + 2]
-    root = Path(args[0] if args else "mutants.out")
-    if listed is not None:
-        return over_list(root, listed, unmeasured_only)
+def over_shards(root: Path) -> int:
     found = shards(root)
     if not found:
         print(f"mutants_report: no finished shard under {root}/", file=sys.stderr)
@@ -113,14 +86,8 @@ def main() -> int:
     for shard in found:
         for kind, lines in read(shard).items():
             total[kind] += lines
-    caught = len(total["caught"]) + len(total["timeout"])
-    viable = caught + len(total["missed"])
-    names = ", ".join(p.parent.name for p in found)
-    print(f"shards: {names}")
-    for kind in KINDS:
-        print(f"{kind:9} {len(total[kind]):5}")
-    if viable:
-        print(f"score     {caught}/{viable} viable mutants caught = {100 * caught / viable:.1f}%")
+    print(f"shards: {', '.join(p.parent.name for p in found)}")
+    caught, viable = print_counts({kind: len(lines) for kind, lines in total.items()})
     reruns = [p.parent for p in root.glob("rerun*/mutants.out/caught.txt")]
     if reruns and viable:
         now_caught = set()
@@ -134,6 +101,43 @@ def main() -> int:
               f"{100 * (caught + len(fixed)) / viable:.1f}%")
     print_missed(total["missed"])
     return 0
+
+
+def print_counts(count: dict[str, int], untested: int | None = None) -> tuple[int, int]:
+    """Prints each kind's count and the score; returns (caught, viable)."""
+    for kind in KINDS:
+        print(f"{kind:9} {count.get(kind, 0):5}")
+    if untested is not None:
+        print(f"untested  {untested:5}")
+    caught = count.get("caught", 0) + count.get("timeout", 0)
+    viable = caught + count.get("missed", 0)
+    if viable:
+        print(f"score     {caught}/{viable} viable mutants caught = {100 * caught / viable:.1f}%")
+    return caught, viable
+
+
+def print_missed(missed: list[str]) -> None:
+    per_file = collections.Counter(line.split(":", 1)[0] for line in missed)
+    print("\nmissed, per file:")
+    for path, count in per_file.most_common():
+        print(f"  {count:4}  {path}")
+    print("\nmissed:")
+    for line in sorted(missed, key=sort_key):
+        print(f"  {line}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="The score of the cargo-mutants runs.")
+    ap.add_argument("root", nargs="?", default="mutants.out", type=Path)
+    ap.add_argument("--list", type=Path, metavar="FILE",
+                    help="today's `cargo mutants --list`: score it, each mutant by its newest run")
+    ap.add_argument("--unmeasured", action="store_true",
+                    help="with --list: print only the mutants no run tested")
+    args = ap.parse_args()
+    if args.list is None:
+        return over_shards(args.root)
+    listed = [line for line in args.list.read_text().splitlines() if line]
+    return over_list(args.root, listed, args.unmeasured)
 
 
 def sort_key(line: str) -> tuple[str, int]:
