@@ -40,6 +40,17 @@ def diff(v: float) -> str:
     return ("+" if v >= 0 else "") + fmt(v)
 
 
+def cpu_share(samples) -> float | None:
+    """popgate's median CPU time over wall time, where it was measured."""
+    cpus = [s.server_cpu / s.wall for s in samples if s.server_cpu is not None]
+    return statistics.median(cpus) if cpus else None
+
+
+def busy(samples) -> float:
+    """The median share of the machine's cores in use."""
+    return statistics.median(s.busy for s in samples)
+
+
 def diagnostics(runner) -> list[str]:
     """Per-command times, popgate's CPU and the client's CPU share:
     where popgate spends the difference."""
@@ -57,17 +68,15 @@ def diagnostics(runner) -> list[str]:
         count, what = per[key]
         un, up, u = per_unit(S[key], count)
         cmd = f"{fmt(un)} / {fmt(up)} {u} per {what} ({diff(up - un)} {u})"
-        cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
-        pgcpu = f"{statistics.median(cpus) * 100:.0f}%" if cpus else "—"
+        share = cpu_share(pgs)
+        pgcpu = "—" if share is None else f"{share * 100:.0f}%"
         ccpu = max(s.client_cpu / s.wall for s in nat + pgs + S[key].get("nginx", [])) * 100
         on = {s.octets for s in nat}
         op = {s.octets for s in pgs}
         octs = "—" if on == {0} else (f"{min(on):,} / {min(op):,}"
                                       + ("" if on == op else " (differ!)"))
-        bn = statistics.median(s.busy for s in nat) * 100
-        bp = statistics.median(s.busy for s in pgs) * 100
         out.append(f"| {key} | {wn:.3g} s / {wp:.3g} s | {cmd} | {pgcpu} | {ccpu:.0f}% "
-                   f"| {bn:.0f}% / {bp:.0f}% | {octs} |")
+                   f"| {busy(nat) * 100:.0f}% / {busy(pgs) * 100:.0f}% | {octs} |")
     return out
 
 
@@ -80,27 +89,23 @@ def evidence(runner, key: str) -> str:
     count, what = per[key]
     nat, pgs = S[key]["native"], S[key]["popgate"]
     wn, wp, unit = per_unit(S[key], count)
+    pgcpu, pgbusy = cpu_share(pgs) or 0.0, busy(pgs)
     if key.startswith("r-"):
         # The reference of r is popgate without state, not native Dovecot.
-        offcpu = statistics.median(s.server_cpu / s.wall for s in nat)
-        pgcpu = statistics.median(s.server_cpu / s.wall for s in pgs)
+        offcpu = cpu_share(nat) or 0.0
         rcpu = statistics.median(s.extra["redis_cpu"] / s.wall for s in pgs)
-        busy = statistics.median(s.busy for s in pgs)
         return (f"popgate on the Redis store takes {fmt(wp)} {unit} per {what} where "
                 f"popgate without state takes {fmt(wn)} {unit} ({diff(wp - wn)} {unit}); "
                 f"popgate used {pgcpu * 100:.0f}% of a core on the store "
                 f"({offcpu * 100:.0f}% without), redis-server {rcpu * 100:.0f}%, and the "
-                f"machine's {os.cpu_count()} cores were {busy * 100:.0f}% busy (all processes).")
-    cpus = [s.server_cpu / s.wall for s in pgs if s.server_cpu is not None]
-    pgcpu = statistics.median(cpus) if cpus else 0.0
+                f"machine's {os.cpu_count()} cores were {pgbusy * 100:.0f}% busy (all processes).")
     ccpu = max(s.client_cpu / s.wall for s in nat + pgs)
-    busy = statistics.median(s.busy for s in pgs)
     text = (f"popgate takes {fmt(wp)} {unit} per {what} where native takes "
             f"{fmt(wn)} {unit} ({diff(wp - wn)} {unit}); during popgate's "
             f"rounds popgate used {pgcpu * 100:.0f}% of a core, the client at most "
-            f"{ccpu * 100:.0f}%, and the machine's {os.cpu_count()} cores were {busy * 100:.0f}% "
+            f"{ccpu * 100:.0f}%, and the machine's {os.cpu_count()} cores were {pgbusy * 100:.0f}% "
             f"busy (all processes, the benchmark's and any others)")
-    if busy >= 0.9:
+    if pgbusy >= 0.9:
         text += (": the cores were saturated, so the work popgate adds (its own and the "
                  "kernel's for the extra loopback hop) competes with Dovecot for them, and "
                  "every hop also waits for a core.")
@@ -111,6 +116,7 @@ def evidence(runner, key: str) -> str:
     else:
         text += "."
     return text
+
 
 def per_round(runner) -> list[str]:
     out = ["| Workload | native, round by round | popgate, round by round |", "|---|---|---|"]
