@@ -5,6 +5,8 @@ mod bodies;
 #[cfg(test)]
 mod body_tests;
 mod login;
+#[cfg(test)]
+mod login_tests;
 mod mailbox;
 mod reader;
 #[cfg(test)]
