@@ -47,7 +47,7 @@ PG_PID=""
 TAIL_PID=""
 
 # The two functions below run from traps (shellcheck cannot see that).
-# shellcheck disable=SC2317
+# shellcheck disable=SC2317,SC2329
 stop_pid() {
     # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL.
     local pid="$1"
@@ -61,7 +61,7 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# shellcheck disable=SC2317
+# shellcheck disable=SC2317,SC2329
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM

@@ -50,6 +50,8 @@ for t in "${targets[@]}"; do
     corpus="fuzz/corpus/$t"
     mkdir -p "$corpus" "fuzz/seeds/$t"
     log="$(mktemp)"
+    # FUZZ_ARGS holds several libFuzzer flags: split on purpose.
+    # shellcheck disable=SC2086
     if ! "${fuzz[@]}" run -O "${sanitizer[@]}" "$t" "$corpus" "fuzz/seeds/$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 ${FUZZ_ARGS:-} >"$log" 2>&1; then
         status=1
@@ -61,7 +63,7 @@ for t in "${targets[@]}"; do
     cov=$(grep -o 'cov: [0-9]*' <<<"$done_line" | grep -o '[0-9]*' || true)
     ft=$(grep -o 'ft: [0-9]*' <<<"$done_line" | grep -o '[0-9]*' || true)
     summary+=("$(printf '%-15s %12s execs  cov %6s  ft %6s  corpus %5s' \
-        "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$(ls "$corpus" | wc -l)")")
+        "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$(find "$corpus" -type f | wc -l)")")
     rm -f "$log"
 done
 printf '%s\n' "${summary[@]}"

@@ -19,7 +19,8 @@ bash scripts/install-helm.sh
 VENV_PYTHON="$(bash scripts/venv.sh)"
 # The virtual environment's tools (pytest, kubernetes-validate, hadolint)
 # come first on PATH, as an activated environment would have them.
-export PATH="$(dirname "$VENV_PYTHON"):$PATH"
+PATH="$(dirname "$VENV_PYTHON"):$PATH"
+export PATH
 
 TEST_TMP="$(mktemp -d "${TMPDIR:-/tmp}/popgate-test.XXXXXX")"
 DOVECOT_TMP=""
