@@ -17,11 +17,19 @@ use super::backend::{Backend, Imap};
 use super::maildrop::{uid_sets, Budget, Maildrop};
 use crate::imap::ClientError;
 
-/// How far one body fetch reaches ahead of the message asked for: a few
-/// bodies up to 1 MiB in all, many headers (TOP n 0 answers are small).
+/// How far one body fetch reaches ahead of the message asked for at
+/// first: a few bodies up to 1 MiB in all, many headers (TOP n 0 answers
+/// are small).
 const BODY_BATCH: usize = 16;
 const BATCH_OCTETS: u64 = 1024 * 1024;
 const HEADER_BATCH: usize = 32;
+/// Each batch the client reads to its end reaches twice as far as the one
+/// before, up to this many doublings: a client scanning the whole mailbox
+/// waits on the server's answer once per hundreds of messages instead of
+/// once per 32 (measured: the wait was the gap to the native server on a
+/// TOP n 0 scan), while one that reads a message or two, or jumps about,
+/// leaves little unread in a batch.
+const MAX_DOUBLINGS: u32 = 4;
 
 /// What is fetched of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +48,14 @@ impl Section {
         }
     }
 
-    fn budget(self) -> Budget {
+    fn budget(self, doublings: u32) -> Budget {
         match self {
             Section::Full => Budget {
-                messages: BODY_BATCH,
+                messages: BODY_BATCH << doublings,
                 octets: BATCH_OCTETS,
             },
             Section::Header => Budget {
-                messages: HEADER_BATCH,
+                messages: HEADER_BATCH << doublings,
                 octets: u64::MAX,
             },
         }
@@ -88,11 +96,17 @@ enum State {
 /// Owns the upstream's body fetches for one session.
 pub(crate) struct Pipeline {
     state: State,
+    /// How many times the batch size has doubled: once for each batch in
+    /// a row that the client read to its end.
+    doublings: u32,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
-        Pipeline { state: State::Idle }
+        Pipeline {
+            state: State::Idle,
+            doublings: 0,
+        }
     }
 }
 
@@ -111,8 +125,14 @@ impl Pipeline {
         let covered = matches!(&self.state,
             State::Between(b) if b.section == section && b.pending.contains(&uid));
         if !covered {
+            let read_whole = matches!(&self.state,
+                State::Between(b) if b.section == section && b.pending.is_empty());
+            self.doublings = match read_whole {
+                true => (self.doublings + 1).min(MAX_DOUBLINGS),
+                false => 0,
+            };
             self.drain(backend, imap).await?;
-            let uids = maildrop.batch_from(n, section.budget());
+            let uids = maildrop.batch_from(n, section.budget(self.doublings));
             self.send(backend, imap, uids.into_iter().map(|(_, u)| u), section)
                 .await?;
         }
