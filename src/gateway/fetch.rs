@@ -127,9 +127,10 @@ impl Pipeline {
         if !covered {
             let read_whole = matches!(&self.state,
                 State::Between(b) if b.section == section && b.pending.is_empty());
-            self.doublings = match read_whole {
-                true => (self.doublings + 1).min(MAX_DOUBLINGS),
-                false => 0,
+            self.doublings = if read_whole {
+                (self.doublings + 1).min(MAX_DOUBLINGS)
+            } else {
+                0
             };
             self.drain(backend, imap).await?;
             let uids = maildrop.batch_from(n, section.budget(self.doublings));
