@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the benchmark (bench/run.py) needs beyond scripts/install-deps.sh:
 # Debian's `nginx` and `libnginx-mod-mail`, nginx's mail proxy, the second
-# reference beside Dovecot's own POP3 in workloads d, e, h and j. CI does not
+# reference beside Dovecot's own POP3 in workloads d, e, h and j, and
+# `linux-perf` for bench/session_cpu.py and profiling. CI does not
 # need this script (the benchmark is not part of CI); CI needs only
 # scripts/install-deps.sh.
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 # shellcheck source=scripts/apt.sh
 source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-PACKAGES=(nginx libnginx-mod-mail)
+PACKAGES=(nginx libnginx-mod-mail linux-perf)
 MODULE=/usr/lib/nginx/modules/ngx_mail_module.so
 
 installed() {
@@ -51,7 +52,7 @@ apt_install "${PACKAGES[@]}"
 stop_service
 
 if ! installed; then
-    echo "install-bench-deps.sh: nginx or its mail module still missing after apt-get install" >&2
+    echo "install-bench-deps.sh: nginx, its mail module or perf still missing after apt-get install" >&2
     exit 1
 fi
 echo "install-bench-deps.sh: $(nginx -v 2>&1 | head -n 1), mail module $MODULE"
