@@ -220,7 +220,8 @@ def write_results(args, runner, rows: list[Row], info: dict, command: str,
             why = evidence(runner, r.key)
             lines.append(f"- **{r.key}** ({r.title}): {r.shortfall()}." + (f" {why}" if why else ""))
         lines += ["", "The per-command times and CPU figures below show where the time goes; "
-                  "README.md says how to profile popgate during one workload."]
+                  "README.md says how to profile popgate during one workload, and "
+                  "`bench/session_cpu.py` splits e's or j's CPU per session by process."]
     else:
         lines.append("None: every target was met in this run.")
     lines += ["", "## Where the time goes", "",
