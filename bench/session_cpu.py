@@ -22,6 +22,7 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,9 @@ def main() -> None:
     ap.add_argument("--no-nginx", action="store_true", help="leave nginx out")
     ap.add_argument("--popgate-bin", default=str(REPO / "target" / "release" / "popgate"))
     a = ap.parse_args()
+    if shutil.which("perf") is None:
+        sys.exit("session_cpu.py: needs perf (Debian's linux-perf; "
+                 "scripts/install-bench-deps.sh installs it)")
 
     pki = None if a.plain else tw.make_pki()
     extra, imaps, pop3s = ("", 0, 0) if pki is None else tw.dovecot_conf(pki)
