@@ -11,7 +11,6 @@ use tracing::{info, warn};
 use super::backend::Imap;
 use super::maildrop::uid_sets;
 use super::migration;
-use super::uidls::{Migrated, OldServer, Unsettled};
 use crate::config::migration::OnFailure;
 use crate::imap::{ClientError, Listing};
 use crate::metrics::{Metrics, UidlEvent};
@@ -23,6 +22,48 @@ use crate::state::{matcher, MailboxKey, Memory, Print};
 /// INTERNALDATE comes along: asking for it in every login snapshot would
 /// slow the listing of big mailboxes (measured: about 1.5x).
 const HEADERS: &str = "INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)]";
+
+/// Where a mailbox never seen before gets its UIDLs from.
+pub(crate) enum OldServer<'a> {
+    /// Ask the old server at this login; a failure is handled per
+    /// `on_failure`.
+    Ask(&'a Source, &'a Owner<'a>, OnFailure),
+    /// Its messages, read already (the bulk import).
+    Read(Vec<OldMessage>),
+}
+
+/// What a migration found: old messages, paired, not paired.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Migrated {
+    pub(crate) old_messages: usize,
+    pub(crate) matched: usize,
+    pub(crate) unmatched: usize,
+}
+
+/// Why a login's UIDLs could not be settled.
+#[derive(Debug)]
+pub(crate) enum Unsettled {
+    /// The upstream failed while the headers were read, or the old
+    /// server's read failed with `on_failure: refuse`.
+    Upstream(ClientError),
+    /// The store failed and `state.on_unavailable` is `refuse`.
+    Store,
+}
+
+impl std::fmt::Display for Unsettled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsettled::Upstream(e) => write!(f, "IMAP server: {e}"),
+            Unsettled::Store => f.write_str("the state store is unavailable"),
+        }
+    }
+}
+
+impl From<ClientError> for Unsettled {
+    fn from(e: ClientError) -> Self {
+        Unsettled::Upstream(e)
+    }
+}
 
 pub(super) struct Work<'a> {
     migration: Option<OldServer<'a>>,

@@ -10,30 +10,12 @@ use tracing::{debug, info, warn};
 
 use super::backend::Imap;
 use super::fingerprint::Work;
-use crate::config::migration::OnFailure;
+pub(crate) use super::fingerprint::{Migrated, OldServer, Unsettled};
 use crate::config::OnUnavailable;
-use crate::imap::{ClientError, Listing};
+use crate::imap::Listing;
 use crate::metrics::{Metrics, UidlEvent};
-use crate::migration::{matcher::OldMessage, Owner, Source};
 use crate::pop3::uidl::UidlTemplate;
 use crate::state::{matcher, MailboxKey, Memory, Saved, StateStore};
-
-/// Where a mailbox never seen before gets its UIDLs from.
-pub(crate) enum OldServer<'a> {
-    /// Ask the old server at this login; a failure is handled per
-    /// `on_failure`.
-    Ask(&'a Source, &'a Owner<'a>, OnFailure),
-    /// Its messages, read already (the bulk import).
-    Read(Vec<OldMessage>),
-}
-
-/// What a migration found: old messages, paired, not paired.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Migrated {
-    pub(crate) old_messages: usize,
-    pub(crate) matched: usize,
-    pub(crate) unmatched: usize,
-}
 
 pub(crate) struct UidlMemory {
     store: Arc<dyn StateStore>,
@@ -41,31 +23,6 @@ pub(crate) struct UidlMemory {
     /// One lock per mailbox, so that this instance's logins do the work
     /// once; instances agree through the store's compare-and-set.
     locks: Mutex<HashMap<MailboxKey, Weak<tokio::sync::Mutex<()>>>>,
-}
-
-/// Why a login's UIDLs could not be settled.
-#[derive(Debug)]
-pub(crate) enum Unsettled {
-    /// The upstream failed while the headers were read, or the old
-    /// server's read failed with `on_failure: refuse`.
-    Upstream(ClientError),
-    /// The store failed and `state.on_unavailable` is `refuse`.
-    Store,
-}
-
-impl std::fmt::Display for Unsettled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Unsettled::Upstream(e) => write!(f, "IMAP server: {e}"),
-            Unsettled::Store => f.write_str("the state store is unavailable"),
-        }
-    }
-}
-
-impl From<ClientError> for Unsettled {
-    fn from(e: ClientError) -> Self {
-        Unsettled::Upstream(e)
-    }
 }
 
 /// Saves lost to another instance before this one gives up; each loss

@@ -134,9 +134,14 @@ fn prepare(conn: &Connection) -> Result<(), String> {
             .map_err(text)?,
         _ => return Err("an SQLite database, but not a popgate store".into()),
     }
-    // The token broker's table, also in stores made before it existed.
-    conn.execute_batch(super::tokens::EMBEDDED_TABLE)
-        .map_err(text)?;
+    // The token broker's table (`tokens` reads and writes it), also in
+    // stores made before it existed.
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS oauth_tokens (
+            route TEXT NOT NULL, user TEXT NOT NULL, sealed BLOB NOT NULL,
+            PRIMARY KEY (route, user))",
+    )
+    .map_err(text)?;
     Ok(())
 }
 

@@ -21,11 +21,6 @@ pub trait TokenStore: Send + Sync {
     async fn count_tokens(&self, route: &str) -> Result<u64, StateError>;
 }
 
-/// The table, made on first use by `Embedded::open`.
-pub(super) const EMBEDDED_TABLE: &str = "CREATE TABLE IF NOT EXISTS oauth_tokens (
-    route TEXT NOT NULL, user TEXT NOT NULL, sealed BLOB NOT NULL,
-    PRIMARY KEY (route, user))";
-
 #[async_trait]
 impl TokenStore for Embedded {
     async fn load_token(&self, route: &str, user: &str) -> Result<Option<Vec<u8>>, StateError> {
