@@ -70,6 +70,14 @@ class NginxMail:
     the plaintext POP3 port, ``tls_port`` the POP3S one (0 without a
     certificate).  Stopped by ``cleanup()``."""
 
+    @classmethod
+    def with_pki(cls, pop3_port: int, pki) -> "NginxMail":
+        """POP3S with popgate's certificate from the benchmark's PKI
+        (tests/e2e/certs.py), or plaintext only when ``pki`` is None."""
+        if pki is None:
+            return cls(pop3_port)
+        return cls(pop3_port, cert=pki.popgate.chain, key=pki.popgate.key, ca=pki.ca.cert)
+
     def __init__(self, pop3_port: int, *, cert: str | None = None, key: str | None = None,
                  ca: str | None = None, nofile: int = 4096) -> None:
         self.dir = tempfile.mkdtemp(prefix="pgbench-nginx-")

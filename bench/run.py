@@ -317,9 +317,7 @@ class Runner:
             self.notes.append(f"nginx: left out, {why}")
             log(f"nginx: left out, {why}")
             return None
-        ng = nginx_proxy.NginxMail(dv.pop3_port, cert=pki.popgate.chain if pki else None,
-                                   key=pki.popgate.key if pki else None,
-                                   ca=pki.ca.cert if pki else None)
+        ng = nginx_proxy.NginxMail.with_pki(dv.pop3_port, pki)
         self.settings.append(
             f"nginx {ng.version()} (Debian's nginx and libnginx-mod-mail): mail proxy, "
             "worker_processes auto, pop3_auth plain, auth_http to bench/nginx_auth.py "

@@ -88,9 +88,7 @@ def main() -> None:
         dv.deliver_many("sess", small_messages(10), flags="S")
         ng = None
         if not a.no_nginx and not nginx_proxy.missing():
-            ng = nginx_proxy.NginxMail(dv.pop3_port, cert=pki.popgate.chain if pki else None,
-                                       key=pki.popgate.key if pki else None,
-                                       ca=pki.ca.cert if pki else None)
+            ng = nginx_proxy.NginxMail.with_pki(dv.pop3_port, pki)
             started.append(ng)
         if pki is None:
             pg = start_popgate(a.popgate_bin, dv.imap_port)
